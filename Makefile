@@ -1,0 +1,47 @@
+# Every target bootstraps the project virtualenv first, so a fresh machine needs
+# only Python 3.11 and make. See README.md.
+SHELL := /bin/bash
+PYTHON ?= python3.11
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+MANIFEST := dbt_project/target/manifest.json
+
+export RECLOOP_DATA_DIR ?= $(CURDIR)/data
+export DAGSTER_HOME ?= $(RECLOOP_DATA_DIR)/dagster_home
+export HF_HUB_OFFLINE := 1
+
+.PHONY: install demo test dev bench lint clean
+
+install: $(STAMP) $(MANIFEST)
+
+$(STAMP): pyproject.toml constraints.txt
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[dev]'
+	touch $@
+
+# dagster-dbt builds the asset graph from the manifest; `dbt parse` writes it.
+$(MANIFEST): $(STAMP) $(shell find dbt_project -name '*.sql' -o -name '*.yml' -o -name '*.csv' | grep -v target/)
+	mkdir -p $(RECLOOP_DATA_DIR)
+	cd dbt_project && ../$(BIN)/dbt parse --quiet --profiles-dir .
+
+demo: install
+	mkdir -p $(DAGSTER_HOME)
+	$(BIN)/python -m assets.demo
+
+test: install
+	$(BIN)/python -m pytest
+
+dev: install
+	mkdir -p $(DAGSTER_HOME)
+	$(BIN)/dagster dev -w workspace.yaml
+
+bench: install
+	$(BIN)/python -m bench.pipeline
+
+lint: install
+	$(BIN)/ruff check recloop assets feature_repo tests bench
+
+clean:
+	rm -rf $(VENV) dbt_project/target dbt_project/logs

@@ -1,0 +1,143 @@
+"""The on-disk layout of the data directory (DESIGN.md §3).
+
+Raw events are append-only Parquet files partitioned by tenant and day; every
+derived file sits in its own tree so a failed step never touches its inputs.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import date
+from pathlib import Path
+
+import pandas as pd
+
+TENANT_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
+CATALOGS = ("users", "items")
+
+
+class LayoutError(ValueError):
+    """A path or identifier does not follow the data-directory contract."""
+
+
+def check_tenant_id(tenant: str) -> str:
+    """Tenant ids become directory names and Feast/Dagster keys: keep them plain."""
+    if not TENANT_PATTERN.match(tenant):
+        raise LayoutError(
+            f"tenant id {tenant!r} must match {TENANT_PATTERN.pattern} "
+            "(lower-case letters, digits, '-' and '_')"
+        )
+    return tenant
+
+
+@dataclass(frozen=True)
+class DataLayout:
+    """Paths below one data directory."""
+
+    root: Path
+
+    @property
+    def raw_events(self) -> Path:
+        return self.root / "raw" / "events"
+
+    def raw_events_partition(self, tenant: str, day: date) -> Path:
+        return self.raw_events / f"tenant={tenant}" / f"date={day.isoformat()}"
+
+    def raw_catalog(self, catalog: str, tenant: str) -> Path:
+        return self.root / "raw" / catalog / f"tenant={tenant}"
+
+    def validated_events_partition(self, tenant: str, day: date) -> Path:
+        return self.root / "validated" / "events" / f"tenant={tenant}" / f"date={day.isoformat()}"
+
+    def quarantined_events_partition(self, tenant: str, day: date) -> Path:
+        return (
+            self.root / "quarantine" / "events" / f"tenant={tenant}" / f"date={day.isoformat()}"
+        )
+
+    def validated_catalog(self, catalog: str, tenant: str) -> Path:
+        return self.root / "validated" / catalog / f"tenant={tenant}"
+
+    def quarantined_catalog(self, catalog: str, tenant: str) -> Path:
+        return self.root / "quarantine" / catalog / f"tenant={tenant}"
+
+    @property
+    def marts(self) -> Path:
+        return self.root / "marts"
+
+    @property
+    def warehouse(self) -> Path:
+        return self.root / "warehouse" / "recloop.duckdb"
+
+    @property
+    def feast(self) -> Path:
+        return self.root / "feast"
+
+    @property
+    def cache(self) -> Path:
+        return self.root / "cache"
+
+    def tenants(self) -> list[str]:
+        """Tenants that have a raw event directory, sorted; unknown names are skipped loudly."""
+        if not self.raw_events.is_dir():
+            return []
+        found = []
+        for child in sorted(self.raw_events.iterdir()):
+            if child.is_dir() and child.name.startswith("tenant="):
+                found.append(check_tenant_id(child.name.removeprefix("tenant=")))
+        return found
+
+    def event_days(self, tenant: str) -> list[date]:
+        """Days with at least one raw event file for `tenant`, sorted."""
+        tenant_dir = self.raw_events / f"tenant={tenant}"
+        if not tenant_dir.is_dir():
+            return []
+        days = []
+        for child in tenant_dir.iterdir():
+            if child.is_dir() and child.name.startswith("date=") and any(child.glob("*.parquet")):
+                try:
+                    days.append(date.fromisoformat(child.name.removeprefix("date=")))
+                except ValueError as exc:
+                    raise LayoutError(f"{child}: directory name is not date=YYYY-MM-DD") from exc
+        return sorted(days)
+
+
+def parquet_files(directory: Path) -> list[Path]:
+    """Parquet files in `directory`, by name (batches are named to sort in arrival order)."""
+    if not directory.is_dir():
+        return []
+    return sorted(p for p in directory.glob("*.parquet") if not p.name.startswith("."))
+
+
+@contextmanager
+def _atomic_target(path: Path) -> Iterator[Path]:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        yield tmp
+        with open(tmp, "rb") as handle:
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+        dir_fd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def write_parquet_atomic(frame: pd.DataFrame, path: Path) -> Path:
+    """Write `frame` so readers see either the old file or the whole new one, never a part.
+
+    The temporary file starts with '.', which `parquet_files` and the dbt globs skip.
+    """
+    with _atomic_target(path) as tmp:
+        frame.to_parquet(tmp, index=False)
+    return path

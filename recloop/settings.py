@@ -1,0 +1,61 @@
+"""Runtime settings, read from the environment in exactly one place."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import date
+from pathlib import Path
+from typing import Literal
+
+OnlineStoreKind = Literal["sqlite", "redis"]
+
+DATA_DIR_ENV = "RECLOOP_DATA_DIR"
+ONLINE_STORE_ENV = "RECLOOP_ONLINE_STORE"
+REDIS_URL_ENV = "RECLOOP_REDIS_URL"
+PARTITIONS_START_ENV = "RECLOOP_PARTITIONS_START"
+
+DEFAULT_DATA_DIR = Path("data")
+DEFAULT_REDIS_URL = "127.0.0.1:6379"
+# MovieLens-100K, the demo data set, starts on 1997-09-20.
+DEFAULT_PARTITIONS_START = date(1997, 9, 1)
+
+
+class SettingsError(ValueError):
+    """An environment variable holds a value recloop cannot use."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Where the data lives and which engines serve it."""
+
+    data_dir: Path
+    online_store: OnlineStoreKind = "sqlite"
+    redis_url: str = DEFAULT_REDIS_URL
+    partitions_start: date = DEFAULT_PARTITIONS_START
+    feast_project: str = "recloop"
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        """Build settings from `RECLOOP_*` variables; unset ones take defaults."""
+        env = os.environ if env is None else env
+        data_dir = Path(env.get(DATA_DIR_ENV) or DEFAULT_DATA_DIR).expanduser().resolve()
+        online_store = env.get(ONLINE_STORE_ENV, "sqlite").strip().lower()
+        if online_store not in ("sqlite", "redis"):
+            raise SettingsError(
+                f"{ONLINE_STORE_ENV}={online_store!r}: expected 'sqlite' (default) or 'redis'"
+            )
+        start_text = env.get(PARTITIONS_START_ENV)
+        try:
+            start = date.fromisoformat(start_text) if start_text else DEFAULT_PARTITIONS_START
+        except ValueError as exc:
+            raise SettingsError(
+                f"{PARTITIONS_START_ENV}={start_text!r}: expected a date like 1997-09-01"
+            ) from exc
+        return cls(
+            data_dir=data_dir,
+            online_store=online_store,  # type: ignore[arg-type]
+            redis_url=env.get(REDIS_URL_ENV) or DEFAULT_REDIS_URL,
+            partitions_start=start,
+        )
