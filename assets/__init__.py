@@ -1,0 +1,1 @@
+"""Dagster code location for recloop: thin assets over `recloop`, dbt and Feast."""

@@ -1,0 +1,66 @@
+"""dbt-duckdb models as Dagster assets; dbt tests become asset checks."""
+
+
+import os
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import dagster as dg
+from dagster_dbt import DagsterDbtTranslator, DbtCliResource, DbtProject, dbt_assets
+
+from assets.resources import RecloopResource
+from recloop.settings import DATA_DIR_ENV
+
+DBT_PROJECT_DIR = Path(__file__).resolve().parent.parent / "dbt_project"
+dbt_project = DbtProject(project_dir=DBT_PROJECT_DIR, profiles_dir=DBT_PROJECT_DIR)
+dbt_project.prepare_if_dev()
+
+if not dbt_project.manifest_path.exists():
+    raise FileNotFoundError(
+        f"{dbt_project.manifest_path} is missing: run `make install` "
+        "(it runs `dbt parse`) before loading the Dagster definitions"
+    )
+
+
+class RecloopDbtTranslator(DagsterDbtTranslator):
+    """Asset keys are bare model names; sources map to the validation assets; groups are folders."""
+
+    def get_asset_key(self, dbt_resource_props: Mapping[str, Any]) -> dg.AssetKey:
+        return dg.AssetKey(dbt_resource_props["name"])
+
+    def get_group_name(self, dbt_resource_props: Mapping[str, Any]) -> str | None:
+        fqn = dbt_resource_props.get("fqn", [])
+        if dbt_resource_props["resource_type"] == "model" and len(fqn) > 2:
+            return fqn[1]
+        return "staging"
+
+
+@contextmanager
+def data_dir_environment(data_dir: str) -> Iterator[None]:
+    """dbt reads the data directory with env_var(); point it at this run's directory."""
+    previous = os.environ.get(DATA_DIR_ENV)
+    os.environ[DATA_DIR_ENV] = data_dir
+    try:
+        yield
+    finally:
+        if previous is None:
+            os.environ.pop(DATA_DIR_ENV, None)
+        else:
+            os.environ[DATA_DIR_ENV] = previous
+
+
+@dbt_assets(
+    manifest=dbt_project.manifest_path,
+    project=dbt_project,
+    dagster_dbt_translator=RecloopDbtTranslator(),
+)
+def recloop_dbt_models(
+    context: dg.AssetExecutionContext, dbt: DbtCliResource, recloop: RecloopResource
+):
+    layout = recloop.layout()
+    layout.warehouse.parent.mkdir(parents=True, exist_ok=True)
+    layout.marts.mkdir(parents=True, exist_ok=True)
+    with data_dir_environment(recloop.data_dir):
+        yield from dbt.cli(["build"], context=context).stream()

@@ -1,0 +1,64 @@
+"""The single Definitions object of the recloop code location."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import dagster as dg
+from dagster_dbt import DbtCliResource
+
+from assets.dbt import dbt_project, recloop_dbt_models
+from assets.features import feast_feature_views, feast_online_store
+from assets.ingest import build_ingest_assets
+from assets.partitions import TENANTS, event_partitions
+from assets.resources import RecloopResource
+from assets.sensors import tenant_discovery_sensor
+from recloop.settings import Settings
+
+
+VALIDATE_EVENTS_JOB = "validate_events"
+VALIDATE_CATALOGS_JOB = "validate_catalogs"
+FEATURES_JOB = "build_features"
+
+
+def build_definitions(settings: Settings) -> dg.Definitions:
+    """Everything Dagster loads, for one set of settings (tests pass temporary ones)."""
+    events = event_partitions(settings.partitions_start)
+    return dg.Definitions(
+        assets=[
+            *build_ingest_assets(events),
+            recloop_dbt_models,
+            feast_feature_views,
+            feast_online_store,
+        ],
+        jobs=[
+            dg.define_asset_job(
+                VALIDATE_EVENTS_JOB, selection=["validated_events"], partitions_def=events
+            ),
+            dg.define_asset_job(
+                VALIDATE_CATALOGS_JOB,
+                selection=["validated_users", "validated_items"],
+                partitions_def=TENANTS,
+            ),
+            dg.define_asset_job(
+                FEATURES_JOB,
+                selection=dg.AssetSelection.all()
+                - dg.AssetSelection.assets("validated_events", "validated_users", "validated_items"),
+            ),
+        ],
+        sensors=[tenant_discovery_sensor],
+        resources={
+            "recloop": RecloopResource.from_settings(settings),
+            "dbt": DbtCliResource(
+                project_dir=dbt_project,
+                # The dbt beside this interpreter, so a venv works without being on PATH.
+                dbt_executable=str(Path(sys.executable).parent / "dbt"),
+            ),
+        },
+    )
+
+
+@dg.definitions
+def defs() -> dg.Definitions:
+    return build_definitions(Settings.from_env())

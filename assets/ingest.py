@@ -1,0 +1,159 @@
+"""Raw log (external assets) and pandera validation into valid and quarantined rows."""
+
+
+from collections import Counter
+from datetime import datetime, timezone
+
+import dagster as dg
+
+from assets.partitions import TENANTS, split_event_key
+from assets.resources import RecloopResource
+from recloop.ingest import (
+    catalog_counts,
+    event_partition_counts,
+    validate_catalog_partition,
+    validate_event_partition,
+)
+from recloop.validation import RawFileError
+
+INGEST_GROUP = "ingest"
+ROWS_CONSERVED = "rows_conserved"
+
+
+def build_ingest_assets(events_partitions: dg.MultiPartitionsDefinition) -> list:
+    """Raw specs, validation assets and their conservation checks for one partitioning."""
+    raw_events = dg.AssetSpec(
+        "raw_events",
+        partitions_def=events_partitions,
+        group_name=INGEST_GROUP,
+        description=(
+            "Append-only raw event log: $RECLOOP_DATA_DIR/raw/events/tenant=<id>/date=<day>/"
+            "*.parquet, written by loaders and the serving layer."
+        ),
+    )
+    raw_catalogs = {
+        name: dg.AssetSpec(
+            f"raw_{name}",
+            partitions_def=TENANTS,
+            group_name=INGEST_GROUP,
+            description=f"{name.title()} catalog snapshots: raw/{name}/tenant=<id>/<YYYY-MM-DD>.parquet.",
+        )
+        for name in ("users", "items")
+    }
+
+    @dg.asset(
+        key="validated_events",
+        deps=[raw_events],
+        partitions_def=events_partitions,
+        backfill_policy=dg.BackfillPolicy.single_run(),
+        group_name=INGEST_GROUP,
+        output_required=False,
+        check_specs=[
+            dg.AssetCheckSpec(
+                ROWS_CONSERVED,
+                asset="validated_events",
+                blocking=True,
+                description="valid + quarantined == read, counted from the files on disk.",
+            )
+        ],
+        description=(
+            "Raw events checked against recloop.schemas.EventSchema. Valid rows go on to dbt; "
+            "failing rows go to quarantine/events with the failing checks as `reason`."
+        ),
+    )
+    def validated_events(context: dg.AssetExecutionContext, recloop: RecloopResource):
+        layout = recloop.layout()
+        now = datetime.now(timezone.utc)
+        totals: Counter[str] = Counter()
+        reasons: Counter[str] = Counter()
+        keys = context.partition_keys
+        for key in keys:
+            tenant, day = split_event_key(key)
+            try:
+                report = validate_event_partition(layout, tenant, day, now)
+            except RawFileError as exc:
+                raise dg.Failure(
+                    description=f"partition {key} not validated: {exc}",
+                    metadata={"partition": key, "tenant": tenant, "date": day.isoformat()},
+                ) from exc
+            totals.update(read=report.read, valid=report.valid, quarantined=report.quarantined)
+            reasons.update(report.reasons)
+            context.log_event(
+                dg.AssetMaterialization(
+                    asset_key=context.asset_key,
+                    partition=key,
+                    metadata={
+                        "read": report.read,
+                        "valid": report.valid,
+                        "quarantined": report.quarantined,
+                        "files": ", ".join(report.files) or "(none)",
+                        "reasons": dg.MetadataValue.json(report.reasons),
+                    },
+                )
+            )
+        context.log.info(
+            f"validated {len(keys)} partition(s): {totals['read']:,} read, "
+            f"{totals['valid']:,} valid, {totals['quarantined']:,} quarantined"
+        )
+        broken = []
+        for key in keys:
+            tenant, day = split_event_key(key)
+            counts = event_partition_counts(layout, tenant, day)
+            if not counts.conserved:
+                broken.append(f"{key}: read {counts.read} != valid {counts.valid} + quarantined {counts.quarantined}")
+        yield dg.AssetCheckResult(
+            check_name=ROWS_CONSERVED,
+            passed=not broken,
+            metadata={
+                "partitions": len(keys),
+                "read": totals["read"],
+                "valid": totals["valid"],
+                "quarantined": totals["quarantined"],
+                "reasons": dg.MetadataValue.json(dict(reasons)),
+                "violations": dg.MetadataValue.json(broken[:20]),
+            },
+        )
+
+    def catalog_asset(name: str):
+        @dg.asset(
+            key=f"validated_{name}",
+            deps=[raw_catalogs[name]],
+            partitions_def=TENANTS,
+            group_name=INGEST_GROUP,
+            check_specs=[dg.AssetCheckSpec(ROWS_CONSERVED, asset=f"validated_{name}", blocking=True)],
+            description=f"{name.title()} catalog snapshots checked by pandera, with `snapshot_date`.",
+        )
+        def validated_catalog(context: dg.AssetExecutionContext, recloop: RecloopResource):
+            tenant = context.partition_key
+            layout = recloop.layout()
+            try:
+                report = validate_catalog_partition(layout, name, tenant)
+            except RawFileError as exc:
+                raise dg.Failure(description=f"{name} catalog of tenant {tenant} not validated: {exc}") from exc
+            counts = catalog_counts(layout, name, tenant)
+            yield dg.MaterializeResult(
+                metadata={
+                    "read": report.read,
+                    "valid": report.valid,
+                    "quarantined": report.quarantined,
+                    "snapshots": ", ".join(report.files) or "(none)",
+                    "reasons": dg.MetadataValue.json(report.reasons),
+                },
+                check_results=[
+                    dg.AssetCheckResult(
+                        check_name=ROWS_CONSERVED,
+                        passed=counts.conserved,
+                        metadata={"read": counts.read, "valid": counts.valid, "quarantined": counts.quarantined},
+                    )
+                ],
+            )
+
+        return validated_catalog
+
+    return [
+        raw_events,
+        *raw_catalogs.values(),
+        validated_events,
+        catalog_asset("users"),
+        catalog_asset("items"),
+    ]

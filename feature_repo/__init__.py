@@ -1,0 +1,1 @@
+"""Feast feature repository: definitions, store configuration and online-store guards."""

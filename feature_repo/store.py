@@ -1,0 +1,111 @@
+"""Open the Feast store for recloop's settings, and guard what Feast does not.
+
+Feast's SQLite online store overwrites a row whatever its timestamp
+(DESIGN.md §4): re-materializing an old window would replace newer values.
+`install_monotonic_guard` adds a trigger per feature-view table that drops such
+writes inside SQLite itself, so every writer (materialize, push) is covered.
+Feast's Redis store already skips rows not newer than the stored one.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Sequence
+from pathlib import Path
+
+import pandas as pd
+import yaml
+from feast import FeatureStore, FeatureView
+from feast.repo_config import RepoConfig
+
+from recloop.settings import Settings
+
+REPO_DIR = Path(__file__).resolve().parent
+CONFIG_FILES = {"sqlite": "feature_store.yaml", "redis": "feature_store.redis.yaml"}
+
+
+def config_file(settings: Settings) -> Path:
+    return REPO_DIR / CONFIG_FILES[settings.online_store]
+
+
+def load_repo_config(settings: Settings) -> RepoConfig:
+    """Read the YAML that `settings` selects, filling ${RECLOOP_*} from settings, not os.environ."""
+    text = config_file(settings).read_text()
+    for name, value in {
+        "RECLOOP_DATA_DIR": str(settings.data_dir),
+        "RECLOOP_REDIS_URL": settings.redis_url,
+    }.items():
+        text = text.replace("${" + name + "}", value)
+    raw = yaml.safe_load(text)
+    raw["project"] = settings.feast_project
+    return RepoConfig(repo_path=REPO_DIR, **raw)
+
+
+def open_feature_store(settings: Settings) -> FeatureStore:
+    (settings.data_dir / "feast").mkdir(parents=True, exist_ok=True)
+    return FeatureStore(config=load_repo_config(settings))
+
+
+def sqlite_table(store: FeatureStore, view: FeatureView) -> str:
+    """Feast's SQLite table name for `view` (`<project>_<view>`)."""
+    return f"{store.config.project}_{view.name}"
+
+
+def install_monotonic_guard(store: FeatureStore, views: Sequence[FeatureView]) -> list[str]:
+    """Make the SQLite online store ignore writes older than the stored row; returns triggers."""
+    if store.config.online_store.type != "sqlite":
+        return []
+    created = []
+    with sqlite3.connect(store.config.online_store.path) as conn:
+        for view in views:
+            table = sqlite_table(store, view)
+            trigger = f"{table}_keep_newest"
+            conn.execute(
+                f'CREATE TRIGGER IF NOT EXISTS "{trigger}" BEFORE UPDATE ON "{table}" '
+                "FOR EACH ROW WHEN julianday(NEW.event_ts) < julianday(OLD.event_ts) "
+                "BEGIN SELECT RAISE(IGNORE); END"
+            )
+            created.append(trigger)
+    return created
+
+
+def count_online_entities(store: FeatureStore, view: FeatureView) -> int:
+    """Entity rows that `view` has in the online store."""
+    online = store.config.online_store
+    if online.type == "sqlite":
+        with sqlite3.connect(online.path) as conn:
+            row = conn.execute(
+                f'SELECT COUNT(DISTINCT entity_key) FROM "{sqlite_table(store, view)}"'
+            ).fetchone()
+        return int(row[0])
+    if online.type == "redis":
+        import redis
+
+        client = redis.Redis.from_url(_redis_url(online.connection_string))
+        field = f"_ts:{view.name}".encode()
+        count = 0
+        for key in client.scan_iter(match=b"*" + store.config.project.encode(), count=1000):
+            if client.type(key) == b"hash" and client.hexists(key, field):
+                count += 1
+        return count
+    raise ValueError(f"cannot count rows in online store type {online.type!r}")
+
+
+def _redis_url(connection_string: str) -> str:
+    """Feast's 'host:port,db=N,password=X' string as a redis:// URL."""
+    host_port, *options = connection_string.split(",")
+    params = dict(option.split("=", 1) for option in options)
+    auth = f":{params['password']}@" if "password" in params else ""
+    scheme = "rediss" if params.get("ssl", "").lower() == "true" else "redis"
+    return f"{scheme}://{auth}{host_port}/{params.get('db', '0')}"
+
+
+def read_online(
+    store: FeatureStore, view: FeatureView, join_key: str, keys: Sequence[str]
+) -> pd.DataFrame:
+    """Online values of every feature of `view` for `keys`, one row per key."""
+    features = [f"{view.name}:{field.name}" for field in view.features]
+    response = store.get_online_features(
+        features=features, entity_rows=[{join_key: key} for key in keys]
+    )
+    return response.to_df()
