@@ -11,6 +11,7 @@ import json
 import os
 import sys
 import time
+import warnings
 from collections import Counter
 from pathlib import Path
 
@@ -76,8 +77,13 @@ def lineage(defs: dg.Definitions, source: str = RAW_ASSET, sink: str = LAST_ASSE
     return ordered
 
 
+QUIET_LOGS = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
+
+
 def _run(job: dg.JobDefinition, instance: dg.DagsterInstance, what: str, **kwargs) -> None:
-    result = job.execute_in_process(instance=instance, raise_on_error=False, **kwargs)
+    result = job.execute_in_process(
+        instance=instance, raise_on_error=False, run_config=QUIET_LOGS, **kwargs
+    )
     if not result.success:
         failures = [
             event.message for event in result.all_events if event.is_failure and event.message
@@ -193,6 +199,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--artifacts", type=Path, default=Path("artifacts"))
     args = parser.parse_args(argv)
+    # Library deprecation and beta notices drown the demo's own output.
+    warnings.filterwarnings("ignore", category=DeprecationWarning)
+    warnings.filterwarnings("ignore", category=dg.BetaWarning)
     settings = Settings.from_env()
     home = os.environ.get("DAGSTER_HOME")
     instance = dg.DagsterInstance.get() if home else dg.DagsterInstance.ephemeral()

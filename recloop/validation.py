@@ -90,7 +90,8 @@ def _with_optional_columns(frame: pd.DataFrame, model: type[pa.DataFrameModel]) 
     frame = frame.copy()
     for column in all_columns(model):
         if column not in frame.columns:
-            frame[column] = pd.NA
+            # None (not pd.NA) so that float and string coercion keep it a null.
+            frame[column] = pd.Series([None] * len(frame), index=frame.index, dtype=object)
     return frame
 
 
@@ -106,11 +107,18 @@ def _schema_failures(frame: pd.DataFrame, model: type[pa.DataFrameModel]) -> dic
                 "schema errors that name no row: "
                 + "; ".join(f"{r.column}: {r.check}" for r in unplaced.itertuples())
             ) from exc
+        failed_coercion = {
+            (int(case.index), case.column)
+            for case in cases.itertuples()
+            if str(case.check).startswith("coerce_dtype")
+        }
         for case in cases.itertuples():
-            if case.schema_context == "Column":
-                reasons[int(case.index)].add(f"{case.column}: {case.check}")
-            else:
-                reasons[int(case.index)].add(str(case.check))
+            index = int(case.index)
+            if case.schema_context != "Column":
+                reasons[index].add(str(case.check))
+            elif not (str(case.check).startswith("dtype(") and (index, case.column) in failed_coercion):
+                # A value that could not be cast also fails the dtype check: say it once.
+                reasons[index].add(f"{case.column}: {case.check}")
     return reasons
 
 

@@ -1,0 +1,1 @@
+"""Benchmarks of the recloop pipeline (`make bench`)."""

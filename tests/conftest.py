@@ -1,0 +1,106 @@
+"""Shared fixtures: tiny synthetic logs in temporary data directories."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import date, datetime, timedelta, timezone
+from pathlib import Path
+
+import dagster as dg
+import numpy as np
+import pandas as pd
+import pytest
+import redis
+
+from recloop.layout import DataLayout
+from recloop.movielens import MovieLensFrames, to_raw_log, write_raw_log
+from recloop.settings import Settings
+
+TINY_TENANT = "shop"
+TINY_DAYS = (date(2024, 3, 1), date(2024, 3, 2), date(2024, 3, 3))
+GENRES = ("Action", "Comedy", "Drama", "Sci-Fi")
+
+
+def tiny_frames(days: tuple[date, ...] = TINY_DAYS, users: int = 12, items: int = 9,
+                ratings_per_day: int = 20, seed: int = 7) -> MovieLensFrames:
+    """A small MovieLens-shaped data set: seeded, a few ratings a day."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for day in days:
+        start = datetime(day.year, day.month, day.day, tzinfo=timezone.utc)
+        seconds = np.sort(rng.integers(0, 86_400, ratings_per_day))
+        for second in seconds:
+            rows.append(
+                {
+                    "user_id": str(rng.integers(1, users + 1)),
+                    "item_id": str(rng.integers(1, items + 1)),
+                    "rating": float(rng.integers(1, 6)),
+                    "timestamp": int((start + timedelta(seconds=int(second))).timestamp()),
+                }
+            )
+    ratings = pd.DataFrame(rows).drop_duplicates(["user_id", "item_id", "timestamp"])
+    user_frame = pd.DataFrame(
+        {
+            "user_id": [str(i) for i in range(1, users + 1)],
+            "age": pd.array(rng.integers(18, 70, users), dtype="Int64"),
+            "gender": rng.choice(["F", "M"], users),
+            "occupation": rng.choice(["writer", "student", "engineer"], users),
+            "zip_code": [f"{10000 + i}" for i in range(users)],
+        }
+    )
+    item_frame = pd.DataFrame(
+        {
+            "item_id": [str(i) for i in range(1, items + 1)],
+            "title": [f"Movie {i}" for i in range(1, items + 1)],
+            "release_year": pd.array(rng.integers(1970, 2020, items), dtype="Int64"),
+            "genres": ["|".join(rng.choice(GENRES, 2, replace=False)) for _ in range(items)],
+        }
+    )
+    return MovieLensFrames(ratings=ratings, users=user_frame, items=item_frame)
+
+
+def write_tiny_log(data_dir: Path, tenant: str = TINY_TENANT, **kwargs) -> DataLayout:
+    layout = DataLayout(data_dir)
+    write_raw_log(to_raw_log(tiny_frames(**kwargs), tenant), layout)
+    return layout
+
+
+@pytest.fixture
+def data_dir(tmp_path: Path) -> Path:
+    path = tmp_path / "data"
+    path.mkdir()
+    return path
+
+
+@pytest.fixture
+def tiny_log(data_dir: Path) -> DataLayout:
+    return write_tiny_log(data_dir)
+
+
+@pytest.fixture
+def tiny_settings(data_dir: Path) -> Settings:
+    return Settings(data_dir=data_dir, partitions_start=date(2024, 1, 1))
+
+
+@pytest.fixture
+def instance() -> dg.DagsterInstance:
+    with dg.instance_for_test() as test_instance:
+        yield test_instance
+
+
+@pytest.fixture
+def redis_url() -> str:
+    """The real Redis on 127.0.0.1:6379 (CI starts it); a test needing it fails if it is down."""
+    url = "127.0.0.1:6379"
+    redis.Redis(host="127.0.0.1", port=6379).ping()
+    return url
+
+
+@pytest.fixture
+def redis_project() -> str:
+    """A Feast project name of its own, so parallel or repeated runs never share Redis keys."""
+    project = f"t{uuid.uuid4().hex[:10]}"
+    yield project
+    client = redis.Redis(host="127.0.0.1", port=6379)
+    for key in client.scan_iter(match=b"*" + project.encode(), count=1000):
+        client.delete(key)

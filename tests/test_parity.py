@@ -1,0 +1,29 @@
+import numpy as np
+import pandas as pd
+
+from recloop.parity import compare_parity, values_equal
+
+
+def test_values_equal_handles_nulls_floats_and_lists() -> None:
+    assert values_equal(None, float("nan"))
+    assert not values_equal(None, 0)
+    assert values_equal(0.1 + 0.2, 0.3)
+    assert not values_equal(1.0, 1.001)
+    assert values_equal(np.array([0.5, 0.25]), [0.5, 0.25])
+    assert not values_equal([0.5, 0.25], [0.5])
+    assert values_equal("Drama", "Drama") and not values_equal("Drama", "Comedy")
+
+
+def test_compare_parity_counts_mismatches_and_missing_entities() -> None:
+    offline = pd.DataFrame({"user_id": ["a", "b", "c", "d"], "n": [1, 2, 3, 4], "g": ["x", "y", "z", "w"]})
+    online = pd.DataFrame({"user_id": ["a", "b", "c", "d"], "n": [1, 5, None, 4], "g": ["x", "y", None, "w"]})
+    report = compare_parity(offline, online, "user_id", ["n", "g"])
+    assert (report.checked, report.mismatches, report.missing_online) == (4, 1, 1)
+    assert not report.passed
+    assert report.examples[0] == {"user_id": "b", "features": ["n"], "offline": [2], "online": [5.0]}
+    assert report.mismatch_rate == 0.5
+
+
+def test_compare_parity_passes_on_equal_frames() -> None:
+    frame = pd.DataFrame({"item_id": ["1"], "v": [[0.1, 0.9]]})
+    assert compare_parity(frame, frame.copy(), "item_id", ["v"]).passed
