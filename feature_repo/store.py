@@ -55,6 +55,13 @@ def install_monotonic_guard(store: FeatureStore, views: Sequence[FeatureView]) -
     """Make the SQLite online store ignore writes older than the stored row; returns triggers."""
     if store.config.online_store.type != "sqlite":
         return []
+    # Feast 0.67 stores event_ts as epoch seconds; older files hold ISO text. Compare both as seconds.
+    def seconds(column: str) -> str:
+        return (
+            f"(CASE typeof({column}) WHEN 'text' THEN CAST(strftime('%s', {column}) AS REAL) "
+            f"ELSE {column} END)"
+        )
+
     created = []
     with sqlite3.connect(store.config.online_store.path) as conn:
         for view in views:
@@ -62,7 +69,7 @@ def install_monotonic_guard(store: FeatureStore, views: Sequence[FeatureView]) -
             trigger = f"{table}_keep_newest"
             conn.execute(
                 f'CREATE TRIGGER IF NOT EXISTS "{trigger}" BEFORE UPDATE ON "{table}" '
-                "FOR EACH ROW WHEN julianday(NEW.event_ts) < julianday(OLD.event_ts) "
+                f"FOR EACH ROW WHEN {seconds('NEW.event_ts')} < {seconds('OLD.event_ts')} "
                 "BEGIN SELECT RAISE(IGNORE); END"
             )
             created.append(trigger)
