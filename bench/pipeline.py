@@ -39,7 +39,7 @@ from tqdm import tqdm
 
 from feature_repo.definitions import activity_fields, build_feature_objects
 from feature_repo.store import (
-    _redis_url,
+    redis_url_from_feast,
     count_online_entities,
     install_monotonic_guard,
     open_feature_store,
@@ -256,7 +256,7 @@ def write_marts(marts: Path, users: int) -> tuple[datetime, datetime]:
 
 
 def redis_client(redis_url: str) -> redis.Redis:
-    return redis.Redis.from_url(_redis_url(redis_url), socket_connect_timeout=2)
+    return redis.Redis.from_url(redis_url_from_feast(redis_url), socket_connect_timeout=2)
 
 
 def redis_unreachable(redis_url: str) -> str | None:

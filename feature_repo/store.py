@@ -88,7 +88,7 @@ def count_online_entities(store: FeatureStore, view: FeatureView) -> int:
     if online.type == "redis":
         import redis
 
-        client = redis.Redis.from_url(_redis_url(online.connection_string))
+        client = redis.Redis.from_url(redis_url_from_feast(online.connection_string))
         field = f"_ts:{view.name}".encode()
         count = 0
         for key in client.scan_iter(match=b"*" + store.config.project.encode(), count=1000):
@@ -98,7 +98,7 @@ def count_online_entities(store: FeatureStore, view: FeatureView) -> int:
     raise ValueError(f"cannot count rows in online store type {online.type!r}")
 
 
-def _redis_url(connection_string: str) -> str:
+def redis_url_from_feast(connection_string: str) -> str:
     """Feast's 'host:port,db=N,password=X' string as a redis:// URL."""
     host_port, *options = connection_string.split(",")
     params = dict(option.split("=", 1) for option in options)

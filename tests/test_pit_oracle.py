@@ -174,27 +174,30 @@ def assert_matches_oracle(pit: PitStore, rows: list[FeatureRow], labels: list[La
 def feature_rows(draw: st.DrawFn) -> list[FeatureRow]:
     """Rows on the shared grid, in shuffled file order, values unique per row.
 
-    (user, event_timestamp, created) is unique, so every tie on event_timestamp
-    has a single winner; duplicates of (user, event_timestamp) differ in created.
+    Each (user, event_timestamp) gets one to three distinct created delays, so
+    duplicates that only `created` can order are common but never fully tied.
     """
-    keys = draw(
+    stamps = draw(
         st.lists(
-            st.tuples(
-                st.sampled_from(USERS),
-                st.sampled_from(TIME_GRID),
-                st.sampled_from(CREATED_DELAYS),
-            ),
-            max_size=14,
+            st.tuples(st.sampled_from(USERS), st.sampled_from(TIME_GRID)),
+            max_size=8,
             unique=True,
         )
     )
+    keys = [
+        (user_id, event_timestamp, event_timestamp + delay)
+        for user_id, event_timestamp in stamps
+        for delay in draw(
+            st.lists(st.sampled_from(CREATED_DELAYS), min_size=1, max_size=3, unique=True)
+        )
+    ]
     nulls = draw(st.lists(st.booleans(), min_size=len(keys), max_size=len(keys)))
     order = draw(st.permutations(range(len(keys))))
     return [
         FeatureRow(
             user_id=keys[i][0],
             event_timestamp=keys[i][1],
-            created=keys[i][1] + keys[i][2],
+            created=keys[i][2],
             value=None if nulls[i] else i,
         )
         for i in order

@@ -1,0 +1,30 @@
+"""The Feast configuration recloop builds matches what the Feast CLI reads from the same YAML."""
+
+from pathlib import Path
+
+import pytest
+from feast.repo_config import load_repo_config as feast_load_repo_config
+
+from feature_repo.store import REPO_DIR, config_file, load_repo_config, redis_url_from_feast
+from recloop.settings import Settings
+
+
+@pytest.mark.parametrize("online_store", ["sqlite", "redis"])
+def test_recloop_and_feast_cli_read_the_same_config(online_store: str, tmp_path: Path,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    settings = Settings(data_dir=tmp_path, online_store=online_store, redis_url="cache:6380")
+    ours = load_repo_config(settings)
+    monkeypatch.setenv("RECLOOP_DATA_DIR", str(tmp_path))
+    monkeypatch.setenv("RECLOOP_REDIS_URL", "cache:6380")
+    theirs = feast_load_repo_config(REPO_DIR, config_file(settings))
+    assert ours.online_store.type == theirs.online_store.type == online_store
+    assert ours.registry.path == theirs.registry.path == f"sqlite:///{tmp_path}/feast/registry.db"
+    if online_store == "sqlite":
+        assert ours.online_store.path == str(tmp_path / "feast" / "online.db")
+    else:
+        assert ours.online_store.connection_string == "cache:6380"
+
+
+def test_redis_connection_strings_become_urls() -> None:
+    assert redis_url_from_feast("127.0.0.1:6379") == "redis://127.0.0.1:6379/0"
+    assert redis_url_from_feast("cache:6380,db=2,password=s3cret,ssl=true") == "rediss://:s3cret@cache:6380/2"
