@@ -1,6 +1,5 @@
 """dbt-duckdb models as Dagster assets; dbt tests become asset checks."""
 
-
 import os
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager

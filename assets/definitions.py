@@ -16,7 +16,6 @@ from assets.resources import RecloopResource
 from assets.sensors import tenant_discovery_sensor
 from recloop.settings import Settings
 
-
 VALIDATE_EVENTS_JOB = "validate_events"
 VALIDATE_CATALOGS_JOB = "validate_catalogs"
 FEATURES_JOB = "build_features"
@@ -44,7 +43,9 @@ def build_definitions(settings: Settings) -> dg.Definitions:
             dg.define_asset_job(
                 FEATURES_JOB,
                 selection=dg.AssetSelection.all()
-                - dg.AssetSelection.assets("validated_events", "validated_users", "validated_items"),
+                - dg.AssetSelection.assets(
+                    "validated_events", "validated_users", "validated_items"
+                ),
             ),
         ],
         sensors=[tenant_discovery_sensor],

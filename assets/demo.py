@@ -113,7 +113,9 @@ def run_demo(settings: Settings, instance: dg.DagsterInstance, artifacts: Path) 
     started = time.perf_counter()
     layout = DataLayout(settings.data_dir)
     print(f"[1/5] MovieLens-100K -> raw event log under {layout.root / 'raw'}")
-    write_raw_log(to_raw_log(read_ml100k_wheel(fetch_recbole_wheel(layout.cache)), DEMO_TENANT), layout)
+    write_raw_log(
+        to_raw_log(read_ml100k_wheel(fetch_recbole_wheel(layout.cache)), DEMO_TENANT), layout
+    )
     injected = inject_malformed_batch(layout, DEMO_TENANT)
     print(f"      + {injected} deliberately malformed events ({BAD_BATCH_NAME}) to show quarantine")
 
@@ -124,8 +126,12 @@ def run_demo(settings: Settings, instance: dg.DagsterInstance, artifacts: Path) 
         instance.add_dynamic_partitions(TENANTS.name, added)
     print(f"[2/5] tenants: {', '.join(tenants)}; validating catalogs")
     for tenant in tenants:
-        _run(defs.resolve_job_def(VALIDATE_CATALOGS_JOB), instance, f"catalogs of {tenant}",
-             partition_key=tenant)
+        _run(
+            defs.resolve_job_def(VALIDATE_CATALOGS_JOB),
+            instance,
+            f"catalogs of {tenant}",
+            partition_key=tenant,
+        )
 
     for tenant in tenants:
         days = layout.event_days(tenant)
@@ -139,7 +145,9 @@ def run_demo(settings: Settings, instance: dg.DagsterInstance, artifacts: Path) 
                 "dagster/asset_partition_range_end": event_key(tenant, days[-1]),
             },
         )
-    print("[4/5] dbt build (staging -> intermediate -> marts), feast apply, materialize online store")
+    print(
+        "[4/5] dbt build (staging -> intermediate -> marts), feast apply, materialize online store"
+    )
     _run(defs.resolve_job_def(FEATURES_JOB), instance, "features")
 
     print("[5/5] summary")
@@ -157,7 +165,11 @@ def build_summary(settings: Settings, defs: dg.Definitions, started: float) -> d
     for tenant in layout.tenants():
         for day in layout.event_days(tenant):
             counts = event_partition_counts(layout, tenant, day)
-            read, valid, quarantined = read + counts.read, valid + counts.valid, quarantined + counts.quarantined
+            read, valid, quarantined = (
+                read + counts.read,
+                valid + counts.valid,
+                quarantined + counts.quarantined,
+            )
             report = layout.validated_events_partition(tenant, day) / REPORT_FILE
             if report.exists():
                 reasons.update(json.loads(report.read_text())["reasons"])

@@ -1,6 +1,5 @@
 """Feast: register the feature views and keep the online store fresh and in parity."""
 
-
 from datetime import datetime, timedelta
 
 import dagster as dg
@@ -35,7 +34,9 @@ def mart_time_range(parquet_path: str) -> tuple[datetime, datetime]:
     group_name=FEATURES_GROUP,
     description="`feast apply` of feature_repo/definitions.py: entities, sources, views, services.",
 )
-def feast_feature_views(context: dg.AssetExecutionContext, recloop: RecloopResource) -> dg.MaterializeResult:
+def feast_feature_views(
+    context: dg.AssetExecutionContext, recloop: RecloopResource
+) -> dg.MaterializeResult:
     store = recloop.feature_store()
     objects = build_feature_objects(recloop.layout().marts)
     store.apply(list(objects))
@@ -45,7 +46,10 @@ def feast_feature_views(context: dg.AssetExecutionContext, recloop: RecloopResou
             "project": store.config.project,
             "online_store": store.config.online_store.type,
             "feature_views": dg.MetadataValue.json(
-                {view.name: [f.name for f in view.features] for view in (objects.user_features, objects.item_features)}
+                {
+                    view.name: [f.name for f in view.features]
+                    for view in (objects.user_features, objects.item_features)
+                }
             ),
             "feature_services": objects.retrieval_v1.name,
             "monotonic_guards": dg.MetadataValue.json(guards),

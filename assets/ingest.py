@@ -1,8 +1,7 @@
 """Raw log (external assets) and pandera validation into valid and quarantined rows."""
 
-
 from collections import Counter
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import dagster as dg
 
@@ -63,7 +62,7 @@ def build_ingest_assets(events_partitions: dg.MultiPartitionsDefinition) -> list
     )
     def validated_events(context: dg.AssetExecutionContext, recloop: RecloopResource):
         layout = recloop.layout()
-        now = datetime.now(timezone.utc)
+        now = datetime.now(UTC)
         totals: Counter[str] = Counter()
         reasons: Counter[str] = Counter()
         keys = context.partition_keys
@@ -100,7 +99,9 @@ def build_ingest_assets(events_partitions: dg.MultiPartitionsDefinition) -> list
             tenant, day = split_event_key(key)
             counts = event_partition_counts(layout, tenant, day)
             if not counts.conserved:
-                broken.append(f"{key}: read {counts.read} != valid {counts.valid} + quarantined {counts.quarantined}")
+                broken.append(
+                    f"{key}: read {counts.read} != valid {counts.valid} + quarantined {counts.quarantined}"
+                )
         yield dg.AssetCheckResult(
             check_name=ROWS_CONSERVED,
             passed=not broken,
@@ -120,7 +121,9 @@ def build_ingest_assets(events_partitions: dg.MultiPartitionsDefinition) -> list
             deps=[raw_catalogs[name]],
             partitions_def=TENANTS,
             group_name=INGEST_GROUP,
-            check_specs=[dg.AssetCheckSpec(ROWS_CONSERVED, asset=f"validated_{name}", blocking=True)],
+            check_specs=[
+                dg.AssetCheckSpec(ROWS_CONSERVED, asset=f"validated_{name}", blocking=True)
+            ],
             description=f"{name.title()} catalog snapshots checked by pandera, with `snapshot_date`.",
         )
         def validated_catalog(context: dg.AssetExecutionContext, recloop: RecloopResource):
@@ -129,7 +132,9 @@ def build_ingest_assets(events_partitions: dg.MultiPartitionsDefinition) -> list
             try:
                 report = validate_catalog_partition(layout, name, tenant)
             except RawFileError as exc:
-                raise dg.Failure(description=f"{name} catalog of tenant {tenant} not validated: {exc}") from exc
+                raise dg.Failure(
+                    description=f"{name} catalog of tenant {tenant} not validated: {exc}"
+                ) from exc
             counts = catalog_counts(layout, name, tenant)
             yield dg.MaterializeResult(
                 metadata={
@@ -143,7 +148,11 @@ def build_ingest_assets(events_partitions: dg.MultiPartitionsDefinition) -> list
                     dg.AssetCheckResult(
                         check_name=ROWS_CONSERVED,
                         passed=counts.conserved,
-                        metadata={"read": counts.read, "valid": counts.valid, "quarantined": counts.quarantined},
+                        metadata={
+                            "read": counts.read,
+                            "valid": counts.valid,
+                            "quarantined": counts.quarantined,
+                        },
                     )
                 ],
             )

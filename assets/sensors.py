@@ -1,6 +1,5 @@
 """Tenant discovery: a new `tenant=<id>` directory in the raw log becomes a partition."""
 
-
 import dagster as dg
 
 from assets.partitions import TENANTS

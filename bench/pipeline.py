@@ -39,10 +39,10 @@ from tqdm import tqdm
 
 from feature_repo.definitions import activity_fields, build_feature_objects
 from feature_repo.store import (
-    redis_url_from_feast,
     count_online_entities,
     install_monotonic_guard,
     open_feature_store,
+    redis_url_from_feast,
 )
 from recloop.layout import DataLayout
 from recloop.movielens import RECBOLE_WHEEL

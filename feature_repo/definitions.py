@@ -48,10 +48,18 @@ def activity_fields() -> list[Field]:
 
 
 def build_feature_objects(marts_dir: Path) -> FeatureRepoObjects:
-    user = Entity(name="user", join_keys=["user_id"], value_type=ValueType.STRING,
-                  description="A person who receives recommendations.")
-    item = Entity(name="item", join_keys=["item_id"], value_type=ValueType.STRING,
-                  description="A thing that can be recommended.")
+    user = Entity(
+        name="user",
+        join_keys=["user_id"],
+        value_type=ValueType.STRING,
+        description="A person who receives recommendations.",
+    )
+    item = Entity(
+        name="item",
+        join_keys=["item_id"],
+        value_type=ValueType.STRING,
+        description="A thing that can be recommended.",
+    )
     user_features_source = FileSource(
         name="user_features_source",
         path=str(marts_dir / "user_features.parquet"),
@@ -97,6 +105,11 @@ def build_feature_objects(marts_dir: Path) -> FeatureRepoObjects:
         description="Features of the two-tower retrieval model, version 1.",
     )
     return FeatureRepoObjects(
-        user, item, user_features_source, item_features_source,
-        user_features, item_features, retrieval_v1,
+        user,
+        item,
+        user_features_source,
+        item_features_source,
+        user_features,
+        item_features,
+        retrieval_v1,
     )

@@ -55,6 +55,7 @@ def install_monotonic_guard(store: FeatureStore, views: Sequence[FeatureView]) -
     """Make the SQLite online store ignore writes older than the stored row; returns triggers."""
     if store.config.online_store.type != "sqlite":
         return []
+
     # Feast 0.67 stores event_ts as epoch seconds; older files hold ISO text. Compare both as seconds.
     def seconds(column: str) -> str:
         return (

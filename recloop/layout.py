@@ -55,9 +55,7 @@ class DataLayout:
         return self.root / "validated" / "events" / f"tenant={tenant}" / f"date={day.isoformat()}"
 
     def quarantined_events_partition(self, tenant: str, day: date) -> Path:
-        return (
-            self.root / "quarantine" / "events" / f"tenant={tenant}" / f"date={day.isoformat()}"
-        )
+        return self.root / "quarantine" / "events" / f"tenant={tenant}" / f"date={day.isoformat()}"
 
     def validated_catalog(self, catalog: str, tenant: str) -> Path:
         return self.root / "validated" / catalog / f"tenant={tenant}"

@@ -69,8 +69,15 @@ def fetch_recbole_wheel(cache_dir: Path) -> Path:
     if not wheel.exists():
         cache_dir.mkdir(parents=True, exist_ok=True)
         command = [
-            sys.executable, "-m", "pip", "download", "--no-deps", "--quiet",
-            "--dest", str(cache_dir), f"recbole=={RECBOLE_VERSION}",
+            sys.executable,
+            "-m",
+            "pip",
+            "download",
+            "--no-deps",
+            "--quiet",
+            "--dest",
+            str(cache_dir),
+            f"recbole=={RECBOLE_VERSION}",
         ]
         completed = subprocess.run(command, capture_output=True, text=True, check=False)
         if completed.returncode != 0 or not wheel.exists():
@@ -136,24 +143,36 @@ def read_movielens_zip(path: Path) -> MovieLensFrames:
         names = {Path(n).name: n for n in archive.namelist()}
         if "ratings.dat" in names:
             ratings = pd.read_csv(
-                io.StringIO(_read_member(archive, names["ratings.dat"])), sep="::",
-                engine="python", header=None, dtype=str,
+                io.StringIO(_read_member(archive, names["ratings.dat"])),
+                sep="::",
+                engine="python",
+                header=None,
+                dtype=str,
                 names=["user_id", "item_id", "rating", "timestamp"],
             )
             movies = pd.read_csv(
-                io.StringIO(_read_member(archive, names["movies.dat"])), sep="::",
-                engine="python", header=None, dtype=str, names=["item_id", "title", "genres"],
+                io.StringIO(_read_member(archive, names["movies.dat"])),
+                sep="::",
+                engine="python",
+                header=None,
+                dtype=str,
+                names=["item_id", "title", "genres"],
             )
             if "users.dat" in names:
                 users = pd.read_csv(
-                    io.StringIO(_read_member(archive, names["users.dat"])), sep="::",
-                    engine="python", header=None, dtype=str,
+                    io.StringIO(_read_member(archive, names["users.dat"])),
+                    sep="::",
+                    engine="python",
+                    header=None,
+                    dtype=str,
                     names=["user_id", "gender", "age", "occupation", "zip_code"],
                 )
             else:
                 users = pd.DataFrame({"user_id": ratings["user_id"].unique()})
         elif "ratings.csv" in names:
-            ratings = pd.read_csv(io.StringIO(_read_member(archive, names["ratings.csv"])), dtype=str)
+            ratings = pd.read_csv(
+                io.StringIO(_read_member(archive, names["ratings.csv"])), dtype=str
+            )
             ratings.columns = ["user_id", "item_id", "rating", "timestamp"]
             movies = pd.read_csv(io.StringIO(_read_member(archive, names["movies.csv"])), dtype=str)
             movies.columns = ["item_id", "title", "genres"]
@@ -205,7 +224,11 @@ def to_raw_log(frames: MovieLensFrames, tenant: str) -> RawLog:
     stamps = pd.to_datetime(ratings["timestamp"], unit="s", utc=True)
     events = pd.DataFrame(
         {
-            "event_id": "rating:" + ratings["user_id"] + ":" + ratings["item_id"] + ":"
+            "event_id": "rating:"
+            + ratings["user_id"]
+            + ":"
+            + ratings["item_id"]
+            + ":"
             + ratings["timestamp"].astype(str),
             "tenant_id": tenant,
             "user_id": ratings["user_id"],

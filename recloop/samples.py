@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import date, datetime, time, timedelta, timezone
+from datetime import UTC, date, datetime, time, timedelta
 
 import pandas as pd
 
@@ -15,15 +15,22 @@ def malformed_events(tenant: str, day: date, duplicate_of: str) -> pd.DataFrame:
     `expected_reason` names the check that must reject the row; it is not part of
     the event contract, so validation drops the column.
     """
-    noon = datetime.combine(day, time(12), tzinfo=timezone.utc)
+    noon = datetime.combine(day, time(12), tzinfo=UTC)
     rows = [
         ("null user_id", {"user_id": None}, "user_id: not_nullable"),
         ("unknown event type", {"event_type": "rage_click"}, "event_type: isin"),
-        ("event from another day", {"event_timestamp": noon - timedelta(days=3)},
-         f"event_timestamp within partition date={day.isoformat()}"),
+        (
+            "event from another day",
+            {"event_timestamp": noon - timedelta(days=3)},
+            f"event_timestamp within partition date={day.isoformat()}",
+        ),
         ("duplicate event_id", {"event_id": duplicate_of}, "event_id is unique"),
         ("non-numeric value", {"value": "five stars"}, "value: coerce_dtype"),
-        ("wrong tenant", {"tenant_id": "someone-else"}, f"tenant_id matches partition tenant={tenant}"),
+        (
+            "wrong tenant",
+            {"tenant_id": "someone-else"},
+            f"tenant_id matches partition tenant={tenant}",
+        ),
         ("negative position", {"position": -3}, "position: greater_than_or_equal_to(0)"),
     ]
     records = []

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections import Counter, defaultdict
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import date, datetime, time, timedelta, timezone
+from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
 
 import pandas as pd
@@ -116,7 +116,9 @@ def _schema_failures(frame: pd.DataFrame, model: type[pa.DataFrameModel]) -> dic
             index = int(case.index)
             if case.schema_context != "Column":
                 reasons[index].add(str(case.check))
-            elif not (str(case.check).startswith("dtype(") and (index, case.column) in failed_coercion):
+            elif not (
+                str(case.check).startswith("dtype(") and (index, case.column) in failed_coercion
+            ):
                 # A value that could not be cast also fails the dtype check: say it once.
                 reasons[index].add(f"{case.column}: {case.check}")
     return reasons
@@ -145,7 +147,9 @@ def validate_frame(
 ) -> ValidationResult:
     """Validate `raw` against `model` plus extra boolean row checks (True = row passes)."""
     frame = _with_optional_columns(raw, model).reset_index(drop=True)
-    reasons = _schema_failures(frame.drop(columns=[SOURCE_FILE, SOURCE_ROW], errors="ignore"), model)
+    reasons = _schema_failures(
+        frame.drop(columns=[SOURCE_FILE, SOURCE_ROW], errors="ignore"), model
+    )
     for name, passed in (row_checks or {}).items():
         for index in frame.index[~passed.reset_index(drop=True).fillna(True).astype(bool)]:
             reasons[int(index)].add(name)
@@ -169,7 +173,7 @@ def validate_frame(
 
 
 def day_bounds(day: date) -> tuple[pd.Timestamp, pd.Timestamp]:
-    start = pd.Timestamp(datetime.combine(day, time.min, tzinfo=timezone.utc))
+    start = pd.Timestamp(datetime.combine(day, time.min, tzinfo=UTC))
     return start, start + pd.Timedelta(days=1)
 
 
@@ -223,7 +227,9 @@ def validate_catalog(
         quarantined_parts.append(result.quarantined)
         read += result.read_count
     columns = [*all_columns(model), "snapshot_date"]
-    valid = pd.concat(valid_parts, ignore_index=True) if valid_parts else pd.DataFrame(columns=columns)
+    valid = (
+        pd.concat(valid_parts, ignore_index=True) if valid_parts else pd.DataFrame(columns=columns)
+    )
     quarantined = (
         pd.concat(quarantined_parts, ignore_index=True) if quarantined_parts else pd.DataFrame()
     )

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 import dagster as dg
@@ -21,13 +21,18 @@ TINY_DAYS = (date(2024, 3, 1), date(2024, 3, 2), date(2024, 3, 3))
 GENRES = ("Action", "Comedy", "Drama", "Sci-Fi")
 
 
-def tiny_frames(days: tuple[date, ...] = TINY_DAYS, users: int = 12, items: int = 9,
-                ratings_per_day: int = 20, seed: int = 7) -> MovieLensFrames:
+def tiny_frames(
+    days: tuple[date, ...] = TINY_DAYS,
+    users: int = 12,
+    items: int = 9,
+    ratings_per_day: int = 20,
+    seed: int = 7,
+) -> MovieLensFrames:
     """A small MovieLens-shaped data set: seeded, a few ratings a day."""
     rng = np.random.default_rng(seed)
     rows = []
     for day in days:
-        start = datetime(day.year, day.month, day.day, tzinfo=timezone.utc)
+        start = datetime(day.year, day.month, day.day, tzinfo=UTC)
         seconds = np.sort(rng.integers(0, 86_400, ratings_per_day))
         for second in seconds:
             rows.append(

@@ -7,7 +7,12 @@ from pathlib import Path
 
 import dagster as dg
 
-from assets.definitions import FEATURES_JOB, VALIDATE_CATALOGS_JOB, VALIDATE_EVENTS_JOB, build_definitions
+from assets.definitions import (
+    FEATURES_JOB,
+    VALIDATE_CATALOGS_JOB,
+    VALIDATE_EVENTS_JOB,
+    build_definitions,
+)
 from assets.demo import lineage
 from assets.partitions import TENANTS, event_key, split_event_key
 from assets.resources import RecloopResource
@@ -42,7 +47,9 @@ def test_dbt_tests_are_asset_checks(tiny_settings) -> None:
     checks = {(key.asset_key.to_user_string(), key.name) for key in graph.asset_check_keys}
     assert ("validated_events", "rows_conserved") in checks
     assert ("feast_online_store", "online_offline_parity") in checks
-    assert any(asset == "user_features" and name.startswith("unique_combination") for asset, name in checks)
+    assert any(
+        asset == "user_features" and name.startswith("unique_combination") for asset, name in checks
+    )
 
 
 def test_partition_keys_round_trip() -> None:
@@ -54,8 +61,18 @@ def test_partition_keys_round_trip() -> None:
 def test_workspace_loads_with_the_dagster_cli(data_dir) -> None:
     env = {**os.environ, "RECLOOP_DATA_DIR": str(data_dir)}
     completed = subprocess.run(
-        [str(Path(sys.executable).parent / "dagster"), "definitions", "validate", "-w", "workspace.yaml"],
-        cwd=REPO, env=env, capture_output=True, text=True, timeout=300,
+        [
+            str(Path(sys.executable).parent / "dagster"),
+            "definitions",
+            "validate",
+            "-w",
+            "workspace.yaml",
+        ],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert completed.returncode == 0, completed.stdout + completed.stderr
 

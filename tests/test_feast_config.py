@@ -10,8 +10,9 @@ from recloop.settings import Settings
 
 
 @pytest.mark.parametrize("online_store", ["sqlite", "redis"])
-def test_recloop_and_feast_cli_read_the_same_config(online_store: str, tmp_path: Path,
-                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+def test_recloop_and_feast_cli_read_the_same_config(
+    online_store: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     settings = Settings(data_dir=tmp_path, online_store=online_store, redis_url="cache:6380")
     ours = load_repo_config(settings)
     monkeypatch.setenv("RECLOOP_DATA_DIR", str(tmp_path))
@@ -27,4 +28,7 @@ def test_recloop_and_feast_cli_read_the_same_config(online_store: str, tmp_path:
 
 def test_redis_connection_strings_become_urls() -> None:
     assert redis_url_from_feast("127.0.0.1:6379") == "redis://127.0.0.1:6379/0"
-    assert redis_url_from_feast("cache:6380,db=2,password=s3cret,ssl=true") == "rediss://:s3cret@cache:6380/2"
+    assert (
+        redis_url_from_feast("cache:6380,db=2,password=s3cret,ssl=true")
+        == "rediss://:s3cret@cache:6380/2"
+    )

@@ -44,14 +44,20 @@ def test_raw_log_follows_the_event_contract(ml100k, tmp_path: Path) -> None:
     assert log.events["event_id"].is_unique
     layout = DataLayout(tmp_path)
     report = write_raw_log(log, layout)
-    assert (report.events, report.first_day, report.last_day) == (100_000, "1997-09-20", "1998-04-22")
+    assert (report.events, report.first_day, report.last_day) == (
+        100_000,
+        "1997-09-20",
+        "1998-04-22",
+    )
     days = layout.event_days("ml100k")
     assert len(days) == report.partitions
     first = pd.read_parquet(parquet_files(layout.raw_events_partition("ml100k", days[0]))[0])
     assert (first["event_timestamp"].dt.date == days[0]).all()
     again = write_raw_log(log, layout)
     assert again == report
-    assert sum(len(parquet_files(layout.raw_events_partition("ml100k", d))) for d in days) == len(days)
+    assert sum(len(parquet_files(layout.raw_events_partition("ml100k", d))) for d in days) == len(
+        days
+    )
 
 
 def test_corrupt_wheel_is_rejected(tmp_path: Path) -> None:
@@ -68,25 +74,32 @@ def _zip(path: Path, members: dict[str, str]) -> Path:
 
 
 def test_ml1m_layout(tmp_path: Path) -> None:
-    archive = _zip(tmp_path / "ml-1m.zip", {
-        "ml-1m/ratings.dat": "1::10::5::978300760\n2::10::3::978302109\n",
-        "ml-1m/movies.dat": "10::GoldenEye (1995)::Action|Adventure|Thriller\n",
-        "ml-1m/users.dat": "1::F::1::10::48067\n2::M::56::16::70072\n",
-    })
+    archive = _zip(
+        tmp_path / "ml-1m.zip",
+        {
+            "ml-1m/ratings.dat": "1::10::5::978300760\n2::10::3::978302109\n",
+            "ml-1m/movies.dat": "10::GoldenEye (1995)::Action|Adventure|Thriller\n",
+            "ml-1m/users.dat": "1::F::1::10::48067\n2::M::56::16::70072\n",
+        },
+    )
     frames = read_movielens_zip(archive)
     assert frames.ratings["rating"].tolist() == [5.0, 3.0]
     assert frames.items.iloc[0][["title", "release_year", "genres"]].tolist() == [
-        "GoldenEye", 1995, "Action|Adventure|Thriller"
+        "GoldenEye",
+        1995,
+        "Action|Adventure|Thriller",
     ]
     assert frames.users["age"].tolist() == [1, 56]
 
 
 def test_ml_latest_csv_layout(tmp_path: Path) -> None:
-    archive = _zip(tmp_path / "ml-latest-small.zip", {
-        "ml-latest-small/ratings.csv": "userId,movieId,rating,timestamp\n1,1,4.5,964982703\n",
-        "ml-latest-small/movies.csv":
-            'movieId,title,genres\n1,"Toy Story (1995)",Adventure|Animation\n2,Untitled,(no genres listed)\n',
-    })
+    archive = _zip(
+        tmp_path / "ml-latest-small.zip",
+        {
+            "ml-latest-small/ratings.csv": "userId,movieId,rating,timestamp\n1,1,4.5,964982703\n",
+            "ml-latest-small/movies.csv": 'movieId,title,genres\n1,"Toy Story (1995)",Adventure|Animation\n2,Untitled,(no genres listed)\n',
+        },
+    )
     frames = read_movielens_zip(archive)
     assert frames.ratings["rating"].tolist() == [4.5]
     assert frames.items["title"].tolist() == ["Toy Story", "Untitled"]
@@ -97,10 +110,17 @@ def test_ml_latest_csv_layout(tmp_path: Path) -> None:
 def test_download_goes_through_the_real_http_code_path(tmp_path: Path) -> None:
     served = tmp_path / "served"
     served.mkdir()
-    _zip(served / "ml-latest-small.zip", {"ratings.csv": "userId,movieId,rating,timestamp\n",
-                                          "movies.csv": "movieId,title,genres\n"})
+    _zip(
+        served / "ml-latest-small.zip",
+        {
+            "ratings.csv": "userId,movieId,rating,timestamp\n",
+            "movies.csv": "movieId,title,genres\n",
+        },
+    )
     cache = tmp_path / "cache"
-    path = download_movielens("ml-latest-small", cache, url_template=f"file://{served}/{{name}}.zip")
+    path = download_movielens(
+        "ml-latest-small", cache, url_template=f"file://{served}/{{name}}.zip"
+    )
     assert path == cache / "ml-latest-small.zip" and zipfile.is_zipfile(path)
     with pytest.raises(MovieLensError, match="unknown MovieLens data set 'ml-2k'"):
         download_movielens("ml-2k", cache)
@@ -111,5 +131,7 @@ def test_download_rejects_a_non_zip(tmp_path: Path) -> None:
     served.mkdir()
     (served / "ml-1m.zip").write_text("<html>an error page</html>")
     with pytest.raises(MovieLensError, match="not a zip file"):
-        download_movielens("ml-1m", tmp_path / "cache", url_template=f"file://{served}/{{name}}.zip")
+        download_movielens(
+            "ml-1m", tmp_path / "cache", url_template=f"file://{served}/{{name}}.zip"
+        )
     assert not (tmp_path / "cache" / "ml-1m.zip").exists()

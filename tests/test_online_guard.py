@@ -4,7 +4,7 @@ Feast's SQLite store overwrites unconditionally (DESIGN.md §4); recloop's trigg
 guards it. Feast's Redis store compares timestamps itself. Both are tested for real.
 """
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pandas as pd
@@ -15,8 +15,8 @@ from feast.types import Int64
 from feature_repo.store import install_monotonic_guard, open_feature_store, read_online
 from recloop.settings import Settings
 
-OLD = datetime(2024, 1, 1, tzinfo=timezone.utc)
-NEW = datetime(2024, 1, 5, tzinfo=timezone.utc)
+OLD = datetime(2024, 1, 1, tzinfo=UTC)
+NEW = datetime(2024, 1, 5, tzinfo=UTC)
 
 
 def guarded_store(settings: Settings, marts: Path) -> tuple[FeatureStore, FeatureView]:
@@ -57,7 +57,9 @@ def scores(store: FeatureStore, view: FeatureView) -> dict[str, int]:
 def test_unguarded_sqlite_store_loses_the_newer_value(data_dir: Path) -> None:
     store, view = guarded_store(Settings(data_dir=data_dir), data_dir / "marts")
     materialize_new_then_old(store)
-    assert scores(store, view) == {"u1": 1, "u2": 7}, "Feast's SQLite gap is fixed upstream: revisit the guard"
+    assert scores(store, view) == {"u1": 1, "u2": 7}, (
+        "Feast's SQLite gap is fixed upstream: revisit the guard"
+    )
 
 
 @pytest.mark.integration
@@ -69,9 +71,12 @@ def test_guarded_sqlite_store_keeps_the_newer_value(data_dir: Path) -> None:
 
 
 @pytest.mark.integration
-def test_redis_store_keeps_the_newer_value(data_dir: Path, redis_url: str, redis_project: str) -> None:
-    settings = Settings(data_dir=data_dir, online_store="redis", redis_url=redis_url,
-                        feast_project=redis_project)
+def test_redis_store_keeps_the_newer_value(
+    data_dir: Path, redis_url: str, redis_project: str
+) -> None:
+    settings = Settings(
+        data_dir=data_dir, online_store="redis", redis_url=redis_url, feast_project=redis_project
+    )
     store, view = guarded_store(settings, data_dir / "marts")
     assert install_monotonic_guard(store, [view]) == []
     materialize_new_then_old(store)

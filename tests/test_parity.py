@@ -15,12 +15,21 @@ def test_values_equal_handles_nulls_floats_and_lists() -> None:
 
 
 def test_compare_parity_counts_mismatches_and_missing_entities() -> None:
-    offline = pd.DataFrame({"user_id": ["a", "b", "c", "d"], "n": [1, 2, 3, 4], "g": ["x", "y", "z", "w"]})
-    online = pd.DataFrame({"user_id": ["a", "b", "c", "d"], "n": [1, 5, None, 4], "g": ["x", "y", None, "w"]})
+    offline = pd.DataFrame(
+        {"user_id": ["a", "b", "c", "d"], "n": [1, 2, 3, 4], "g": ["x", "y", "z", "w"]}
+    )
+    online = pd.DataFrame(
+        {"user_id": ["a", "b", "c", "d"], "n": [1, 5, None, 4], "g": ["x", "y", None, "w"]}
+    )
     report = compare_parity(offline, online, "user_id", ["n", "g"])
     assert (report.checked, report.mismatches, report.missing_online) == (4, 1, 1)
     assert not report.passed
-    assert report.examples[0] == {"user_id": "b", "features": ["n"], "offline": [2], "online": [5.0]}
+    assert report.examples[0] == {
+        "user_id": "b",
+        "features": ["n"],
+        "offline": [2],
+        "online": [5.0],
+    }
     assert report.mismatch_rate == 0.5
 
 

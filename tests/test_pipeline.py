@@ -1,7 +1,7 @@
 """The Dagster graph on a tiny fixture: partitions, failures, dbt, Feast and parity."""
 
 import hashlib
-from datetime import date, datetime, timezone
+from datetime import date
 from pathlib import Path
 
 import dagster as dg
@@ -9,7 +9,12 @@ import duckdb
 import pandas as pd
 import pytest
 
-from assets.definitions import FEATURES_JOB, VALIDATE_CATALOGS_JOB, VALIDATE_EVENTS_JOB, build_definitions
+from assets.definitions import (
+    FEATURES_JOB,
+    VALIDATE_CATALOGS_JOB,
+    VALIDATE_EVENTS_JOB,
+    build_definitions,
+)
 from assets.partitions import TENANTS, event_key
 from feature_repo.definitions import build_feature_objects
 from feature_repo.store import count_online_entities, open_feature_store, read_online
@@ -22,8 +27,12 @@ from tests.conftest import TINY_DAYS, TINY_TENANT, tiny_frames
 EVENTS = dg.AssetKey("validated_events")
 
 
-def run(defs: dg.Definitions, job: str, instance: dg.DagsterInstance, **kwargs) -> dg.ExecuteInProcessResult:
-    return defs.resolve_job_def(job).execute_in_process(instance=instance, raise_on_error=False, **kwargs)
+def run(
+    defs: dg.Definitions, job: str, instance: dg.DagsterInstance, **kwargs
+) -> dg.ExecuteInProcessResult:
+    return defs.resolve_job_def(job).execute_in_process(
+        instance=instance, raise_on_error=False, **kwargs
+    )
 
 
 def digest(path: Path) -> str:
@@ -55,17 +64,27 @@ def test_two_consecutive_partitions_without_sensors(tiny_log, tiny_settings, ins
     assert not tiny_log.validated_events_partition(TINY_TENANT, TINY_DAYS[2]).exists()
 
 
-def test_a_bad_file_fails_its_partition_and_leaves_earlier_outputs(tiny_log, tiny_settings, instance) -> None:
+def test_a_bad_file_fails_its_partition_and_leaves_earlier_outputs(
+    tiny_log, tiny_settings, instance
+) -> None:
     defs = build_definitions(tiny_settings)
     instance.add_dynamic_partitions(TENANTS.name, [TINY_TENANT])
     validate_days(defs, instance, TINY_DAYS[:2])
-    outputs = [tiny_log.validated_events_partition(TINY_TENANT, d) / VALID_FILE for d in TINY_DAYS[:2]]
+    outputs = [
+        tiny_log.validated_events_partition(TINY_TENANT, d) / VALID_FILE for d in TINY_DAYS[:2]
+    ]
     before = [digest(p) for p in outputs]
-    (tiny_log.raw_events_partition(TINY_TENANT, TINY_DAYS[1]) / "late-batch.parquet").write_bytes(b"garbage")
-    result = run(defs, VALIDATE_EVENTS_JOB, instance, partition_key=event_key(TINY_TENANT, TINY_DAYS[1]))
+    (tiny_log.raw_events_partition(TINY_TENANT, TINY_DAYS[1]) / "late-batch.parquet").write_bytes(
+        b"garbage"
+    )
+    result = run(
+        defs, VALIDATE_EVENTS_JOB, instance, partition_key=event_key(TINY_TENANT, TINY_DAYS[1])
+    )
     assert not result.success
     failure = next(e for e in result.all_events if e.event_type_value == "STEP_FAILURE")
-    assert "late-batch.parquet: not a readable Parquet file" in failure.step_failure_data.error.message
+    assert (
+        "late-batch.parquet: not a readable Parquet file" in failure.step_failure_data.error.message
+    )
     assert [digest(p) for p in outputs] == before
 
 
@@ -76,7 +95,9 @@ def tiny_features_run(settings: Settings, instance: dg.DagsterInstance) -> dg.De
     layout = DataLayout(settings.data_dir)
     days = layout.event_days(TINY_TENANT)
     result = run(
-        defs, VALIDATE_EVENTS_JOB, instance,
+        defs,
+        VALIDATE_EVENTS_JOB,
+        instance,
         tags={
             "dagster/asset_partition_range_start": event_key(TINY_TENANT, days[0]),
             "dagster/asset_partition_range_end": event_key(TINY_TENANT, days[-1]),
@@ -95,11 +116,17 @@ def tiny_features_run(settings: Settings, instance: dg.DagsterInstance) -> dg.De
 @pytest.mark.integration
 @pytest.mark.parametrize("online_store", ["sqlite", "redis"])
 def test_full_graph_then_an_increment(online_store, tiny_log, data_dir, instance, request) -> None:
-    settings = Settings(data_dir=data_dir, partitions_start=date(2024, 1, 1), online_store=online_store)
+    settings = Settings(
+        data_dir=data_dir, partitions_start=date(2024, 1, 1), online_store=online_store
+    )
     if online_store == "redis":
-        settings = Settings(data_dir=data_dir, partitions_start=date(2024, 1, 1), online_store="redis",
-                            redis_url=request.getfixturevalue("redis_url"),
-                            feast_project=request.getfixturevalue("redis_project"))
+        settings = Settings(
+            data_dir=data_dir,
+            partitions_start=date(2024, 1, 1),
+            online_store="redis",
+            redis_url=request.getfixturevalue("redis_url"),
+            feast_project=request.getfixturevalue("redis_project"),
+        )
     tiny_features_run(settings, instance)
     layout = DataLayout(data_dir)
     store = open_feature_store(settings)
@@ -109,7 +136,10 @@ def test_full_graph_then_an_increment(online_store, tiny_log, data_dir, instance
     assert count_online_entities(store, objects.user_features) == users["user_id"].nunique()
     # Every catalog item has features, rated or not (cold items).
     assert count_online_entities(store, objects.item_features) == 9
-    for view, frame, key in ((objects.user_features, users, "user_id"), (objects.item_features, items, "item_id")):
+    for view, frame, key in (
+        (objects.user_features, users, "user_id"),
+        (objects.item_features, items, "item_id"),
+    ):
         assert set(frame.columns) == {"tenant_id", key, "feature_date", "event_timestamp"} | {
             f.name for f in view.features
         }
@@ -119,18 +149,25 @@ def test_full_graph_then_an_increment(online_store, tiny_log, data_dir, instance
     frames = tiny_frames(days=(next_day,), ratings_per_day=30, seed=99)
     write_raw_log(to_raw_log(frames, TINY_TENANT), DataLayout(data_dir / "incoming"))
     incoming = DataLayout(data_dir / "incoming").raw_events_partition(TINY_TENANT, next_day)
-    write_parquet_atomic(pd.read_parquet(incoming / "movielens.parquet"),
-                         layout.raw_events_partition(TINY_TENANT, next_day) / "movielens.parquet")
+    write_parquet_atomic(
+        pd.read_parquet(incoming / "movielens.parquet"),
+        layout.raw_events_partition(TINY_TENANT, next_day) / "movielens.parquet",
+    )
     defs = build_definitions(settings)
     validate_days(defs, instance, [next_day])
     before = read_online(store, objects.user_features, "user_id", sorted(users["user_id"].unique()))
     assert run(defs, FEATURES_JOB, instance).success
     after = read_online(store, objects.user_features, "user_id", sorted(users["user_id"].unique()))
     with duckdb.connect() as conn:
-        expected = conn.execute(
-            "select user_id, count(*) from read_parquet($p) where event_type = 'rating' group by user_id",
-            {"p": str(layout.root / "validated" / "events" / "**" / "*.parquet")},
-        ).df().set_index("user_id").iloc[:, 0]
+        expected = (
+            conn.execute(
+                "select user_id, count(*) from read_parquet($p) where event_type = 'rating' group by user_id",
+                {"p": str(layout.root / "validated" / "events" / "**" / "*.parquet")},
+            )
+            .df()
+            .set_index("user_id")
+            .iloc[:, 0]
+        )
     online_totals = after.set_index("user_id")["rating_count_total"]
     assert (online_totals == expected.reindex(online_totals.index)).all()
     assert (after["rating_count_total"] >= before["rating_count_total"]).all()

@@ -23,7 +23,9 @@ def test_environment_overrides(tmp_path: Path) -> None:
         }
     )
     assert (settings.data_dir, settings.online_store, settings.redis_url) == (
-        tmp_path, "redis", "redis.internal:6380"
+        tmp_path,
+        "redis",
+        "redis.internal:6380",
     )
     assert settings.partitions_start == date(2025, 1, 1)
 

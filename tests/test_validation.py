@@ -1,6 +1,6 @@
 """pandera contracts: each kind of bad row goes to quarantine with the check that caught it."""
 
-from datetime import date, datetime, timezone
+from datetime import UTC, date, datetime
 from pathlib import Path
 
 import pandas as pd
@@ -19,7 +19,7 @@ from recloop.validation import (
 )
 
 DAY = date(2024, 3, 3)
-NOW = datetime(2024, 3, 10, tzinfo=timezone.utc)
+NOW = datetime(2024, 3, 10, tzinfo=UTC)
 TENANT = "shop"
 
 
@@ -48,8 +48,10 @@ MALFORMED = malformed_events(TENANT, DAY, duplicate_of="e-good")
 @pytest.mark.parametrize("defect", MALFORMED["defect"].tolist())
 def test_each_defect_is_quarantined_with_its_reason(defect: str) -> None:
     bad = MALFORMED[MALFORMED["defect"] == defect]
-    raw = pd.concat([pd.DataFrame([good_event()]), bad.drop(columns=["defect", "expected_reason"])],
-                    ignore_index=True)
+    raw = pd.concat(
+        [pd.DataFrame([good_event()]), bad.drop(columns=["defect", "expected_reason"])],
+        ignore_index=True,
+    )
     result = validate_events(raw, tenant=TENANT, day=DAY, now=NOW)
     assert result.valid["event_id"].tolist() == ["e-good"]
     assert result.quarantined_count == 1
@@ -62,7 +64,10 @@ def test_each_defect_is_quarantined_with_its_reason(defect: str) -> None:
     [
         ({"event_timestamp": pd.Timestamp("2024-03-03T12:00:00Z"), "event_id": "late"}, None),
         ({"event_timestamp": "not a time"}, "event_timestamp: coerce_dtype"),
-        ({"event_timestamp": pd.Timestamp("2024-03-04T00:00:00Z")}, "within partition date=2024-03-03"),
+        (
+            {"event_timestamp": pd.Timestamp("2024-03-04T00:00:00Z")},
+            "within partition date=2024-03-03",
+        ),
         ({"item_id": ""}, "item_id: str_length"),
         ({"propensity": 1.5}, "propensity: less_than_or_equal_to(1.0)"),
         ({"propensity": 0.0}, "propensity: greater_than(0.0)"),
@@ -82,12 +87,14 @@ def test_more_row_defects(override: dict, reason: str | None) -> None:
 
 def test_future_events_are_rejected_against_the_given_clock() -> None:
     raw = pd.DataFrame([good_event(event_timestamp=pd.Timestamp("2024-03-03T23:00:00Z"))])
-    result = validate_events(raw, tenant=TENANT, day=DAY, now=datetime(2024, 3, 3, 12, tzinfo=timezone.utc))
+    result = validate_events(raw, tenant=TENANT, day=DAY, now=datetime(2024, 3, 3, 12, tzinfo=UTC))
     assert result.quarantined[REASON].iloc[0] == "event_timestamp not in the future"
 
 
 def test_valid_rows_are_typed_by_the_contract() -> None:
-    raw = pd.DataFrame([good_event(value="3.5", position=2, event_timestamp="2024-03-03T01:02:03+00:00")])
+    raw = pd.DataFrame(
+        [good_event(value="3.5", position=2, event_timestamp="2024-03-03T01:02:03+00:00")]
+    )
     valid = validate_events(raw, tenant=TENANT, day=DAY, now=NOW).valid
     assert valid["value"].dtype == "float64"
     assert str(valid["event_timestamp"].dtype) == "datetime64[ns, UTC]"
@@ -110,15 +117,20 @@ def test_unreadable_file_names_the_file(tmp_path: Path) -> None:
 
 
 def test_missing_required_columns_are_named(tmp_path: Path) -> None:
-    path = write_parquet_atomic(pd.DataFrame([good_event()]).drop(columns=["user_id", "event_type"]),
-                                tmp_path / "thin.parquet")
-    with pytest.raises(RawFileError, match=r"missing required column\(s\) \['user_id', 'event_type'\]"):
+    path = write_parquet_atomic(
+        pd.DataFrame([good_event()]).drop(columns=["user_id", "event_type"]),
+        tmp_path / "thin.parquet",
+    )
+    with pytest.raises(
+        RawFileError, match=r"missing required column\(s\) \['user_id', 'event_type'\]"
+    ):
         read_raw_files([path], EventSchema)
 
 
 def test_optional_columns_may_be_absent(tmp_path: Path) -> None:
     path = write_parquet_atomic(
-        pd.DataFrame([good_event()]).drop(columns=["request_id", "propensity"]), tmp_path / "a.parquet"
+        pd.DataFrame([good_event()]).drop(columns=["request_id", "propensity"]),
+        tmp_path / "a.parquet",
     )
     result = validate_events(read_raw_files([path], EventSchema), tenant=TENANT, day=DAY, now=NOW)
     assert result.valid_count == 1
@@ -136,7 +148,11 @@ def test_partition_outputs_conserve_counts_on_disk(tiny_log) -> None:
     report = validate_event_partition(tiny_log, "shop", day, NOW)
     counts = event_partition_counts(tiny_log, "shop", day)
     assert counts.conserved
-    assert (counts.read, counts.valid, counts.quarantined) == (report.read, report.valid, report.quarantined)
+    assert (counts.read, counts.valid, counts.quarantined) == (
+        report.read,
+        report.valid,
+        report.quarantined,
+    )
     # All seven malformed rows are re-stamped inside the day and none duplicates a tiny-log id,
     # so five defects remain: null user, unknown type, text value, wrong tenant, negative position.
     assert report.quarantined == 5
