@@ -1,7 +1,7 @@
 """The Dagster graph on a tiny fixture: partitions, failures, dbt, Feast and parity."""
 
 import hashlib
-from datetime import date
+from datetime import UTC, date, datetime
 from pathlib import Path
 
 import dagster as dg
@@ -21,6 +21,7 @@ from feature_repo.store import count_online_entities, open_feature_store, read_o
 from recloop.ingest import VALID_FILE
 from recloop.layout import DataLayout, write_parquet_atomic
 from recloop.movielens import to_raw_log, write_raw_log
+from recloop.parity import latest_offline_rows
 from recloop.settings import Settings
 from tests.conftest import TINY_DAYS, TINY_TENANT, tiny_frames
 
@@ -172,3 +173,32 @@ def test_full_graph_then_an_increment(online_store, tiny_log, data_dir, instance
     assert (online_totals == expected.reindex(online_totals.index)).all()
     assert (after["rating_count_total"] >= before["rating_count_total"]).all()
     assert (after["rating_count_total"] > before["rating_count_total"]).any()
+
+
+@pytest.mark.e2e
+@pytest.mark.integration
+def test_parity_check_fails_when_an_online_value_drifts(tiny_log, tiny_settings, instance) -> None:
+    defs = tiny_features_run(tiny_settings, instance)
+    layout = DataLayout(tiny_settings.data_dir)
+    store = open_feature_store(tiny_settings)
+    view = build_feature_objects(layout.marts).user_features
+    latest = latest_offline_rows(
+        layout.marts / "user_features.parquet", "user_id", datetime(2100, 1, 1, tzinfo=UTC)
+    )
+    drifted = latest.iloc[[0]][["user_id", "event_timestamp", *[f.name for f in view.features]]]
+    drifted = drifted.assign(
+        rating_count_total=999, event_timestamp=drifted["event_timestamp"] + pd.Timedelta(hours=1)
+    )
+    store.write_to_online_store("user_features", df=drifted)
+
+    result = defs.resolve_job_def(FEATURES_JOB).execute_in_process(
+        instance=instance, asset_selection=[dg.AssetKey("feast_online_store")], raise_on_error=False
+    )
+    (parity,) = [
+        c for c in result.get_asset_check_evaluations() if c.check_name == "online_offline_parity"
+    ]
+    assert not parity.passed
+    report = parity.metadata["parity"].value["user_features"]
+    assert (report["mismatches"], report["missing_online"]) == (1, 0)
+    assert report["examples"][0]["user_id"] == drifted["user_id"].iloc[0]
+    assert report["examples"][0]["features"] == ["rating_count_total"]

@@ -186,3 +186,16 @@ def test_catalog_snapshot_name_must_be_a_date(tmp_path: Path) -> None:
     path = write_parquet_atomic(items, tmp_path / "latest.parquet")
     with pytest.raises(RawFileError, match="must be named YYYY-MM-DD.parquet"):
         validate_catalog([path], ItemCatalogSchema, tenant=TENANT)
+
+
+def test_conservation_detects_a_lost_quarantine_file(tiny_log) -> None:
+    day = tiny_log.event_days("shop")[0]
+    partition = tiny_log.raw_events_partition("shop", day)
+    write_parquet_atomic(
+        MALFORMED.head(1).drop(columns=["defect", "expected_reason"]), partition / "zz-bad.parquet"
+    )
+    validate_event_partition(tiny_log, "shop", day, NOW)
+    assert event_partition_counts(tiny_log, "shop", day).conserved
+    (tiny_log.quarantined_events_partition("shop", day) / "part.parquet").unlink()
+    counts = event_partition_counts(tiny_log, "shop", day)
+    assert not counts.conserved and counts.read == counts.valid + 1
