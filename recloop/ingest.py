@@ -52,10 +52,23 @@ def _write_outputs(result: ValidationResult, valid_dir: Path, quarantine_dir: Pa
     write_parquet_atomic(result.valid, valid_dir / VALID_FILE)
 
 
-def _write_report(report: PartitionReport, valid_dir: Path) -> None:
+def _report(
+    tenant: str, partition: str, files: list[Path], result: ValidationResult, valid_dir: Path
+) -> PartitionReport:
+    """Summarise a validation and store the summary beside the valid rows."""
+    report = PartitionReport(
+        tenant=tenant,
+        partition=partition,
+        files=[f.name for f in files],
+        read=result.read_count,
+        valid=result.valid_count,
+        quarantined=result.quarantined_count,
+        reasons=result.reason_counts(),
+    )
     tmp = valid_dir / f".{REPORT_FILE}.tmp"
     tmp.write_text(report.to_json())
     tmp.replace(valid_dir / REPORT_FILE)
+    return report
 
 
 def validate_event_partition(
@@ -67,17 +80,7 @@ def validate_event_partition(
     result = validate_events(raw, tenant=tenant, day=day, now=now)
     valid_dir = layout.validated_events_partition(tenant, day)
     _write_outputs(result, valid_dir, layout.quarantined_events_partition(tenant, day))
-    report = PartitionReport(
-        tenant=tenant,
-        partition=day.isoformat(),
-        files=[f.name for f in files],
-        read=result.read_count,
-        valid=result.valid_count,
-        quarantined=result.quarantined_count,
-        reasons=result.reason_counts(),
-    )
-    _write_report(report, valid_dir)
-    return report
+    return _report(tenant, day.isoformat(), files, result, valid_dir)
 
 
 def validate_catalog_partition(layout: DataLayout, catalog: str, tenant: str) -> PartitionReport:
@@ -86,17 +89,7 @@ def validate_catalog_partition(layout: DataLayout, catalog: str, tenant: str) ->
     result = validate_catalog(files, CATALOG_MODELS[catalog], tenant=tenant)
     valid_dir = layout.validated_catalog(catalog, tenant)
     _write_outputs(result, valid_dir, layout.quarantined_catalog(catalog, tenant))
-    report = PartitionReport(
-        tenant=tenant,
-        partition=catalog,
-        files=[f.name for f in files],
-        read=result.read_count,
-        valid=result.valid_count,
-        quarantined=result.quarantined_count,
-        reasons=result.reason_counts(),
-    )
-    _write_report(report, valid_dir)
-    return report
+    return _report(tenant, catalog, files, result, valid_dir)
 
 
 def parquet_rows(paths: list[Path]) -> int:

@@ -15,6 +15,8 @@ import duckdb
 import numpy as np
 import pandas as pd
 
+from recloop.nulls import is_missing
+
 
 @dataclass(frozen=True)
 class ParityReport:
@@ -46,8 +48,8 @@ def latest_offline_rows(parquet: Path, join_key: str, as_of: datetime) -> pd.Dat
 
 def values_equal(left: object, right: object, rel_tol: float = 1e-9) -> bool:
     """Equality that treats NaN/None alike, floats with a tolerance and sequences elementwise."""
-    if _missing(left) or _missing(right):
-        return _missing(left) and _missing(right)
+    if is_missing(left) or is_missing(right):
+        return is_missing(left) and is_missing(right)
     if isinstance(left, (list, tuple, np.ndarray)) or isinstance(right, (list, tuple, np.ndarray)):
         left_seq, right_seq = list(left), list(right)
         return len(left_seq) == len(right_seq) and all(
@@ -56,17 +58,6 @@ def values_equal(left: object, right: object, rel_tol: float = 1e-9) -> bool:
     if isinstance(left, (float, np.floating)) or isinstance(right, (float, np.floating)):
         return math.isclose(float(left), float(right), rel_tol=rel_tol, abs_tol=1e-12)
     return left == right
-
-
-def _missing(value: object) -> bool:
-    if value is None:
-        return True
-    if isinstance(value, (list, tuple, np.ndarray)):
-        return False
-    try:
-        return bool(pd.isna(value))
-    except (TypeError, ValueError):
-        return False
 
 
 def compare_parity(
@@ -86,7 +77,7 @@ def compare_parity(
             missing += 1
             continue
         online_row = online_by_key.loc[key]
-        if all(_missing(online_row[name]) for name in features):
+        if all(is_missing(online_row[name]) for name in features):
             missing += 1
             if len(examples) < max_examples:
                 examples.append({join_key: key, "problem": "no online value"})

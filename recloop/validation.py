@@ -18,6 +18,7 @@ import pandera.pandas as pa
 import pyarrow as pyarrow_lib
 import pyarrow.parquet as pq
 
+from recloop.nulls import is_missing
 from recloop.schemas import EventSchema, all_columns, required_columns
 
 SOURCE_FILE = "_source_file"
@@ -129,15 +130,8 @@ def _as_text(frame: pd.DataFrame) -> pd.DataFrame:
     text = pd.DataFrame(index=frame.index)
     for column in frame.columns:
         series = frame[column]
-        text[column] = series.map(lambda v: None if _is_missing(v) else str(v)).astype("string")
+        text[column] = series.map(lambda v: None if is_missing(v) else str(v)).astype("string")
     return text
-
-
-def _is_missing(value: object) -> bool:
-    try:
-        return bool(pd.isna(value))
-    except (TypeError, ValueError):
-        return False
 
 
 def validate_frame(

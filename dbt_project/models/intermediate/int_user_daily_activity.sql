@@ -1,12 +1,2 @@
 -- Per user and UTC day: counts and sums that the windowed user features add up.
-select
-    tenant_id,
-    user_id,
-    cast(event_timestamp as date) as activity_date,
-    count(*) filter (where event_type = 'rating') as ratings,
-    coalesce(sum(event_value) filter (where event_type = 'rating'), 0) as rating_sum,
-    count(*) filter (where event_type = 'click') as clicks,
-    count(*) filter (where event_type = 'impression') as impressions,
-    max(event_timestamp) as last_event_at
-from {{ ref('stg_events') }}
-group by tenant_id, user_id, cast(event_timestamp as date)
+{{ daily_activity('user_id') }}
