@@ -10,6 +10,8 @@ MANIFEST := dbt_project/target/manifest.json
 export RECLOOP_DATA_DIR ?= $(CURDIR)/data
 export DAGSTER_HOME ?= $(RECLOOP_DATA_DIR)/dagster_home
 export HF_HUB_OFFLINE := 1
+# The project's tools (dbt, dagster, feast) first, whether or not the venv is activated.
+export PATH := $(CURDIR)/$(BIN):$(PATH)
 
 .PHONY: install demo test dev bench lint clean
 

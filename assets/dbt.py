@@ -1,6 +1,7 @@
 """dbt-duckdb models as Dagster assets; dbt tests become asset checks."""
 
 import os
+import sys
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
@@ -10,11 +11,37 @@ import dagster as dg
 from dagster_dbt import DagsterDbtTranslator, DbtCliResource, DbtProject, dbt_assets
 
 from assets.resources import RecloopResource
-from recloop.settings import DATA_DIR_ENV
+from recloop.settings import DATA_DIR_ENV, Settings
 
 DBT_PROJECT_DIR = Path(__file__).resolve().parent.parent / "dbt_project"
+# The dbt beside this interpreter, so a virtualenv works without being on PATH.
+DBT_EXECUTABLE = str(Path(sys.executable).parent / "dbt")
 dbt_project = DbtProject(project_dir=DBT_PROJECT_DIR, profiles_dir=DBT_PROJECT_DIR)
-dbt_project.prepare_if_dev()
+
+
+@contextmanager
+def data_dir_environment(data_dir: str) -> Iterator[None]:
+    """dbt reads the data directory with env_var(); point it at this run's directory."""
+    previous = os.environ.get(DATA_DIR_ENV)
+    os.environ[DATA_DIR_ENV] = data_dir
+    try:
+        yield
+    finally:
+        if previous is None:
+            os.environ.pop(DATA_DIR_ENV, None)
+        else:
+            os.environ[DATA_DIR_ENV] = previous
+
+
+def dbt_cli_resource() -> DbtCliResource:
+    return DbtCliResource(project_dir=dbt_project, dbt_executable=DBT_EXECUTABLE)
+
+
+if os.getenv("DAGSTER_IS_DEV_CLI"):
+    # Like DbtProject.prepare_if_dev, but with this venv's dbt: `dagster dev` re-parses
+    # the project on every code-location reload, so model edits show up in the graph.
+    with data_dir_environment(str(Settings.from_env().data_dir)):
+        dbt_cli_resource().cli(["parse", "--quiet"], target_path=dbt_project.target_path).wait()
 
 if not dbt_project.manifest_path.exists():
     raise FileNotFoundError(
@@ -34,20 +61,6 @@ class RecloopDbtTranslator(DagsterDbtTranslator):
         if dbt_resource_props["resource_type"] == "model" and len(fqn) > 2:
             return fqn[1]
         return "staging"
-
-
-@contextmanager
-def data_dir_environment(data_dir: str) -> Iterator[None]:
-    """dbt reads the data directory with env_var(); point it at this run's directory."""
-    previous = os.environ.get(DATA_DIR_ENV)
-    os.environ[DATA_DIR_ENV] = data_dir
-    try:
-        yield
-    finally:
-        if previous is None:
-            os.environ.pop(DATA_DIR_ENV, None)
-        else:
-            os.environ[DATA_DIR_ENV] = previous
 
 
 @dbt_assets(

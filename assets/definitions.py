@@ -2,13 +2,9 @@
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import dagster as dg
-from dagster_dbt import DbtCliResource
 
-from assets.dbt import dbt_project, recloop_dbt_models
+from assets.dbt import dbt_cli_resource, recloop_dbt_models
 from assets.features import feast_feature_views, feast_online_store
 from assets.ingest import build_ingest_assets
 from assets.partitions import TENANTS, event_partitions
@@ -51,11 +47,7 @@ def build_definitions(settings: Settings) -> dg.Definitions:
         sensors=[tenant_discovery_sensor],
         resources={
             "recloop": RecloopResource.from_settings(settings),
-            "dbt": DbtCliResource(
-                project_dir=dbt_project,
-                # The dbt beside this interpreter, so a venv works without being on PATH.
-                dbt_executable=str(Path(sys.executable).parent / "dbt"),
-            ),
+            "dbt": dbt_cli_resource(),
         },
     )
 
