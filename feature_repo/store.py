@@ -13,6 +13,7 @@ import sqlite3
 from collections.abc import Sequence
 from pathlib import Path
 
+import ibis
 import pandas as pd
 import yaml
 from feast import FeatureStore, FeatureView
@@ -43,7 +44,19 @@ def load_repo_config(settings: Settings) -> RepoConfig:
 
 def open_feature_store(settings: Settings) -> FeatureStore:
     (settings.data_dir / "feast").mkdir(parents=True, exist_ok=True)
+    disable_duckdb_file_cache()
     return FeatureStore(config=load_repo_config(settings))
+
+
+def disable_duckdb_file_cache() -> None:
+    """Make Feast's offline reads see a mart that dbt rewrote moments ago.
+
+    Feast reads Parquet through ibis's process-wide DuckDB connection. DuckDB 1.5
+    caches file contents and trusts the file's mtime to the second, so a mart
+    rewritten within the same second is read from stale bytes (wrong rows, or
+    "Out of buffer"); tests/test_pit_oracle.py shows it.
+    """
+    ibis.get_backend().raw_sql("SET enable_external_file_cache = false")
 
 
 def sqlite_table(store: FeatureStore, view: FeatureView) -> str:

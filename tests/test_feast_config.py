@@ -2,10 +2,17 @@
 
 from pathlib import Path
 
+import ibis
 import pytest
 from feast.repo_config import load_repo_config as feast_load_repo_config
 
-from feature_repo.store import REPO_DIR, config_file, load_repo_config, redis_url_from_feast
+from feature_repo.store import (
+    REPO_DIR,
+    config_file,
+    load_repo_config,
+    open_feature_store,
+    redis_url_from_feast,
+)
 from recloop.settings import Settings
 
 
@@ -32,3 +39,14 @@ def test_redis_connection_strings_become_urls() -> None:
         redis_url_from_feast("cache:6380,db=2,password=s3cret,ssl=true")
         == "rediss://:s3cret@cache:6380/2"
     )
+
+
+def test_opening_the_store_turns_off_duckdb_file_cache(tmp_path: Path) -> None:
+    ibis.get_backend().raw_sql("SET enable_external_file_cache = true")
+    open_feature_store(Settings(data_dir=tmp_path))
+    (setting,) = (
+        ibis.get_backend()
+        .raw_sql("SELECT current_setting('enable_external_file_cache')")
+        .fetchone()
+    )
+    assert setting is False
