@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Sequence
+from itertools import islice
 from pathlib import Path
 
 import ibis
 import pandas as pd
+import redis
 import yaml
 from feast import FeatureStore, FeatureView
 from feast.repo_config import RepoConfig
@@ -100,14 +102,15 @@ def count_online_entities(store: FeatureStore, view: FeatureView) -> int:
             ).fetchone()
         return int(row[0])
     if online.type == "redis":
-        import redis
-
         client = redis.Redis.from_url(redis_url_from_feast(online.connection_string))
         field = f"_ts:{view.name}".encode()
+        keys = client.scan_iter(match=b"*" + store.config.project.encode(), count=1000)
         count = 0
-        for key in client.scan_iter(match=b"*" + store.config.project.encode(), count=1000):
-            if client.type(key) == b"hash" and client.hexists(key, field):
-                count += 1
+        while batch := list(islice(keys, 1000)):
+            with client.pipeline(transaction=False) as pipe:
+                for key in batch:
+                    pipe.hexists(key, field)
+                count += sum(pipe.execute())
         return count
     raise ValueError(f"cannot count rows in online store type {online.type!r}")
 
