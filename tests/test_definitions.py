@@ -58,11 +58,19 @@ def test_partition_keys_round_trip() -> None:
     assert split_event_key(event_key("shop", date(2024, 3, 1))) == ("shop", date(2024, 3, 1))
 
 
-def test_workspace_loads_as_dagster_dev_loads_it(data_dir) -> None:
+def test_workspace_loads_as_dagster_dev_loads_it(data_dir, tmp_path) -> None:
     """As under `dagster dev` (which re-parses dbt), and without the venv on PATH."""
     bin_dir = str(Path(sys.executable).parent)
     path = os.pathsep.join(p for p in os.environ["PATH"].split(os.pathsep) if p != bin_dir)
-    env = {**os.environ, "RECLOOP_DATA_DIR": str(data_dir), "DAGSTER_IS_DEV_CLI": "1", "PATH": path}
+    home = tmp_path / "dagster_home"
+    home.mkdir()
+    env = {
+        **os.environ,
+        "RECLOOP_DATA_DIR": str(data_dir),
+        "DAGSTER_HOME": str(home),
+        "DAGSTER_IS_DEV_CLI": "1",
+        "PATH": path,
+    }
     completed = subprocess.run(
         [str(Path(bin_dir) / "dagster"), "definitions", "validate", "-w", "workspace.yaml"],
         cwd=REPO,
