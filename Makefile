@@ -13,7 +13,7 @@ export HF_HUB_OFFLINE := 1
 # The project's tools (dbt, dagster, feast) first, whether or not the venv is activated.
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: install demo test dev bench lint clean
+.PHONY: install demo test dev bench bench-quality lint clean
 
 install: $(STAMP) $(MANIFEST)
 
@@ -41,6 +41,9 @@ dev: install
 
 bench: install
 	$(BIN)/python -m bench.pipeline
+
+bench-quality: install
+	$(BIN)/python -m bench.quality
 
 lint: install
 	$(BIN)/ruff check recloop assets feature_repo tests bench

@@ -11,6 +11,7 @@ from typing import Protocol
 
 import numpy as np
 import scipy.sparse as sp
+from threadpoolctl import threadpool_limits
 
 
 class Recommender(Protocol):
@@ -107,7 +108,9 @@ class ALS:
             random_state=self.seed,
             calculate_training_loss=False,
         )
-        model.fit(train.astype(np.float32), show_progress=False)
+        # implicit asks for single-threaded BLAS: its own threads already fill the cores.
+        with threadpool_limits(1, "blas"):
+            model.fit(train.astype(np.float32), show_progress=False)
         self.user_factors, self.item_factors = model.user_factors, model.item_factors
         return self
 
