@@ -151,7 +151,7 @@ def _sparse(matrix: sp.csr_matrix) -> torch.Tensor:
     coo = matrix.tocoo()
     indices = torch.from_numpy(np.vstack([coo.row, coo.col]).astype(np.int64))
     return torch.sparse_coo_tensor(
-        indices, torch.from_numpy(coo.data.astype(np.float32)), coo.shape
+        indices, torch.from_numpy(coo.data.astype(np.float32)), coo.shape, check_invariants=True
     ).coalesce()
 
 
