@@ -46,35 +46,10 @@ class DemoError(RuntimeError):
 def lineage(defs: dg.Definitions, source: str = RAW_ASSET, sink: str = LAST_ASSET) -> list[str]:
     """Asset keys on some path from `source` to `sink`, in topological order."""
     graph = defs.resolve_asset_graph()
-    keys = graph.get_all_asset_keys()
-    children: dict[dg.AssetKey, set[dg.AssetKey]] = {k: set() for k in keys}
-    for key in keys:
-        for parent in graph.get(key).parent_keys:
-            if parent in children:
-                children[parent].add(key)
-
-    def reach(start: dg.AssetKey, edges: dict[dg.AssetKey, set[dg.AssetKey]]) -> set[dg.AssetKey]:
-        seen, stack = {start}, [start]
-        while stack:
-            for nxt in edges[stack.pop()]:
-                if nxt not in seen:
-                    seen.add(nxt)
-                    stack.append(nxt)
-        return seen
-
-    parents = {k: set(graph.get(k).parent_keys) & set(keys) for k in keys}
-    on_path = reach(dg.AssetKey(source), children) & reach(dg.AssetKey(sink), parents)
-    ordered: list[str] = []
-    indegree = {k: len(parents[k] & on_path) for k in on_path}
-    ready = sorted((k for k, n in indegree.items() if n == 0), key=lambda k: k.to_user_string())
-    while ready:
-        key = ready.pop(0)
-        ordered.append(key.to_user_string())
-        for child in sorted(children[key] & on_path, key=lambda k: k.to_user_string()):
-            indegree[child] -= 1
-            if indegree[child] == 0:
-                ready.append(child)
-    return ordered
+    between = (
+        dg.AssetSelection.assets(source).downstream() & dg.AssetSelection.assets(sink).upstream()
+    ).resolve(graph) | {dg.AssetKey(source)}
+    return [key.to_user_string() for key in graph.toposorted_asset_keys if key in between]
 
 
 QUIET_LOGS = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
@@ -175,10 +150,7 @@ def build_summary(settings: Settings, defs: dg.Definitions, started: float) -> d
                 reasons.update(json.loads(report.read_text())["reasons"])
     store = open_feature_store(settings)
     objects = build_feature_objects(layout.marts)
-    online_rows = {
-        view.name: count_online_entities(store, view)
-        for view in (objects.user_features, objects.item_features)
-    }
+    online_rows = {view.name: count_online_entities(store, view) for view in objects.views}
     return {
         "raw_events": read,
         "valid_events": valid,

@@ -1,31 +1,15 @@
 """Feast: register the feature views and keep the online store fresh and in parity."""
 
-from datetime import datetime, timedelta
-
 import dagster as dg
-import duckdb
 
 from assets.resources import RecloopResource
 from feature_repo.definitions import build_feature_objects
 from feature_repo.store import count_online_entities, install_monotonic_guard, read_online
+from recloop.materialization import mart_time_range, materialization_window
 from recloop.parity import compare_parity, latest_offline_rows
 
 FEATURES_GROUP = "features"
 ONLINE_PARITY = "online_offline_parity"
-# Re-materialize the last day again on every run, so late events that changed the
-# newest offline row reach the online store too.
-MATERIALIZATION_OVERLAP = timedelta(days=1)
-JOIN_KEYS = {"user_features": "user_id", "item_features": "item_id"}
-
-
-def mart_time_range(parquet_path: str) -> tuple[datetime, datetime]:
-    with duckdb.connect() as conn:
-        conn.execute("set TimeZone = 'UTC'")
-        start, end = conn.execute(
-            "select min(event_timestamp), max(event_timestamp) from read_parquet($path)",
-            {"path": parquet_path},
-        ).fetchone()
-    return start, end
 
 
 @dg.asset(
@@ -40,16 +24,13 @@ def feast_feature_views(
     store = recloop.feature_store()
     objects = build_feature_objects(recloop.layout().marts)
     store.apply(list(objects))
-    guards = install_monotonic_guard(store, [objects.user_features, objects.item_features])
+    guards = install_monotonic_guard(store, objects.views)
     return dg.MaterializeResult(
         metadata={
             "project": store.config.project,
             "online_store": store.config.online_store.type,
             "feature_views": dg.MetadataValue.json(
-                {
-                    view.name: [f.name for f in view.features]
-                    for view in (objects.user_features, objects.item_features)
-                }
+                {view.name: [f.name for f in view.features] for view in objects.views}
             ),
             "feature_services": objects.retrieval_v1.name,
             "monotonic_guards": dg.MetadataValue.json(guards),
@@ -76,12 +57,12 @@ def feast_online_store(context: dg.AssetExecutionContext, recloop: RecloopResour
     metadata: dict[str, object] = {"online_store": store.config.online_store.type}
     parity: dict[str, dict[str, object]] = {}
     passed = True
-    for view_name, join_key in JOIN_KEYS.items():
+    for definition, join_key in build_feature_objects(marts).views_with_join_keys:
+        view_name = definition.name
         view = store.get_feature_view(view_name)
-        first, last = mart_time_range(str(marts / f"{view_name}.parquet"))
-        previous_end = view.most_recent_end_time
-        start = first if previous_end is None else min(previous_end - MATERIALIZATION_OVERLAP, last)
-        end = last + timedelta(seconds=1)
+        start, end = materialization_window(
+            *mart_time_range(marts / f"{view_name}.parquet"), view.most_recent_end_time
+        )
         context.log.info(f"materializing {view_name} from {start} to {end}")
         store.materialize(start_date=start, end_date=end, feature_views=[view_name])
         offline = latest_offline_rows(marts / f"{view_name}.parquet", join_key, end)

@@ -318,7 +318,7 @@ def materialize_rows(
         store = open_feature_store(settings)
         store.apply(list(objects))
         # As the feast_feature_views asset does, so SQLite writes take the production path.
-        install_monotonic_guard(store, [objects.user_features, objects.item_features])
+        install_monotonic_guard(store, objects.views)
         return store
 
     store, apply_s = timed(apply)

@@ -31,6 +31,18 @@ class FeatureRepoObjects(NamedTuple):
     item_features: FeatureView
     retrieval_v1: FeatureService
 
+    @property
+    def views_with_join_keys(self) -> list[tuple[FeatureView, str]]:
+        """Each online feature view with the join key of its entity."""
+        return [
+            (self.user_features, self.user.join_key),
+            (self.item_features, self.item.join_key),
+        ]
+
+    @property
+    def views(self) -> list[FeatureView]:
+        return [view for view, _ in self.views_with_join_keys]
+
 
 def activity_fields() -> list[Field]:
     """Windowed counts, running mean and recency: the columns of the activity_features macro."""

@@ -11,6 +11,7 @@ from typing import Protocol
 
 import numpy as np
 import scipy.sparse as sp
+from implicit.cpu.als import AlternatingLeastSquares
 from threadpoolctl import threadpool_limits
 
 
@@ -98,8 +99,6 @@ class ALS:
     item_factors: np.ndarray | None = None
 
     def fit(self, train: sp.csr_matrix) -> ALS:
-        from implicit.cpu.als import AlternatingLeastSquares
-
         model = AlternatingLeastSquares(
             factors=self.factors,
             regularization=self.regularization,

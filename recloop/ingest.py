@@ -107,6 +107,10 @@ class RowCounts:
     def conserved(self) -> bool:
         return self.read == self.valid + self.quarantined
 
+    def __str__(self) -> str:
+        relation = "==" if self.conserved else "!="
+        return f"read {self.read} {relation} valid {self.valid} + quarantined {self.quarantined}"
+
 
 def event_partition_counts(layout: DataLayout, tenant: str, day: date) -> RowCounts:
     """Count rows on disk, independently of the validation run that wrote them."""

@@ -8,7 +8,7 @@ accuracy metrics. Every function returns a mean over the users it scores.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -26,52 +26,53 @@ def hit_matrix(top_k: np.ndarray, relevant: Sequence[np.ndarray]) -> np.ndarray:
     return hits
 
 
-def _scored(relevant: Sequence[np.ndarray]) -> np.ndarray:
-    return np.array([len(rel) > 0 for rel in relevant], dtype=bool)
+def _mean_over_users(
+    top_k: np.ndarray,
+    relevant: Sequence[np.ndarray],
+    per_user: Callable[[np.ndarray, np.ndarray], np.ndarray],
+) -> float:
+    """Mean of `per_user(hits, relevant_sizes)` over users with at least one relevant item."""
+    hits = hit_matrix(top_k, relevant)
+    sizes = np.array([len(rel) for rel in relevant], dtype=float)
+    scored = sizes > 0
+    return float(per_user(hits[scored], sizes[scored]).mean()) if scored.any() else 0.0
+
+
+def _discounts(k: int) -> np.ndarray:
+    return 1.0 / np.log2(np.arange(2, k + 2))
 
 
 def recall_at_k(top_k: np.ndarray, relevant: Sequence[np.ndarray]) -> float:
     """|top-K ∩ relevant| / |relevant|, averaged over users with a relevant item."""
-    hits = hit_matrix(top_k, relevant)
-    mask = _scored(relevant)
-    if not mask.any():
-        return 0.0
-    sizes = np.array([len(rel) for rel in relevant], dtype=float)
-    return float((hits.sum(axis=1)[mask] / sizes[mask]).mean())
+    return _mean_over_users(top_k, relevant, lambda hits, sizes: hits.sum(axis=1) / sizes)
 
 
 def hit_rate_at_k(top_k: np.ndarray, relevant: Sequence[np.ndarray]) -> float:
     """Share of users with at least one relevant item in their top K."""
-    hits = hit_matrix(top_k, relevant)
-    mask = _scored(relevant)
-    return float(hits.any(axis=1)[mask].mean()) if mask.any() else 0.0
+    return _mean_over_users(top_k, relevant, lambda hits, sizes: hits.any(axis=1))
 
 
 def ndcg_at_k(top_k: np.ndarray, relevant: Sequence[np.ndarray]) -> float:
     """Binary-gain NDCG: sum of 1/log2(rank+1) over hits, over the ideal for min(|relevant|, K)."""
-    hits = hit_matrix(top_k, relevant)
-    mask = _scored(relevant)
-    if not mask.any():
-        return 0.0
-    k = top_k.shape[1]
-    discounts = 1.0 / np.log2(np.arange(2, k + 2))
-    dcg = (hits * discounts).sum(axis=1)
-    ideal_len = np.minimum([len(rel) for rel in relevant], k)
-    idcg = np.array([discounts[:n].sum() for n in ideal_len])
-    return float((dcg[mask] / idcg[mask]).mean())
+    discounts = _discounts(top_k.shape[1])
+    ideal = np.concatenate([[0.0], np.cumsum(discounts)])
+
+    def per_user(hits: np.ndarray, sizes: np.ndarray) -> np.ndarray:
+        ideal_len = np.minimum(sizes, len(discounts)).astype(int)
+        return (hits * discounts).sum(axis=1) / ideal[ideal_len]
+
+    return _mean_over_users(top_k, relevant, per_user)
 
 
 def map_at_k(top_k: np.ndarray, relevant: Sequence[np.ndarray]) -> float:
     """Mean average precision: sum of precision@i at each hit i, over min(|relevant|, K)."""
-    hits = hit_matrix(top_k, relevant)
-    mask = _scored(relevant)
-    if not mask.any():
-        return 0.0
     k = top_k.shape[1]
-    precision = np.cumsum(hits, axis=1) / np.arange(1, k + 1)
-    ideal_len = np.minimum([len(rel) for rel in relevant], k)
-    ap = (precision * hits).sum(axis=1)[mask] / ideal_len[mask]
-    return float(ap.mean())
+
+    def per_user(hits: np.ndarray, sizes: np.ndarray) -> np.ndarray:
+        precision = np.cumsum(hits, axis=1) / np.arange(1, k + 1)
+        return (precision * hits).sum(axis=1) / np.minimum(sizes, k)
+
+    return _mean_over_users(top_k, relevant, per_user)
 
 
 def catalog_coverage(top_k: np.ndarray, n_items: int) -> float:

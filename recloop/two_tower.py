@@ -25,6 +25,9 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
+from recloop.baselines import top_k_unseen
+from recloop.metrics import ndcg_at_k
+
 
 @dataclass(frozen=True)
 class TwoTowerConfig:
@@ -247,9 +250,6 @@ class TwoTowerRecommender:
     train: sp.csr_matrix | None = None
 
     def fit(self, train: sp.csr_matrix) -> TwoTowerRecommender:
-        from recloop.baselines import top_k_unseen
-        from recloop.metrics import ndcg_at_k
-
         users = np.arange(train.shape[0])
 
         def validate(model: TwoTowerModel) -> float:

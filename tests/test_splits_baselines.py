@@ -41,10 +41,13 @@ def test_recbole_split_counts() -> None:
     assert recbole_split_counts(1, (0.8, 0.1, 0.1)) == [1, 0, 0]
 
 
+def pairs(part) -> set[tuple[int, int]]:
+    return set(zip(part.users.tolist(), part.items.tolist(), strict=True))
+
+
 def test_random_split_partitions_each_user_and_is_seeded() -> None:
     data = interactions()
     split = random_split_per_user(data, seed=3)
-    pairs = lambda part: set(zip(part.users.tolist(), part.items.tolist(), strict=True))  # noqa: E731
     train, valid, test = pairs(split.train), pairs(split.valid), pairs(split.test)
     assert train | valid | test == pairs(data)
     assert not (train & valid or train & test or valid & test)
