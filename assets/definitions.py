@@ -10,11 +10,19 @@ from assets.ingest import build_ingest_assets
 from assets.partitions import TENANTS, event_partitions
 from assets.resources import RecloopResource
 from assets.sensors import tenant_discovery_sensor
+from assets.training import (
+    TRAINING_GROUP,
+    champion_model,
+    item_text_embeddings,
+    model_candidate,
+    training_set,
+)
 from recloop.settings import Settings
 
 VALIDATE_EVENTS_JOB = "validate_events"
 VALIDATE_CATALOGS_JOB = "validate_catalogs"
 FEATURES_JOB = "build_features"
+TRAINING_JOB = "train_and_promote"
 
 
 def build_definitions(settings: Settings) -> dg.Definitions:
@@ -26,6 +34,10 @@ def build_definitions(settings: Settings) -> dg.Definitions:
             recloop_dbt_models,
             feast_feature_views,
             feast_online_store,
+            item_text_embeddings,
+            training_set,
+            model_candidate,
+            champion_model,
         ],
         jobs=[
             dg.define_asset_job(
@@ -39,10 +51,10 @@ def build_definitions(settings: Settings) -> dg.Definitions:
             dg.define_asset_job(
                 FEATURES_JOB,
                 selection=dg.AssetSelection.all()
-                - dg.AssetSelection.assets(
-                    "validated_events", "validated_users", "validated_items"
-                ),
+                - dg.AssetSelection.assets("validated_events", "validated_users", "validated_items")
+                - dg.AssetSelection.groups(TRAINING_GROUP),
             ),
+            dg.define_asset_job(TRAINING_JOB, selection=dg.AssetSelection.groups(TRAINING_GROUP)),
         ],
         sensors=[tenant_discovery_sensor],
         resources={

@@ -27,7 +27,7 @@ from recloop.metrics import EvaluationInputs, evaluate, ndcg_at_k, restrict_rele
 from recloop.movielens import fetch_recbole_wheel, read_ml100k_wheel, to_raw_log
 from recloop.settings import Settings
 from recloop.splits import Split, index_interactions, random_split_per_user, temporal_split
-from recloop.two_tower import TowerInputs, TwoTowerConfig, TwoTowerRecommender
+from recloop.two_tower import TwoTowerConfig, TwoTowerRecommender
 
 RESULTS = Path(__file__).resolve().parent / "results" / "quality.json"
 ALS_GRID = {
@@ -93,9 +93,8 @@ def main(argv: list[str] | None = None) -> int:
     settings = Settings.from_env()
     log = to_raw_log(read_ml100k_wheel(fetch_recbole_wheel(settings.data_dir / "cache")), "ml100k")
     data = index_interactions(log.events, item_ids=np.sort(log.items["item_id"].unique()))
-    towers = TowerInputs(
-        user_feature_matrix(log.users, data.user_ids), item_feature_matrix(log.items, data.item_ids)
-    )
+    user_features = user_feature_matrix(log.users, data.user_ids)
+    item_features = item_feature_matrix(log.items, data.item_ids)
     report: dict[str, object] = {
         "dataset": "MovieLens-100K (every rating a positive)",
         "k": args.k,
@@ -107,7 +106,10 @@ def main(argv: list[str] | None = None) -> int:
     for split in (random_split_per_user(data, seed=args.seed), temporal_split(data)):
         als, als_choice = tune_als(split, args.k, args.seed)
         two_tower = TwoTowerRecommender(
-            towers, TwoTowerConfig(seed=args.seed), validation=split.valid.per_user()
+            user_features,
+            item_features,
+            TwoTowerConfig(seed=args.seed),
+            validation=split.valid.per_user(),
         )
         models: list[Recommender] = [Popularity(), ItemKNN(), EASE(), als, two_tower]
         per_model = {}

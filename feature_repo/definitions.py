@@ -15,8 +15,8 @@ from typing import NamedTuple
 from feast import Entity, FeatureService, FeatureView, Field, FileSource, ValueType
 from feast.types import Array, Float64, Int32, Int64, String
 
-# Must match `activity_windows()` in dbt_project/macros/activity_features.sql.
-ACTIVITY_WINDOWS_DAYS = (7, 30, 90)
+from recloop.feature_vectors import ITEM_VIEW, USER_VIEW, activity_columns
+
 # Offline joins look back this far for the latest feature row. Rows are daily, so
 # this only matters when the pipeline stops: features older than this are null.
 FEATURE_TTL = timedelta(days=30)
@@ -46,16 +46,11 @@ class FeatureRepoObjects(NamedTuple):
 
 def activity_fields() -> list[Field]:
     """Windowed counts, running mean and recency: the columns of the activity_features macro."""
-    fields = [
-        Field(name=f"{measure}_count_{days}d", dtype=Int64)
-        for days in ACTIVITY_WINDOWS_DAYS
-        for measure in ("rating", "click", "impression")
-    ]
+    *counts, mean_rating, recency = activity_columns()
     return [
-        *fields,
-        Field(name="rating_count_total", dtype=Int64),
-        Field(name="mean_rating", dtype=Float64),
-        Field(name="days_since_last_event", dtype=Float64),
+        *(Field(name=name, dtype=Int64) for name in counts),
+        Field(name=mean_rating, dtype=Float64),
+        Field(name=recency, dtype=Float64),
     ]
 
 
@@ -85,7 +80,7 @@ def build_feature_objects(marts_dir: Path) -> FeatureRepoObjects:
         description="dbt mart item_features (one row per item per day).",
     )
     user_features = FeatureView(
-        name="user_features",
+        name=USER_VIEW,
         entities=[user],
         ttl=FEATURE_TTL,
         schema=[
@@ -98,7 +93,7 @@ def build_feature_objects(marts_dir: Path) -> FeatureRepoObjects:
         tags={"dbt_model": "user_features"},
     )
     item_features = FeatureView(
-        name="item_features",
+        name=ITEM_VIEW,
         entities=[item],
         ttl=FEATURE_TTL,
         schema=[

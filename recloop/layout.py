@@ -79,6 +79,16 @@ class DataLayout:
     def cache(self) -> Path:
         return self.root / "cache"
 
+    @property
+    def training(self) -> Path:
+        """Point-in-time training inputs, one directory per content hash."""
+        return self.root / "training"
+
+    @property
+    def registry(self) -> Path:
+        """The BentoML model store of candidates and the promotion log."""
+        return self.root / "registry"
+
     def tenants(self) -> list[str]:
         """Tenants that have a raw event directory, sorted; unknown names are skipped loudly."""
         if not self.raw_events.is_dir():

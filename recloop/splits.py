@@ -15,6 +15,8 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
+from recloop.training_set import temporal_cutoffs
+
 
 @dataclass(frozen=True)
 class Interactions:
@@ -134,15 +136,17 @@ def temporal_split(
     interactions: Interactions, valid_fraction: float = 0.1, test_fraction: float = 0.1
 ) -> Split:
     """Everything before the first cut trains, then validation, then test, by timestamp."""
-    order = np.sort(interactions.timestamps)
-    n = len(order)
-    valid_start = order[int(n * (1 - valid_fraction - test_fraction))]
-    test_start = order[int(n * (1 - test_fraction))]
+    cutoffs = temporal_cutoffs(
+        pd.to_datetime(interactions.timestamps, unit="s", utc=True), valid_fraction, test_fraction
+    )
     stamps = interactions.timestamps
+    valid_start, test_start = (
+        int(t.timestamp()) for t in (cutoffs.valid_start, cutoffs.test_start)
+    )
     return Split(
         train=interactions.subset(stamps < valid_start),
         valid=interactions.subset((stamps >= valid_start) & (stamps < test_start)),
         test=interactions.subset(stamps >= test_start),
-        protocol=f"temporal: valid from {pd.Timestamp(valid_start, unit='s').isoformat()}, "
-        f"test from {pd.Timestamp(test_start, unit='s').isoformat()}",
+        protocol=f"temporal: valid from {cutoffs.valid_start.isoformat()}, "
+        f"test from {cutoffs.test_start.isoformat()}",
     )

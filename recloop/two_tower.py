@@ -47,11 +47,22 @@ class TwoTowerConfig:
 
 
 @dataclass(frozen=True)
-class TowerInputs:
-    """Dense side features per user and per item (rows follow the interaction indices)."""
+class TrainingExamples:
+    """Positive (user, item) pairs with the user's features as of each pair's time."""
 
-    user_features: np.ndarray  # (n_users, f_u) float32
-    item_features: np.ndarray  # (n_items, f_i) float32
+    users: np.ndarray  # (n,) int64 user index
+    items: np.ndarray  # (n,) int64 item index
+    user_features: np.ndarray  # (n, f_u) float32
+
+    def __len__(self) -> int:
+        return len(self.users)
+
+    @classmethod
+    def from_matrix(cls, train: sp.csr_matrix, user_features: np.ndarray) -> TrainingExamples:
+        """Every stored pair of `train`, with per-user static features (n_users, f_u)."""
+        coo = train.tocoo()
+        users = coo.row.astype(np.int64)
+        return cls(users, coo.col.astype(np.int64), user_features[users])
 
 
 class Tower(nn.Module):
@@ -90,21 +101,24 @@ class Tower(nn.Module):
 
 
 class TwoTowerModel(nn.Module):
-    """Both towers plus the history summary that feeds the user tower."""
+    """Both towers plus the history summary that feeds the user tower.
 
-    def __init__(self, n_users: int, n_items: int, inputs: TowerInputs, config: TwoTowerConfig):
+    Item features are part of the model (a snapshot as of training); user features
+    arrive with each call, as of the time of the request or the training example.
+    """
+
+    def __init__(
+        self, n_users: int, n_user_features: int, item_features: np.ndarray, config: TwoTowerConfig
+    ):
         super().__init__()
-        self.user_features = nn.Parameter(
-            torch.from_numpy(inputs.user_features), requires_grad=False
-        )
-        self.item_features = nn.Parameter(
-            torch.from_numpy(inputs.item_features), requires_grad=False
-        )
+        n_items = len(item_features)
+        self.register_buffer("item_features", torch.from_numpy(item_features.astype(np.float32)))
         self.history_embedding = nn.Embedding(n_items, config.dim)
         nn.init.normal_(self.history_embedding.weight, std=0.05)
-        self.user_tower = Tower(n_users, inputs.user_features.shape[1], config, with_extra=True)
-        self.item_tower = Tower(n_items, inputs.item_features.shape[1], config, with_extra=False)
+        self.user_tower = Tower(n_users, n_user_features, config, with_extra=True)
+        self.item_tower = Tower(n_items, item_features.shape[1], config, with_extra=False)
         self.register_buffer("known_items", torch.ones(n_items, dtype=torch.bool))
+        self.register_buffer("known_users", torch.ones(n_users, dtype=torch.bool))
 
     def history_summary(
         self, history: torch.Tensor, users: torch.Tensor, exclude: torch.Tensor | None = None
@@ -122,10 +136,15 @@ class TwoTowerModel(nn.Module):
         return total / counts.clamp(min=1.0)
 
     def users(
-        self, users: torch.Tensor, history: torch.Tensor, exclude: torch.Tensor | None = None
+        self,
+        users: torch.Tensor,
+        features: torch.Tensor,
+        history: torch.Tensor,
+        exclude: torch.Tensor | None = None,
     ) -> torch.Tensor:
+        """users: (batch,) indices; features: (batch, f_u) -> (batch, dim) unit vectors."""
         summary = self.history_summary(history, users, exclude)
-        return self.user_tower(users, self.user_features[users], summary)
+        return self.user_tower(users, features, summary, known=self.known_users[users])
 
     def items(self, items: torch.Tensor) -> torch.Tensor:
         return self.item_tower(items, self.item_features[items], known=self.known_items[items])
@@ -150,7 +169,8 @@ def in_batch_softmax_loss(
     return nn.functional.cross_entropy(logits, torch.arange(len(items), device=items.device))
 
 
-def _sparse(matrix: sp.csr_matrix) -> torch.Tensor:
+def sparse_history(matrix: sp.csr_matrix) -> torch.Tensor:
+    """A 0/1 user x item matrix as the sparse tensor `history_summary` reads."""
     coo = matrix.tocoo()
     indices = torch.from_numpy(np.vstack([coo.row, coo.col]).astype(np.int64))
     return torch.sparse_coo_tensor(
@@ -167,22 +187,28 @@ class TrainResult:
 
 
 def train_two_tower(
-    train: sp.csr_matrix,
-    inputs: TowerInputs,
+    examples: TrainingExamples,
+    history: sp.csr_matrix,
+    item_features: np.ndarray,
     config: TwoTowerConfig,
     validate: Callable[[TwoTowerModel], float] | None = None,
     progress: bool = True,
 ) -> TrainResult:
-    """Train with Adam; keep the weights of the epoch with the best `validate` score."""
+    """Train with Adam; keep the weights of the epoch with the best `validate` score.
+
+    `history` (users x items, the training interactions) feeds the history summary
+    and marks which users and items the id embeddings know.
+    """
     torch.manual_seed(config.seed)
     rng = np.random.default_rng(config.seed)
-    n_users, n_items = train.shape
-    model = TwoTowerModel(n_users, n_items, inputs, config)
-    model.known_items[:] = torch.from_numpy(np.asarray(train.sum(axis=0)).ravel() > 0)
-    history = _sparse(train)
-    coo = train.tocoo()
-    users_all, items_all = coo.row.astype(np.int64), coo.col.astype(np.int64)
-    counts = np.asarray(train.sum(axis=0)).ravel()
+    n_users, n_items = history.shape
+    model = TwoTowerModel(n_users, examples.user_features.shape[1], item_features, config)
+    model.known_items[:] = torch.from_numpy(np.bincount(examples.items, minlength=n_items) > 0)
+    model.known_users[:] = torch.from_numpy(np.bincount(examples.users, minlength=n_users) > 0)
+    history_tensor = sparse_history(history)
+    users_all, items_all = examples.users, examples.items
+    features_all = torch.from_numpy(examples.user_features.astype(np.float32))
+    counts = np.bincount(items_all, minlength=n_items)
     log_q = torch.from_numpy(np.log(np.maximum(counts, 1) / counts.sum()).astype(np.float32))
     optimizer = torch.optim.Adam(
         [p for p in model.parameters() if p.requires_grad],
@@ -200,7 +226,7 @@ def train_two_tower(
             users = torch.from_numpy(users_all[batch])
             items = torch.from_numpy(items_all[batch])
             loss = in_batch_softmax_loss(
-                model.users(users, history, exclude=items),
+                model.users(users, features_all[batch], history_tensor, exclude=items),
                 model.items(items),
                 items,
                 log_q[items],
@@ -224,24 +250,30 @@ def train_two_tower(
 
 
 @torch.no_grad()
-def score_users(model: TwoTowerModel, users: np.ndarray, train: sp.csr_matrix) -> np.ndarray:
+def score_users(
+    model: TwoTowerModel, users: np.ndarray, user_features: np.ndarray, history: sp.csr_matrix
+) -> np.ndarray:
     """(len(users), n_items) scores: user vectors against every item vector."""
     model.eval()
-    history = _sparse(train)
-    user_vectors = model.users(torch.from_numpy(users.astype(np.int64)), history)
-    item_vectors = model.items(torch.arange(train.shape[1]))
+    user_vectors = model.users(
+        torch.from_numpy(users.astype(np.int64)),
+        torch.from_numpy(user_features.astype(np.float32)),
+        sparse_history(history),
+    )
+    item_vectors = model.items(torch.arange(history.shape[1]))
     return (user_vectors @ item_vectors.T).numpy()
 
 
 @dataclass
 class TwoTowerRecommender:
-    """The baselines' fit/score interface around `train_two_tower`.
+    """The baselines' fit/score interface around `train_two_tower`, with static user features.
 
     `validation` (relevant items per user) drives early stopping on NDCG@10 with
     training items masked, as in the evaluation itself.
     """
 
-    inputs: TowerInputs
+    user_features: np.ndarray  # (n_users, f_u)
+    item_features: np.ndarray  # (n_items, f_i)
     config: TwoTowerConfig = field(default_factory=TwoTowerConfig)
     validation: list[np.ndarray] | None = None
     progress: bool = True
@@ -253,14 +285,19 @@ class TwoTowerRecommender:
         users = np.arange(train.shape[0])
 
         def validate(model: TwoTowerModel) -> float:
-            top = top_k_unseen(score_users(model, users, train), train, 10)
-            return ndcg_at_k(top, self.validation)
+            scores = score_users(model, users, self.user_features, train)
+            return ndcg_at_k(top_k_unseen(scores, train, 10), self.validation)
 
         self.train = train
         self.result = train_two_tower(
-            train, self.inputs, self.config, validate if self.validation else None, self.progress
+            TrainingExamples.from_matrix(train, self.user_features),
+            train,
+            self.item_features,
+            self.config,
+            validate if self.validation else None,
+            self.progress,
         )
         return self
 
     def score(self, users: np.ndarray) -> np.ndarray:
-        return score_users(self.result.model, users, self.train)
+        return score_users(self.result.model, users, self.user_features[users], self.train)

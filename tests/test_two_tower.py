@@ -5,7 +5,7 @@ import scipy.sparse as sp
 import torch
 
 from recloop.two_tower import (
-    TowerInputs,
+    TrainingExamples,
     TwoTowerConfig,
     in_batch_softmax_loss,
     score_users,
@@ -19,13 +19,14 @@ LIKES[:4, [0, 1]] = 1
 LIKES[4:, [2, 3]] = 1
 TRAIN = sp.csr_matrix(LIKES)
 GENRES = np.array([[1, 0], [1, 0], [0, 1], [0, 1], [1, 0], [0, 1]], dtype=np.float32)
-INPUTS = TowerInputs(user_features=np.zeros((8, 1), dtype=np.float32), item_features=GENRES)
+USER_FEATURES = np.zeros((8, 1), dtype=np.float32)
 CONFIG = TwoTowerConfig(dim=16, hidden=32, batch_size=8, epochs=150, patience=150, lr=0.01, seed=3)
 
 
 def train(config: TwoTowerConfig = CONFIG) -> np.ndarray:
-    result = train_two_tower(TRAIN, INPUTS, config, progress=False)
-    return score_users(result.model, np.arange(8), TRAIN)
+    examples = TrainingExamples.from_matrix(TRAIN, USER_FEATURES)
+    result = train_two_tower(examples, TRAIN, GENRES, config, progress=False)
+    return score_users(result.model, np.arange(8), USER_FEATURES, TRAIN)
 
 
 def test_overfits_a_tiny_fixture() -> None:

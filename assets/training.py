@@ -1,0 +1,302 @@
+"""Training: text embeddings, the PIT training set, the candidate, its gates, the champion.
+
+`model_candidate` trains, evaluates and registers a two-tower candidate; four
+blocking asset checks hold it to the promotion gates (recloop.gates), so
+`champion_model`, which promotes it, only runs when every gate passed. A failed
+gate leaves the previous champion serving.
+"""
+
+import subprocess
+from pathlib import Path
+
+import dagster as dg
+import duckdb
+import numpy as np
+import pandas as pd
+
+from assets.resources import RecloopResource
+from feature_repo.training import (
+    FEATURE_SERVICE,
+    item_snapshot,
+    labelled_examples,
+    user_snapshots,
+)
+from recloop import gates
+from recloop.inference import Retriever
+from recloop.text_embeddings import ENCODER_ID, embed_items, embedding_matrix
+from recloop.training import (
+    Candidate,
+    TrainingInputs,
+    evaluate_bundle,
+    fit_candidate,
+    load_inputs,
+    save_inputs,
+)
+from recloop.training_set import split_summary
+from recloop.two_tower import TwoTowerConfig
+from services.registry import PromotionError, Registry
+
+TRAINING_GROUP = "training"
+GATE_CHECKS = {
+    "beats_popularity": "NDCG@10 beats popularity's by the configured margin.",
+    "no_regression_vs_champion": "NDCG@10 within tolerance of the champion's, same test set.",
+    "coverage_and_bias": "Catalog coverage and popularity bias within bounds.",
+    "sanity": "Finite weights, scores that vary, an index that holds the whole catalog.",
+}
+CHECK_OF_GATE = {
+    "beats_popularity": "beats_popularity",
+    "no_regression_vs_champion": "no_regression_vs_champion",
+    "coverage": "coverage_and_bias",
+    "popularity_bias": "coverage_and_bias",
+    "finite_weights": "sanity",
+    "scores_not_constant": "sanity",
+    "index_covers_catalog": "sanity",
+}
+
+
+class TrainingSetConfig(dg.Config):
+    valid_fraction: float = 0.1
+    test_fraction: float = 0.1
+
+
+class CandidateConfig(dg.Config):
+    """Two-tower hyperparameters and the gate thresholds (defaults: recloop.gates.GateConfig)."""
+
+    dim: int = TwoTowerConfig.dim
+    hidden: int = TwoTowerConfig.hidden
+    temperature: float = TwoTowerConfig.temperature
+    id_dropout: float = TwoTowerConfig.id_dropout
+    lr: float = TwoTowerConfig.lr
+    weight_decay: float = TwoTowerConfig.weight_decay
+    batch_size: int = TwoTowerConfig.batch_size
+    epochs: int = TwoTowerConfig.epochs
+    patience: int = TwoTowerConfig.patience
+    seed: int = TwoTowerConfig.seed
+    ann_min_items: int = 5_000
+    min_lift_over_popularity: float = gates.GateConfig.min_lift_over_popularity
+    champion_tolerance: float = gates.GateConfig.champion_tolerance
+    min_coverage: float = gates.GateConfig.min_coverage
+    max_popularity_ratio: float = gates.GateConfig.max_popularity_ratio
+    # Negative control: shuffle which item each training label points at. The gates
+    # must then block the candidate; tests and `recloop` users use it to prove they do.
+    label_permutation_seed: int | None = None
+
+    def two_tower_config(self) -> TwoTowerConfig:
+        return TwoTowerConfig(
+            **{name: getattr(self, name) for name in TwoTowerConfig.__dataclass_fields__}
+        )
+
+    def gate_thresholds(self) -> gates.GateConfig:
+        return gates.GateConfig(
+            **{
+                name: getattr(self, name)
+                for name in gates.GateConfig.__dataclass_fields__
+                if hasattr(self, name)
+            }
+        )
+
+
+@dg.asset(
+    key="item_text_embeddings",
+    deps=["int_items"],
+    group_name=TRAINING_GROUP,
+    description="MiniLM embedding of each item's title and genres, cached by text hash.",
+)
+def item_text_embeddings(
+    context: dg.AssetExecutionContext, recloop: RecloopResource
+) -> pd.DataFrame:
+    layout = recloop.layout()
+    with duckdb.connect(str(layout.warehouse), read_only=True) as warehouse:
+        items = warehouse.execute(
+            "select item_id, title, genres from int_items order by item_id"
+        ).df()
+    run = embed_items(items, layout.cache / "item_text_embeddings.parquet")
+    context.add_output_metadata(
+        {"encoder": ENCODER_ID, "items": len(items), "computed": run.computed, "reused": run.reused}
+    )
+    return run.embeddings
+
+
+@dg.asset(
+    key="training_set",
+    deps=["user_item_interactions", "feast_feature_views"],
+    group_name=TRAINING_GROUP,
+    description="Point-in-time examples from Feast get_historical_features, split by time.",
+)
+def training_set(
+    context: dg.AssetExecutionContext,
+    config: TrainingSetConfig,
+    recloop: RecloopResource,
+    item_text_embeddings: pd.DataFrame,
+) -> str:
+    layout = recloop.layout()
+    store = recloop.feature_store()
+    interactions = pd.read_parquet(layout.marts / "user_item_interactions.parquet")
+    examples, cutoffs = labelled_examples(
+        store, interactions, config.valid_fraction, config.test_fraction
+    )
+    with duckdb.connect(str(layout.warehouse), read_only=True) as warehouse:
+        catalog = warehouse.execute("select item_id from int_items order by item_id").df()
+    items = item_snapshot(store, catalog, cutoffs.valid_start)
+    inputs = TrainingInputs(
+        examples=examples,
+        user_snapshots=user_snapshots(store, examples["user_id"], cutoffs),
+        items=items,
+        text_embeddings=embedding_matrix(item_text_embeddings, items["item_id"].tolist()),
+        cutoffs=cutoffs,
+    )
+    directory = save_inputs(inputs, layout.training)
+    summary = split_summary(examples, cutoffs)
+    context.add_output_metadata(
+        {
+            "path": str(directory),
+            "examples": len(examples),
+            "feature_service": FEATURE_SERVICE,
+            "split": dg.MetadataValue.json(summary),
+            **{f"{part}_rows": info["rows"] for part, info in summary["parts"].items()},
+        }
+    )
+    return str(directory)
+
+
+def _code_version() -> str:
+    result = subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=False
+    )
+    return result.stdout.strip() if result.returncode == 0 else "unknown"
+
+
+def _gate_results(
+    candidate: Candidate, registry: Registry, config: gates.GateConfig
+) -> list[gates.GateResult]:
+    metrics = candidate.metrics["all"]
+    champion = registry.champion()
+    champion_metrics = (
+        evaluate_bundle(registry.load(champion), candidate.evaluation)["all"] if champion else None
+    )
+    bundle = candidate.bundle
+    retriever = Retriever(bundle)
+    users = retriever.user_index
+    sample = [users[u] for u in candidate.evaluation.user_ids[:200] if u in users]
+    features = candidate.evaluation.features.iloc[: len(candidate.evaluation.user_ids[:200])]
+    features = features.loc[features["user_id"].isin(users)].reset_index(drop=True)
+    scores = (
+        retriever.user_vectors(np.array(sample, dtype=np.int64), features) @ bundle.index.vectors.T
+    )
+    return [
+        gates.beats_popularity(metrics, candidate.popularity_metrics, config),
+        gates.no_regression(metrics, champion_metrics, config),
+        *gates.coverage_and_bias(metrics, candidate.popularity_metrics, config),
+        *gates.sanity(bundle.model, scores, len(bundle.index), len(bundle.item_ids), config),
+    ]
+
+
+def _flat_metrics(metrics: dict[str, dict[str, float]], prefix: str) -> dict[str, float]:
+    return {
+        f"{prefix}{segment}/{name}": float(value)
+        for segment, values in metrics.items()
+        for name, value in values.items()
+    }
+
+
+@dg.asset(
+    key="model_candidate",
+    group_name=TRAINING_GROUP,
+    check_specs=[
+        dg.AssetCheckSpec(name, asset="model_candidate", blocking=True, description=text)
+        for name, text in GATE_CHECKS.items()
+    ],
+    description="Two-tower candidate: trained, evaluated on the test part, registered in the model store.",
+)
+def model_candidate(
+    context: dg.AssetExecutionContext,
+    config: CandidateConfig,
+    recloop: RecloopResource,
+    training_set: str,
+):
+    inputs = load_inputs(Path(training_set))
+    if config.label_permutation_seed is not None:
+        rng = np.random.default_rng(config.label_permutation_seed)
+        examples = inputs.examples.copy()
+        examples["item_id"] = rng.permutation(examples["item_id"].to_numpy())
+        inputs = TrainingInputs(
+            examples, inputs.user_snapshots, inputs.items, inputs.text_embeddings, inputs.cutoffs
+        )
+        context.log.warning("negative control: training labels were shuffled")
+    registry = Registry(recloop.layout().registry)
+    gate_config = config.gate_thresholds()
+    candidate = fit_candidate(
+        inputs,
+        config.two_tower_config(),
+        ann_min_items=config.ann_min_items,
+        metadata={"training_set": training_set},
+    )
+    results = _gate_results(candidate, registry, gate_config)
+    passed = gates.verdict(results)
+    gate = {"passed": passed, "results": [r.to_dict() for r in results]}
+    version = registry.register(
+        candidate.bundle,
+        labels={"gate": "passed" if passed else "failed", "feature_service": FEATURE_SERVICE},
+        metadata={
+            "metrics": candidate.metrics,
+            "popularity": candidate.popularity_metrics,
+            "gate": gate,
+            "gate_config": gate_config.to_dict(),
+            "training_set": training_set,
+            "cutoffs": inputs.cutoffs.to_metadata(),
+            "feature_service": FEATURE_SERVICE,
+            "code_version": _code_version(),
+            "config": config.two_tower_config().to_dict(),
+            "best_epoch": candidate.bundle.metadata["best_epoch"],
+        },
+    )
+    checks = []
+    for check in GATE_CHECKS:
+        mine = [r for r in results if CHECK_OF_GATE[r.name] == check]
+        checks.append(
+            dg.AssetCheckResult(
+                check_name=check,
+                passed=all(r.passed for r in mine),
+                metadata={
+                    **{f"{r.name}_value": float(r.value) for r in mine},
+                    **{f"{r.name}_threshold": float(r.threshold) for r in mine},
+                    "detail": "; ".join(r.detail for r in mine),
+                },
+            )
+        )
+    yield dg.Output(
+        version,
+        metadata={
+            "model_version": version,
+            "gate_passed": passed,
+            "best_epoch": int(candidate.bundle.metadata["best_epoch"]),
+            "index": candidate.bundle.index.kind,
+            **_flat_metrics(candidate.metrics, ""),
+            **_flat_metrics({"all": candidate.popularity_metrics}, "popularity/"),
+        },
+    )
+    yield from checks
+
+
+@dg.asset(
+    key="champion_model",
+    group_name=TRAINING_GROUP,
+    description="The registry's champion: the candidate, once every blocking gate passed.",
+)
+def champion_model(
+    context: dg.AssetExecutionContext, recloop: RecloopResource, model_candidate: str
+) -> dg.MaterializeResult:
+    registry = Registry(recloop.layout().registry)
+    if registry.champion() == model_candidate:
+        context.log.info(f"{model_candidate} is already the champion")
+    else:
+        try:
+            registry.promote(model_candidate, reason=f"gates passed in run {context.run_id}")
+        except PromotionError as exc:
+            raise dg.Failure(str(exc)) from exc
+    return dg.MaterializeResult(
+        metadata={
+            "champion": model_candidate,
+            "promotions": len(registry.history()),
+        }
+    )

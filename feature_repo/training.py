@@ -1,0 +1,64 @@
+"""Point-in-time training inputs from Feast's offline store.
+
+Every feature value comes from `get_historical_features`, so a label only sees
+features stamped at or before its own time (Feast's PIT join; tests/test_pit_oracle.py
+checks that join against a brute-force oracle).
+"""
+
+from __future__ import annotations
+
+import pandas as pd
+from feast import FeatureStore
+
+from recloop.feature_vectors import ITEM_COLUMNS, ITEM_VIEW, USER_COLUMNS, USER_VIEW, feature_refs
+from recloop.training_set import TemporalCutoffs, label_entities, temporal_cutoffs
+
+FEATURE_SERVICE = "retrieval_v1"
+
+
+def historical(store: FeatureStore, entities: pd.DataFrame, view: str, columns) -> pd.DataFrame:
+    """Features of `view` as of each entity row's `event_timestamp`, in the input's row order."""
+    rows = entities.reset_index(drop=True).assign(_row=lambda f: range(len(f)))
+    joined = store.get_historical_features(
+        entity_df=rows, features=feature_refs(view, columns), full_feature_names=True
+    ).to_df()
+    joined = joined.sort_values("_row", kind="stable").drop(columns="_row").reset_index(drop=True)
+    joined["event_timestamp"] = pd.to_datetime(joined["event_timestamp"], utc=True)
+    return joined
+
+
+def labelled_examples(
+    store: FeatureStore, interactions: pd.DataFrame, valid_fraction: float, test_fraction: float
+) -> tuple[pd.DataFrame, TemporalCutoffs]:
+    """Positive labels with user features as of each label, and a `split` column by time."""
+    labels = label_entities(interactions)
+    cutoffs = temporal_cutoffs(labels["event_timestamp"], valid_fraction, test_fraction)
+    examples = historical(store, labels, USER_VIEW, USER_COLUMNS)
+    examples["split"] = cutoffs.part_of(examples["event_timestamp"]).to_numpy()
+    return examples, cutoffs
+
+
+def user_snapshots(
+    store: FeatureStore, user_ids: pd.Series, cutoffs: TemporalCutoffs
+) -> pd.DataFrame:
+    """Each user's features as of each cut-off (column `as_of`)."""
+    users = pd.Series(sorted(user_ids.astype(str).unique()), name="user_id")
+    entities = pd.concat(
+        [
+            pd.DataFrame({"user_id": users, "event_timestamp": at})
+            for at in (cutoffs.valid_start, cutoffs.test_start)
+        ],
+        ignore_index=True,
+    )
+    entities["event_timestamp"] = entities["event_timestamp"].astype("datetime64[us, UTC]")
+    frame = historical(store, entities, USER_VIEW, USER_COLUMNS)
+    return frame.rename(columns={"event_timestamp": "as_of"})
+
+
+def item_snapshot(store: FeatureStore, catalog: pd.DataFrame, as_of: pd.Timestamp) -> pd.DataFrame:
+    """Every catalog item's features as of `as_of`; `catalog` needs `item_id`."""
+    entities = pd.DataFrame(
+        {"item_id": catalog["item_id"].astype(str).to_numpy(), "event_timestamp": as_of}
+    )
+    entities["event_timestamp"] = entities["event_timestamp"].astype("datetime64[us, UTC]")
+    return historical(store, entities, ITEM_VIEW, ITEM_COLUMNS)

@@ -1,0 +1,129 @@
+"""Inference over a `ModelBundle`: the one code path for offline evaluation and serving.
+
+user features -> user tower -> index search -> drop seen and excluded items -> top k.
+Users the model has never seen, or without features, get the most popular
+unseen items instead, and the result says so.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+import torch
+
+from recloop.model_artifact import ModelBundle
+from recloop.two_tower import sparse_history
+
+POPULARITY_FALLBACK = "popularity"
+
+
+@dataclass(frozen=True)
+class Recommendation:
+    item_ids: list[str]
+    scores: list[float]
+    fallback: str | None  # None when the model ranked the items
+
+
+class UnknownItemError(KeyError):
+    pass
+
+
+class Retriever:
+    """Serves one bundle. `history` overrides the interactions known at query time
+    (offline evaluation passes what was known at the test cut-off)."""
+
+    def __init__(self, bundle: ModelBundle, history: sp.csr_matrix | None = None):
+        self.bundle = bundle
+        self.user_index = {str(u): i for i, u in enumerate(bundle.user_ids)}
+        self.item_index = {str(i): n for n, i in enumerate(bundle.item_ids)}
+        self.known_history = bundle.history if history is None else history.tocsr()
+        self.history = sparse_history(self.known_history)
+        self.popular = np.argsort(-bundle.item_popularity, kind="stable")
+        self.known_users = bundle.model.known_users.numpy()
+
+    @property
+    def version(self) -> str:
+        return self.bundle.version
+
+    @torch.no_grad()
+    def user_vectors(self, users: np.ndarray, features: pd.DataFrame) -> np.ndarray:
+        """(len(users), dim) for user indices, with Feast feature columns as of the request."""
+        vectors = self.bundle.model.users(
+            torch.from_numpy(users.astype(np.int64)),
+            torch.from_numpy(self.bundle.spec.user_vectors(features)),
+            self.history,
+        )
+        return vectors.numpy()
+
+    def _search_unseen(self, query: np.ndarray, banned: set[int], k: int) -> tuple[list, list]:
+        """Widen the search until `k` items survive the filter (or the catalog runs out)."""
+        depth = k + len(banned)
+        while True:
+            scores, indices = self.bundle.index.search(query, depth)
+            kept = [
+                (i, s)
+                for i, s in zip(indices[0], scores[0], strict=True)
+                if i >= 0 and i not in banned
+            ]
+            if len(kept) >= k or depth >= len(self.bundle.index):
+                return [i for i, _ in kept[:k]], [float(s) for _, s in kept[:k]]
+            depth = min(depth * 2, len(self.bundle.index))
+
+    def _seen(self, user: int | None) -> set[int]:
+        if user is None:
+            return set()
+        history = self.known_history
+        return set(history.indices[history.indptr[user] : history.indptr[user + 1]].tolist())
+
+    def _excluded(self, exclude: Iterable[str]) -> set[int]:
+        return {self.item_index[i] for i in exclude if i in self.item_index}
+
+    def popular_unseen(self, banned: set[int], k: int) -> list[int]:
+        return [int(i) for i in self.popular if i not in banned][:k]
+
+    def recommend(
+        self, user_id: str, features: pd.DataFrame | None, k: int, exclude: Iterable[str] = ()
+    ) -> Recommendation:
+        """Top `k` for one user; `features` is one row of Feast columns, None when unavailable."""
+        user = self.user_index.get(user_id)
+        banned = self._seen(user) | self._excluded(exclude)
+        usable = (
+            user is not None
+            and self.known_users[user]
+            and features is not None
+            and not features.empty
+        )
+        if not usable:
+            top = self.popular_unseen(banned, k)
+            total = float(max(self.bundle.item_popularity.sum(), 1))
+            scores = [float(self.bundle.item_popularity[i]) / total for i in top]
+            return Recommendation(
+                [str(self.bundle.item_ids[i]) for i in top], scores, POPULARITY_FALLBACK
+            )
+        query = self.user_vectors(np.array([user]), features)
+        top, scores = self._search_unseen(query, banned, k)
+        return Recommendation([str(self.bundle.item_ids[i]) for i in top], scores, None)
+
+    def recommend_many(
+        self, users: np.ndarray, features: pd.DataFrame, seen: sp.csr_matrix, k: int
+    ) -> np.ndarray:
+        """(len(users), k) item indices for offline evaluation, `seen` (users x items) masked."""
+        queries = self.user_vectors(users, features)
+        out = np.empty((len(users), k), dtype=np.int64)
+        for row, (user, query) in enumerate(zip(users, queries, strict=True)):
+            banned = set(seen.indices[seen.indptr[user] : seen.indptr[user + 1]].tolist())
+            top, _ = self._search_unseen(query[None, :], banned, k)
+            out[row] = top
+        return out
+
+    def similar_items(self, item_id: str, k: int) -> Recommendation:
+        """Nearest items to `item_id` in the item tower's space (the item itself left out)."""
+        if item_id not in self.item_index:
+            raise UnknownItemError(item_id)
+        item = self.item_index[item_id]
+        top, scores = self._search_unseen(self.bundle.index.vectors[item][None, :], {item}, k)
+        return Recommendation([str(self.bundle.item_ids[i]) for i in top], scores, None)
