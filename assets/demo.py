@@ -20,6 +20,7 @@ import pyarrow.parquet as pq
 
 from assets.definitions import (
     FEATURES_JOB,
+    TRAINING_JOB,
     VALIDATE_CATALOGS_JOB,
     VALIDATE_EVENTS_JOB,
     build_definitions,
@@ -33,10 +34,12 @@ from recloop.layout import DataLayout, parquet_files, write_parquet_atomic
 from recloop.movielens import fetch_recbole_wheel, read_ml100k_wheel, to_raw_log, write_raw_log
 from recloop.samples import BAD_BATCH_NAME, malformed_events
 from recloop.settings import Settings
+from services.launcher import post_json, serve
+from services.registry import Registry
 
 DEMO_TENANT = "ml100k"
 RAW_ASSET = "raw_events"
-LAST_ASSET = "feast_online_store"
+LAST_ASSET = "champion_model"
 
 
 class DemoError(RuntimeError):
@@ -55,9 +58,18 @@ def lineage(defs: dg.Definitions, source: str = RAW_ASSET, sink: str = LAST_ASSE
 QUIET_LOGS = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
 
 
-def _run(job: dg.JobDefinition, instance: dg.DagsterInstance, what: str, **kwargs) -> None:
+def _run(
+    job: dg.JobDefinition,
+    instance: dg.DagsterInstance,
+    what: str,
+    run_config: dict | None = None,
+    **kwargs,
+) -> None:
     result = job.execute_in_process(
-        instance=instance, raise_on_error=False, run_config=QUIET_LOGS, **kwargs
+        instance=instance,
+        raise_on_error=False,
+        run_config={**QUIET_LOGS, **(run_config or {})},
+        **kwargs,
     )
     if not result.success:
         failures = [
@@ -84,10 +96,13 @@ def inject_malformed_batch(layout: DataLayout, tenant: str) -> int:
     return len(batch)
 
 
-def run_demo(settings: Settings, instance: dg.DagsterInstance, artifacts: Path) -> dict:
-    started = time.perf_counter()
+STEPS = 7
+
+
+def build_features(settings: Settings, instance: dg.DagsterInstance) -> dg.Definitions:
+    """Steps 1-4: raw log, validation, dbt and Feast. Returns the definitions it ran."""
     layout = DataLayout(settings.data_dir)
-    print(f"[1/5] MovieLens-100K -> raw event log under {layout.root / 'raw'}")
+    print(f"[1/{STEPS}] MovieLens-100K -> raw event log under {layout.root / 'raw'}")
     write_raw_log(
         to_raw_log(read_ml100k_wheel(fetch_recbole_wheel(layout.cache)), DEMO_TENANT), layout
     )
@@ -99,7 +114,7 @@ def run_demo(settings: Settings, instance: dg.DagsterInstance, artifacts: Path) 
     added = new_tenants(instance, tenants)
     if added:
         instance.add_dynamic_partitions(TENANTS.name, added)
-    print(f"[2/5] tenants: {', '.join(tenants)}; validating catalogs")
+    print(f"[2/{STEPS}] tenants: {', '.join(tenants)}; validating catalogs")
     for tenant in tenants:
         _run(
             defs.resolve_job_def(VALIDATE_CATALOGS_JOB),
@@ -110,7 +125,7 @@ def run_demo(settings: Settings, instance: dg.DagsterInstance, artifacts: Path) 
 
     for tenant in tenants:
         days = layout.event_days(tenant)
-        print(f"[3/5] validating {len(days)} daily partitions of {tenant} in one run")
+        print(f"[3/{STEPS}] validating {len(days)} daily partitions of {tenant} in one run")
         _run(
             defs.resolve_job_def(VALIDATE_EVENTS_JOB),
             instance,
@@ -121,12 +136,49 @@ def run_demo(settings: Settings, instance: dg.DagsterInstance, artifacts: Path) 
             },
         )
     print(
-        "[4/5] dbt build (staging -> intermediate -> marts), feast apply, materialize online store"
+        f"[4/{STEPS}] dbt build (staging -> intermediate -> marts), feast apply, materialize online store"
     )
     _run(defs.resolve_job_def(FEATURES_JOB), instance, "features")
+    return defs
 
-    print("[5/5] summary")
-    summary = build_summary(settings, defs, started)
+
+def train_and_promote(
+    defs: dg.Definitions, instance: dg.DagsterInstance, candidate_config: dict | None = None
+) -> None:
+    """Step 5: text embeddings, PIT training set, candidate, gates, promotion."""
+    print(f"[5/{STEPS}] train the two-tower candidate, run the gates, promote it")
+    run_config = {"ops": {"model_candidate": {"config": candidate_config or {}}}}
+    _run(defs.resolve_job_def(TRAINING_JOB), instance, "training", run_config=run_config)
+
+
+def serving_smoke(settings: Settings) -> dict:
+    """Step 6: start the service over HTTP, ask for recommendations, check the answer."""
+    print(f"[6/{STEPS}] start the BentoML service and send a smoke request")
+    registry = Registry(DataLayout(settings.data_dir).registry)
+    user = str(registry.load(registry.champion()).user_ids[0])
+    with serve(settings) as url:
+        answer = post_json(f"{url}/recommend", {"user_id": user, "k": 10})
+    smoke_ok = (
+        answer.get("model_version") == registry.champion()
+        and len(answer.get("items", [])) == 10
+        and answer.get("fallback") is None
+    )
+    return {"url": url, "smoke_ok": smoke_ok, "smoke_user": user, "smoke_response": answer}
+
+
+def run_demo(settings: Settings, instance: dg.DagsterInstance, artifacts: Path) -> dict:
+    started = time.perf_counter()
+    defs = build_features(settings, instance)
+    train_and_promote(defs, instance)
+    serving = serving_smoke(settings)
+    if not serving["smoke_ok"]:
+        raise DemoError(f"the smoke request got an unexpected answer: {serving['smoke_response']}")
+    print(f"[7/{STEPS}] summary")
+    summary = {
+        **build_summary(settings, defs, started),
+        **model_summary(settings),
+        "serving": serving,
+    }
     artifacts.mkdir(parents=True, exist_ok=True)
     (artifacts / "demo_summary.json").write_text(json.dumps(summary, indent=2, sort_keys=True))
     print_summary(summary, artifacts / "demo_summary.json")
@@ -165,6 +217,26 @@ def build_summary(settings: Settings, defs: dg.Definitions, started: float) -> d
     }
 
 
+def model_summary(settings: Settings) -> dict:
+    """The champion's version, test metrics, the popularity baseline and the gate verdict."""
+    registry = Registry(DataLayout(settings.data_dir).registry)
+    version = registry.champion()
+    metadata = registry.metadata(version)
+    return {
+        "model_version": version,
+        "metrics": metadata["metrics"]["all"],
+        "metrics_by_segment": metadata["metrics"],
+        "baselines": {"popularity": metadata["popularity"]},
+        "gate": metadata["gate"],
+        "training": {
+            "cutoffs": metadata["cutoffs"],
+            "feature_service": metadata["feature_service"],
+            "best_epoch": metadata["best_epoch"],
+            "code_version": metadata["code_version"],
+        },
+    }
+
+
 def print_summary(summary: dict, path: Path) -> None:
     print()
     print(f"  raw events          {summary['raw_events']:>10,}")
@@ -175,6 +247,20 @@ def print_summary(summary: dict, path: Path) -> None:
     for view, rows in summary["online_rows"].items():
         print(f"  online {view:<13}{rows:>10,} entities ({summary['online_store']})")
     print(f"  lineage             {' -> '.join(summary['lineage'])}")
+    metrics, popularity = summary["metrics"], summary["baselines"]["popularity"]
+    print(f"  champion            {summary['model_version']}")
+    for name in ("ndcg@10", "recall@10", "coverage"):
+        print(f"      {name:<14}{metrics[name]:>8.4f}   popularity {popularity[name]:.4f}")
+    gate = summary["gate"]
+    print(f"  gate                {'passed' if gate['passed'] else 'FAILED'}")
+    for result in gate["results"]:
+        print(
+            f"      {'ok  ' if result['passed'] else 'FAIL'} {result['name']}: {result['detail']}"
+        )
+    serving = summary["serving"]
+    print(
+        f"  serving smoke       {'ok' if serving['smoke_ok'] else 'FAILED'} ({serving['url']}/recommend)"
+    )
     print(f"  elapsed             {summary['elapsed_s']:>10.1f} s")
     print(f"\n  wrote {path}; `make dev` opens the Dagster UI on these runs.")
 

@@ -291,7 +291,7 @@ def champion_model(
         context.log.info(f"{model_candidate} is already the champion")
     else:
         try:
-            registry.promote(model_candidate, reason=f"gates passed in run {context.run_id}")
+            registry.promote(model_candidate, reason=f"gates passed in run {context.run.run_id}")
         except PromotionError as exc:
             raise dg.Failure(str(exc)) from exc
     return dg.MaterializeResult(

@@ -1,6 +1,9 @@
-"""`recloop` command line: data set-up that needs no orchestrator.
+"""`recloop` command line: data set-up and the model registry.
 
 Pipeline commands (`demo`, the Dagster UI) live in the Makefile and `assets/`.
+`recloop models ...` is implemented in services/models_cli.py (it needs BentoML's
+model store) and imported only when that command runs, so the domain package
+itself never imports BentoML.
 """
 
 from __future__ import annotations
@@ -51,7 +54,25 @@ def build_parser() -> argparse.ArgumentParser:
         help="ml-100k comes from the recbole wheel on PyPI; the others from GroupLens",
     )
     fetch.add_argument("--tenant", default=None, help="tenant id (default: the data set name)")
+    add_model_commands(commands)
     return parser
+
+
+def add_model_commands(commands: argparse._SubParsersAction) -> None:
+    models = commands.add_parser("models", help="the model registry: list, promote, roll back")
+    actions = models.add_subparsers(dest="action", required=True)
+    actions.add_parser("list", help="registered models with their gate verdict and NDCG@10")
+    show = actions.add_parser("show", help="one model's labels and metadata as JSON")
+    show.add_argument("version")
+    actions.add_parser("history", help="the promotion log, oldest first")
+    promote = actions.add_parser("promote", help="make a model the champion")
+    promote.add_argument("version")
+    promote.add_argument("--reason", required=True, help="recorded in the promotion log")
+    promote.add_argument(
+        "--force", action="store_true", help="promote even though its gates failed (logged)"
+    )
+    rollback = actions.add_parser("rollback", help="return to the previous champion")
+    rollback.add_argument("--reason", required=True, help="recorded in the promotion log")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -60,6 +81,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.tenant = args.dataset.replace("-", "")
     try:
         settings = Settings.from_env()
+        if args.command == "models":
+            from services.models_cli import run
+
+            return run(args, settings)
         return _fetch(args, settings)
     except (SettingsError, MovieLensError) as exc:
         print(f"recloop: error: {exc}", file=sys.stderr)

@@ -15,6 +15,7 @@ DATA_DIR_ENV = "RECLOOP_DATA_DIR"
 ONLINE_STORE_ENV = "RECLOOP_ONLINE_STORE"
 REDIS_URL_ENV = "RECLOOP_REDIS_URL"
 PARTITIONS_START_ENV = "RECLOOP_PARTITIONS_START"
+FEAST_PROJECT_ENV = "RECLOOP_FEAST_PROJECT"
 
 DEFAULT_DATA_DIR = Path("data")
 DEFAULT_REDIS_URL = "127.0.0.1:6379"
@@ -58,4 +59,15 @@ class Settings:
             online_store=online_store,  # type: ignore[arg-type]
             redis_url=env.get(REDIS_URL_ENV) or DEFAULT_REDIS_URL,
             partitions_start=start,
+            feast_project=env.get(FEAST_PROJECT_ENV) or "recloop",
         )
+
+    def to_env(self) -> dict[str, str]:
+        """The `RECLOOP_*` variables that rebuild these settings in another process."""
+        return {
+            DATA_DIR_ENV: str(self.data_dir),
+            ONLINE_STORE_ENV: self.online_store,
+            REDIS_URL_ENV: self.redis_url,
+            PARTITIONS_START_ENV: self.partitions_start.isoformat(),
+            FEAST_PROJECT_ENV: self.feast_project,
+        }

@@ -247,6 +247,7 @@ def fit_candidate(
         index=RetrievalIndex.build(item_vectors_of(result.model), ann_min_items),
         metadata={
             **(metadata or {}),
+            "tenants": sorted(examples["tenant_id"].astype(str).unique().tolist()),
             "best_epoch": result.best_epoch,
             "valid_ndcg@10": result.best_score,
         },

@@ -67,9 +67,11 @@ class Registry:
         return version
 
     def versions(self) -> list[str]:
-        return sorted(
-            str(m.tag.version) for m in bentoml.models.list(MODEL_NAME, _model_store=self.store)
-        )
+        try:
+            models = bentoml.models.list(MODEL_NAME, _model_store=self.store)
+        except NotFound:
+            return []
+        return sorted(str(m.tag.version) for m in models)
 
     def _model(self, version: str) -> bentoml.Model:
         try:

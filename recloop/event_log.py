@@ -1,0 +1,151 @@
+"""What the service showed and what was clicked, written back into the raw event log.
+
+Rows follow the raw event contract (DESIGN.md §3), so the same validation, dbt
+models and Feast views read them as any other event. A buffer collects rows and
+writes one atomic, fsync'd Parquet batch per (tenant, day) when it fills or when
+flushed; a batch file is either complete or absent.
+"""
+
+from __future__ import annotations
+
+import threading
+import uuid
+from collections import OrderedDict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pandas as pd
+
+from recloop.layout import DataLayout, write_parquet_atomic
+
+EVENT_COLUMNS = (
+    "event_id",
+    "tenant_id",
+    "user_id",
+    "item_id",
+    "event_type",
+    "value",
+    "event_timestamp",
+    "request_id",
+    "model_version",
+    "variant",
+    "position",
+    "propensity",
+)
+FEEDBACK_TYPES = ("click", "purchase", "view", "rating")
+
+
+@dataclass(frozen=True)
+class ServedList:
+    """A response the service gave: kept so feedback can be tied back to it."""
+
+    request_id: str
+    tenant_id: str
+    user_id: str
+    item_ids: tuple[str, ...]
+    model_version: str
+    variant: str
+
+
+def impression_rows(served: ServedList, at: datetime) -> list[dict[str, object]]:
+    return [
+        {
+            "event_id": f"{served.request_id}:{position}",
+            "tenant_id": served.tenant_id,
+            "user_id": served.user_id,
+            "item_id": item_id,
+            "event_type": "impression",
+            "value": None,
+            "event_timestamp": at,
+            "request_id": served.request_id,
+            "model_version": served.model_version,
+            "variant": served.variant,
+            "position": position,
+            "propensity": None,
+        }
+        for position, item_id in enumerate(served.item_ids)
+    ]
+
+
+def feedback_row(
+    served: ServedList, item_id: str, event_type: str, value: float | None, at: datetime
+) -> dict[str, object]:
+    return {
+        "event_id": uuid.uuid4().hex,
+        "tenant_id": served.tenant_id,
+        "user_id": served.user_id,
+        "item_id": item_id,
+        "event_type": event_type,
+        "value": value,
+        "event_timestamp": at,
+        "request_id": served.request_id,
+        "model_version": served.model_version,
+        "variant": served.variant,
+        "position": served.item_ids.index(item_id),
+        "propensity": None,
+    }
+
+
+class EventBuffer:
+    """Thread-safe buffer of raw event rows, flushed to the raw log in atomic batches."""
+
+    def __init__(self, layout: DataLayout, max_rows: int = 5_000, source: str = "serve"):
+        self.layout = layout
+        self.max_rows = max_rows
+        self.source = source
+        self._rows: list[dict[str, object]] = []
+        self._lock = threading.Lock()
+        self.written = 0
+
+    def add(self, rows: Sequence[dict[str, object]]) -> None:
+        with self._lock:
+            self._rows.extend(rows)
+            full = len(self._rows) >= self.max_rows
+        if full:
+            self.flush()
+
+    def pending(self) -> int:
+        with self._lock:
+            return len(self._rows)
+
+    def flush(self) -> list[Path]:
+        """Write buffered rows, one file per (tenant, day); returns the files written."""
+        with self._lock:
+            rows, self._rows = self._rows, []
+            if not rows:
+                return []
+            frame = pd.DataFrame(rows, columns=list(EVENT_COLUMNS))
+            frame["event_timestamp"] = pd.to_datetime(frame["event_timestamp"], utc=True)
+            frame["position"] = frame["position"].astype("Int64")
+            frame["value"] = frame["value"].astype("float64")
+            frame["propensity"] = frame["propensity"].astype("float64")
+            stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%f")
+            written = []
+            days = frame["event_timestamp"].dt.date
+            for (tenant, day), part in frame.groupby([frame["tenant_id"], days], sort=True):
+                name = f"{self.source}-{stamp}-{uuid.uuid4().hex[:8]}.parquet"
+                path = self.layout.raw_events_partition(str(tenant), day) / name
+                written.append(write_parquet_atomic(part.reset_index(drop=True), path))
+            self.written += len(frame)
+            return written
+
+
+class ServedLists:
+    """The most recent responses by request id (bounded), to validate feedback."""
+
+    def __init__(self, capacity: int = 100_000):
+        self.capacity = capacity
+        self._lists: OrderedDict[str, ServedList] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def remember(self, served: ServedList) -> None:
+        with self._lock:
+            self._lists[served.request_id] = served
+            while len(self._lists) > self.capacity:
+                self._lists.popitem(last=False)
+
+    def get(self, request_id: str) -> ServedList | None:
+        with self._lock:
+            return self._lists.get(request_id)

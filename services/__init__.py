@@ -1,0 +1,1 @@
+"""BentoML service, model registry and HTTP guards over recloop."""

@@ -1,0 +1,138 @@
+"""Start the recloop service (or any BentoML service) as a real HTTP server.
+
+Used by the demo's smoke step, the HTTP tests and the serving benchmark, so all
+three talk to the same server a user gets from `make serve`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+from recloop.settings import Settings
+
+SERVICE_TARGET = "services.service:RecloopService"
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_ready(base_url: str, timeout_s: float, proc: subprocess.Popen | None = None) -> None:
+    """Poll `base_url/readyz` until it answers 200; raise if `proc` exits or time runs out."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"server exited with code {proc.returncode} before it was ready")
+        try:
+            with urllib.request.urlopen(f"{base_url}/readyz", timeout=2) as response:
+                if response.status == 200:
+                    return
+        except (urllib.error.URLError, OSError):
+            time.sleep(0.1)
+            continue
+        time.sleep(0.1)
+    raise TimeoutError(f"{base_url}/readyz not ready after {timeout_s:.0f} s")
+
+
+def _stop(proc: subprocess.Popen, grace_s: float) -> None:
+    """SIGTERM the server's process group (arbiter and workers), SIGKILL after `grace_s`."""
+    if proc.poll() is not None:
+        return
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(grace_s)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+
+
+@contextlib.contextmanager
+def start_bentoml(
+    target: str,
+    env: dict[str, str] | None = None,
+    port: int | None = None,
+    *,
+    ready_timeout_s: float = 120.0,
+    log_path: Path | None = None,
+    wait_for_ready: bool = True,
+) -> Iterator[str]:
+    """Run `bentoml serve target` on 127.0.0.1 and yield its base URL (once ready).
+
+    `env` is added to this process's environment. Output goes to `log_path` or is
+    discarded. On exit the whole process group is stopped.
+    """
+    port = port or free_port()
+    command = [
+        str(Path(sys.executable).with_name("bentoml")),
+        "serve",
+        target,
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--working-dir",
+        str(PROJECT_ROOT),
+    ]
+    full_env = {**os.environ, "BENTOML_DO_NOT_TRACK": "True", **(env or {})}
+    with contextlib.ExitStack() as stack:
+        out = stack.enter_context(open(log_path, "ab")) if log_path else subprocess.DEVNULL
+        proc = subprocess.Popen(
+            command,
+            env=full_env,
+            cwd=PROJECT_ROOT,
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        stack.callback(_stop, proc, 30.0)
+        base_url = f"http://127.0.0.1:{port}"
+        if wait_for_ready:
+            wait_ready(base_url, ready_timeout_s, proc)
+        yield base_url
+
+
+def service_env(settings: Settings) -> dict[str, str]:
+    """The environment that points the service at `settings`' data and stores."""
+    return {**settings.to_env(), "BENTOML_HOME": str(settings.data_dir / "bentoml")}
+
+
+@contextlib.contextmanager
+def serve(settings: Settings, extra_env: dict[str, str] | None = None, **kwargs) -> Iterator[str]:
+    """The recloop service on a free port, for `settings`' data directory."""
+    log_path = settings.data_dir / "logs" / "service.log"
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with start_bentoml(
+        SERVICE_TARGET, {**service_env(settings), **(extra_env or {})}, log_path=log_path, **kwargs
+    ) as url:
+        yield url
+
+
+def post_json(
+    url: str, body: object, headers: dict[str, str] | None = None, timeout: float = 10.0
+) -> dict:
+    """POST JSON and decode the JSON answer; raises urllib.error.HTTPError on 4xx/5xx."""
+    request = urllib.request.Request(
+        url,
+        data=json.dumps(body).encode(),
+        headers={"Content-Type": "application/json", **(headers or {})},
+    )
+    with urllib.request.urlopen(request, timeout=timeout) as response:
+        return json.loads(response.read())

@@ -1,0 +1,69 @@
+"""`recloop models ...`: list, inspect, promote and roll back registered models.
+
+Every promote and rollback is appended to the registry's promotion log with
+who, when and why; the running service picks the new champion up through
+POST /admin/reload (or at its next start).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from recloop.layout import DataLayout
+from recloop.model_artifact import CorruptArtifactError
+from recloop.settings import Settings
+from services.registry import PromotionError, Registry
+
+NDCG = "ndcg@10"
+
+
+def run(args: argparse.Namespace, settings: Settings) -> int:
+    """Run one `recloop models` action; registry refusals print and return 2."""
+    try:
+        return _run(args, Registry(DataLayout(settings.data_dir).registry))
+    except (PromotionError, CorruptArtifactError) as exc:
+        print(f"recloop models: error: {exc}", file=sys.stderr)
+        return 2
+
+
+def _run(args: argparse.Namespace, registry: Registry) -> int:
+    champion = registry.champion()
+    if args.action == "list":
+        versions = registry.versions()
+        if not versions:
+            print(f"no models registered under {registry.root}; run the train_and_promote job")
+        for version in versions:
+            metadata = registry.metadata(version)
+            gate = "passed" if metadata.get("gate", {}).get("passed") else "FAILED"
+            ndcg = metadata.get("metrics", {}).get("all", {}).get(NDCG, float("nan"))
+            marker = "*" if version == champion else " "
+            print(
+                f"{marker} {version}  gate {gate:<6}  ndcg@10 {ndcg:.4f}  code {metadata.get('code_version')}"
+            )
+    elif args.action == "show":
+        print(
+            json.dumps(
+                {
+                    "labels": registry.labels(args.version),
+                    "metadata": registry.metadata(args.version),
+                },
+                indent=2,
+                default=str,
+            )
+        )
+    elif args.action == "history":
+        for record in registry.history():
+            forced = " (forced)" if record.forced else ""
+            print(
+                f"{record.at}  {record.action:<8} {record.previous} -> {record.version}{forced}"
+                f"  by {record.actor}: {record.reason}"
+            )
+    elif args.action == "promote":
+        record = registry.promote(args.version, reason=args.reason, force=args.force)
+        print(f"champion is now {record.version} (was {record.previous})")
+    elif args.action == "rollback":
+        record = registry.rollback(reason=args.reason)
+        print(f"rolled back: champion is now {record.version} (was {record.previous})")
+    return 0

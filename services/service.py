@@ -1,0 +1,262 @@
+"""The recloop recommendation service (BentoML): a thin HTTP layer over recloop.
+
+    bentoml serve services.service:RecloopService --port 3000     (or `make serve`)
+
+POST /recommend, /feedback, /similar_items; POST /admin/reload swaps in the
+registry's current champion. BentoML adds /livez, /readyz (ready once a champion
+and the feature store are loaded), /metrics (Prometheus) and /docs (OpenAPI).
+Configuration comes from the environment, read when the service starts
+(recloop.settings: RECLOOP_DATA_DIR, RECLOOP_ONLINE_STORE, ...; RECLOOP_API_KEY
+protects /feedback and /admin when set).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+import bentoml
+import pandas as pd
+from pydantic import BaseModel, ConfigDict, Field
+from starlette.responses import JSONResponse
+
+from feature_repo.store import open_feature_store
+from recloop.event_log import (
+    EventBuffer,
+    ServedList,
+    ServedLists,
+    feedback_row,
+    impression_rows,
+)
+from recloop.feature_vectors import USER_COLUMNS, USER_VIEW, feature_refs, online_frame
+from recloop.inference import Recommendation, Retriever, UnknownItemError
+from recloop.layout import DataLayout, check_tenant_id
+from recloop.settings import Settings
+from services.http_guards import ApiKeyAuth, BodySizeLimit
+from services.registry import Registry
+
+MAX_BODY_BYTES = 64 * 1024
+MAX_K = 100
+DEFAULT_VARIANT = "champion"
+EVENT_FLUSH_SECONDS = 1.0
+
+
+class RecommendRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    user_id: str = Field(min_length=1, max_length=256)
+    k: int = Field(10, ge=1, le=MAX_K)
+    exclude: list[str] = Field(default_factory=list, max_length=1_000)
+    context: dict[str, Any] = Field(default_factory=dict)
+
+
+class FeedbackRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    request_id: str = Field(min_length=1, max_length=128)
+    user_id: str = Field(min_length=1, max_length=256)
+    item_id: str = Field(min_length=1, max_length=256)
+    event_type: Literal["click", "purchase", "view", "rating"]
+    value: float | None = None
+
+
+class SimilarItemsRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    item_id: str = Field(min_length=1, max_length=256)
+    k: int = Field(10, ge=1, le=MAX_K)
+
+
+class EmptyRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class RankedItem(BaseModel):
+    item_id: str
+    score: float
+    position: int
+
+
+class RecommendResponse(BaseModel):
+    request_id: str
+    model_version: str
+    variant: str
+    fallback: str | None = Field(description="null when the model ranked; 'popularity' otherwise")
+    items: list[RankedItem]
+
+
+class FeedbackResponse(BaseModel):
+    accepted: bool
+    request_id: str
+
+
+class SimilarItemsResponse(BaseModel):
+    item_id: str
+    model_version: str
+    items: list[RankedItem]
+
+
+class ReloadResponse(BaseModel):
+    model_version: str | None
+    seconds: float
+
+
+class FlushResponse(BaseModel):
+    files: list[str]
+    written: int
+
+
+def error(status: int, message: str) -> JSONResponse:
+    """A 4xx/5xx answer in the same shape as the middleware's: {"error": message}."""
+    return JSONResponse({"error": message}, status_code=status)
+
+
+NO_CHAMPION = "no champion model yet: run the train_and_promote job (or `make demo`)"
+
+
+def _items(result: Recommendation) -> list[RankedItem]:
+    return [
+        RankedItem(item_id=item_id, score=round(score, 6), position=position)
+        for position, (item_id, score) in enumerate(
+            zip(result.item_ids, result.scores, strict=True)
+        )
+    ]
+
+
+@bentoml.service(
+    name="recloop",
+    workers=1,
+    traffic={"timeout": 10},
+)
+class RecloopService:
+    def __init__(self) -> None:
+        self.settings = Settings.from_env()
+        layout = DataLayout(self.settings.data_dir)
+        self.registry = Registry(layout.registry)
+        self.store = open_feature_store(self.settings)
+        self.user_refs = feature_refs(USER_VIEW, [c for c in USER_COLUMNS if c != "top_genre"])
+        self.events = EventBuffer(layout)
+        self.served = ServedLists()
+        self.retriever: Retriever | None = None
+        self.tenant = ""
+        self._swap = threading.Lock()
+        self.reload()
+        self._stop = threading.Event()
+        self._flusher = threading.Thread(target=self._flush_periodically, daemon=True)
+        self._flusher.start()
+
+    def reload(self) -> str | None:
+        """Load the registry's champion beside the current one, then swap the reference."""
+        version = self.registry.champion()
+        if version is None or (self.retriever and self.retriever.version == version):
+            return version
+        retriever = Retriever(self.registry.load(version))
+        tenants = retriever.bundle.metadata.get("tenants")
+        if not tenants:
+            raise ValueError(f"model {version} records no tenant; retrain it with this recloop")
+        with self._swap:
+            self.retriever, self.tenant = retriever, check_tenant_id(str(tenants[0]))
+        return version
+
+    def _flush_periodically(self) -> None:
+        while not self._stop.wait(EVENT_FLUSH_SECONDS):
+            self.events.flush()
+
+    @bentoml.on_shutdown
+    def _close(self) -> None:
+        self._stop.set()
+        self.events.flush()
+
+    def __is_ready__(self) -> bool:
+        return self.retriever is not None
+
+    def _user_features(self, user_id: str) -> pd.DataFrame:
+        features = self.store.get_online_features(
+            features=self.user_refs, entity_rows=[{"user_id": user_id}], full_feature_names=True
+        ).to_dict()
+        return online_frame(features)
+
+    @bentoml.api(route="/recommend", input_spec=RecommendRequest, output_spec=RecommendResponse)
+    def recommend(
+        self, user_id: str, k: int, exclude: list[str], context: dict[str, Any]
+    ) -> RecommendResponse | JSONResponse:
+        retriever = self.retriever
+        if retriever is None:
+            return error(503, NO_CHAMPION)
+        known = user_id in retriever.user_index
+        result = retriever.recommend(
+            user_id, self._user_features(user_id) if known else None, k, exclude
+        )
+        served = ServedList(
+            request_id=uuid.uuid4().hex,
+            tenant_id=self.tenant,
+            user_id=user_id,
+            item_ids=tuple(result.item_ids),
+            model_version=retriever.version,
+            variant=DEFAULT_VARIANT,
+        )
+        self.served.remember(served)
+        self.events.add(impression_rows(served, datetime.now(UTC)))
+        return RecommendResponse(
+            request_id=served.request_id,
+            model_version=served.model_version,
+            variant=served.variant,
+            fallback=result.fallback,
+            items=_items(result),
+        )
+
+    @bentoml.api(route="/feedback", input_spec=FeedbackRequest, output_spec=FeedbackResponse)
+    def feedback(
+        self, request_id: str, user_id: str, item_id: str, event_type: str, value: float | None
+    ) -> FeedbackResponse | JSONResponse:
+        served = self.served.get(request_id)
+        if served is None:
+            return error(
+                404,
+                f"unknown request_id {request_id!r}: feedback must answer a /recommend response",
+            )
+        if served.user_id != user_id:
+            return error(422, f"request {request_id} was served to another user, not {user_id!r}")
+        if item_id not in served.item_ids:
+            return error(422, f"item {item_id!r} was not in the response to request {request_id}")
+        if event_type == "rating" and value is None:
+            return error(422, "a rating needs a value")
+        self.events.add([feedback_row(served, item_id, event_type, value, datetime.now(UTC))])
+        return FeedbackResponse(accepted=True, request_id=request_id)
+
+    @bentoml.api(
+        route="/similar_items", input_spec=SimilarItemsRequest, output_spec=SimilarItemsResponse
+    )
+    def similar_items(self, item_id: str, k: int) -> SimilarItemsResponse | JSONResponse:
+        retriever = self.retriever
+        if retriever is None:
+            return error(503, NO_CHAMPION)
+        try:
+            result = retriever.similar_items(item_id, k)
+        except UnknownItemError:
+            return error(404, f"unknown item_id {item_id!r}")
+        return SimilarItemsResponse(
+            item_id=item_id, model_version=retriever.version, items=_items(result)
+        )
+
+    @bentoml.api(route="/admin/reload", input_spec=EmptyRequest, output_spec=ReloadResponse)
+    def admin_reload(self) -> ReloadResponse:
+        started = time.perf_counter()
+        version = self.reload()
+        return ReloadResponse(
+            model_version=version, seconds=round(time.perf_counter() - started, 3)
+        )
+
+    @bentoml.api(route="/admin/flush", input_spec=EmptyRequest, output_spec=FlushResponse)
+    def admin_flush(self) -> FlushResponse:
+        files = [str(path) for path in self.events.flush()]
+        return FlushResponse(files=files, written=self.events.written)
+
+
+RecloopService.add_asgi_middleware(BodySizeLimit, max_bytes=MAX_BODY_BYTES)
+RecloopService.add_asgi_middleware(
+    ApiKeyAuth, key_env="RECLOOP_API_KEY", protected=("/feedback", "/admin")
+)

@@ -1,0 +1,68 @@
+"""A tiny trained bundle (two genres, eight users, six items) for artifact, gate and registry tests."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+
+from recloop.feature_vectors import ITEM_VIEW, USER_VIEW, FeatureSpec, activity_columns
+from recloop.model_artifact import ModelBundle, item_vectors_of
+from recloop.retrieval_index import RetrievalIndex
+from recloop.two_tower import TrainingExamples, TwoTowerConfig, train_two_tower
+
+# Users 0-3 like items 0 and 1 (genre A); users 4-7 like items 2 and 3 (genre B).
+LIKES = np.zeros((8, 6), dtype=np.float32)
+LIKES[:4, [0, 1]] = 1
+LIKES[4:, [2, 3]] = 1
+TRAIN = sp.csr_matrix(LIKES)
+USER_IDS = np.array([f"u{i}" for i in range(8)], dtype=object)
+ITEM_IDS = np.array([f"i{i}" for i in range(6)], dtype=object)
+ITEM_GENRES = ["A", "A", "B", "B", "A", "B"]
+CONFIG = TwoTowerConfig(dim=8, hidden=16, batch_size=8, epochs=60, patience=60, lr=0.02, seed=1)
+
+
+def feast_frame(view: str, ids: list[str], key: str, **extra: list[object]) -> pd.DataFrame:
+    """A frame shaped like Feast's output with full feature names, counts all set to 1."""
+    frame = pd.DataFrame({key: ids})
+    for column in activity_columns():
+        frame[f"{view}__{column}"] = 1.0
+    for column, values in extra.items():
+        frame[f"{view}__{column}"] = values
+    return frame
+
+
+def user_frame(user_ids: list[str]) -> pd.DataFrame:
+    affinity = [[1.0, 0.0] if int(u[1:]) < 4 else [0.0, 1.0] for u in user_ids]
+    return feast_frame(USER_VIEW, user_ids, "user_id", genre_affinity=affinity)
+
+
+def item_frame() -> pd.DataFrame:
+    return feast_frame(
+        ITEM_VIEW,
+        list(ITEM_IDS),
+        "item_id",
+        years_since_release=[5.0] * 6,
+        genres=ITEM_GENRES,
+    )
+
+
+def tiny_bundle(config: TwoTowerConfig = CONFIG) -> ModelBundle:
+    users = user_frame(list(USER_IDS))
+    items = item_frame()
+    spec = FeatureSpec.fit(users, items, text_dim=2)
+    text = np.zeros((6, 2), dtype=np.float32)
+    item_features = spec.item_vectors(items, text)
+    examples = TrainingExamples.from_matrix(TRAIN, spec.user_vectors(users))
+    result = train_two_tower(examples, TRAIN, item_features, config, progress=False)
+    return ModelBundle(
+        model=result.model,
+        config=config,
+        spec=spec,
+        user_ids=USER_IDS,
+        item_ids=ITEM_IDS,
+        history=TRAIN,
+        item_popularity=np.asarray(TRAIN.sum(axis=0)).ravel(),
+        index=RetrievalIndex.build(item_vectors_of(result.model)),
+        metadata={"tenants": ["shop"]},
+    )

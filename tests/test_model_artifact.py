@@ -1,0 +1,88 @@
+"""Saved models load back identically, and anything tampered with is refused."""
+
+import json
+
+import numpy as np
+import pytest
+
+from recloop.inference import POPULARITY_FALLBACK, Retriever
+from recloop.model_artifact import (
+    INDEX,
+    MANIFEST,
+    WEIGHTS,
+    CorruptArtifactError,
+    load_bundle,
+    save_bundle,
+)
+from tests.model_fixtures import tiny_bundle, user_frame
+
+
+@pytest.fixture(scope="module")
+def bundle():
+    return tiny_bundle()
+
+
+def test_round_trip_gives_the_same_recommendations(bundle, tmp_path) -> None:
+    version = save_bundle(bundle, tmp_path / "m")
+    loaded = load_bundle(tmp_path / "m", expected_version=version)
+    assert loaded.version == version
+    for user in ("u0", "u5"):
+        before = Retriever(bundle).recommend(user, user_frame([user]), k=3)
+        after = Retriever(loaded).recommend(user, user_frame([user]), k=3)
+        assert before == after
+
+
+def test_version_is_a_content_hash(bundle, tmp_path) -> None:
+    assert save_bundle(bundle, tmp_path / "a") == save_bundle(bundle, tmp_path / "b")
+
+
+def test_recommendations_follow_the_taste_and_skip_seen_items(bundle) -> None:
+    retriever = Retriever(bundle)
+    genre_a = retriever.recommend("u0", user_frame(["u0"]), k=2)
+    genre_b = retriever.recommend("u6", user_frame(["u6"]), k=2)
+    assert genre_a.fallback is None and genre_b.fallback is None
+    # seen items (i0, i1 and i2, i3) are filtered; the cold item of the user's genre comes first
+    assert genre_a.item_ids[0] == "i4"
+    assert genre_b.item_ids[0] == "i5"
+    assert not {"i0", "i1"} & set(genre_a.item_ids)
+
+
+def test_unknown_user_gets_the_popularity_fallback(bundle) -> None:
+    result = Retriever(bundle).recommend("stranger", None, k=3, exclude=["i0"])
+    assert result.fallback == POPULARITY_FALLBACK
+    assert "i0" not in result.item_ids and len(result.item_ids) == 3
+
+
+def test_corrupted_weights_are_rejected(bundle, tmp_path) -> None:
+    save_bundle(bundle, tmp_path / "m")
+    weights = tmp_path / "m" / WEIGHTS
+    data = bytearray(weights.read_bytes())
+    data[-1] ^= 0xFF
+    weights.write_bytes(bytes(data))
+    with pytest.raises(CorruptArtifactError, match="weights.safetensors: sha256"):
+        load_bundle(tmp_path / "m")
+
+
+def test_a_manifest_edited_to_match_other_files_is_rejected(bundle, tmp_path) -> None:
+    save_bundle(bundle, tmp_path / "m")
+    manifest_path = tmp_path / "m" / MANIFEST
+    manifest = json.loads(manifest_path.read_text())
+    manifest["files"][INDEX] = "0" * 64
+    manifest_path.write_text(json.dumps(manifest))
+    with pytest.raises(CorruptArtifactError, match="does not match its version"):
+        load_bundle(tmp_path / "m")
+
+
+def test_a_missing_file_and_a_wrong_version_are_rejected(bundle, tmp_path) -> None:
+    version = save_bundle(bundle, tmp_path / "m")
+    with pytest.raises(CorruptArtifactError, match="expected tt-0"):
+        load_bundle(tmp_path / "m", expected_version="tt-0")
+    (tmp_path / "m" / INDEX).unlink()
+    with pytest.raises(CorruptArtifactError, match="file missing"):
+        load_bundle(tmp_path / "m", expected_version=version)
+
+
+def test_similar_items_share_the_genre(bundle) -> None:
+    result = Retriever(bundle).similar_items("i0", k=1)
+    assert result.item_ids[0] in {"i1", "i4"}
+    assert np.isfinite(result.scores).all()

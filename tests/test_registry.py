@@ -1,0 +1,72 @@
+"""The registry: candidates in the BentoML store, promotion, rollback and the audit log."""
+
+import json
+
+import pytest
+
+from recloop.model_artifact import WEIGHTS, CorruptArtifactError
+from services.registry import PromotionError, Registry
+from tests.model_fixtures import CONFIG, tiny_bundle
+
+PASSED = {"gate": {"passed": True, "results": []}}
+FAILED = {"gate": {"passed": False, "results": [{"name": "beats_popularity", "passed": False}]}}
+
+
+@pytest.fixture
+def registry(tmp_path) -> Registry:
+    return Registry(tmp_path / "registry")
+
+
+def register(registry: Registry, seed: int, metadata: dict) -> str:
+    return registry.register(tiny_bundle(CONFIG.__class__(**{**CONFIG.to_dict(), "seed": seed})), {}, metadata)
+
+
+def test_register_is_idempotent_and_keeps_metadata(registry) -> None:
+    bundle = tiny_bundle()
+    first = registry.register(bundle, {"feature_service": "retrieval_v1"}, PASSED)
+    again = registry.register(bundle, {"feature_service": "retrieval_v1"}, PASSED)
+    assert first == again and registry.versions() == [first]
+    assert registry.labels(first)["feature_service"] == "retrieval_v1"
+    assert registry.metadata(first)["gate"]["passed"] is True
+    assert registry.load(first).version == first
+
+
+def test_promote_rollback_and_the_append_only_log(registry) -> None:
+    first = register(registry, 1, PASSED)
+    second = register(registry, 2, PASSED)
+    assert registry.champion() is None
+    registry.promote(first, reason="initial", actor="alice")
+    registry.promote(second, reason="better", actor="bob")
+    assert registry.champion() == second
+    record = registry.rollback(reason="bad clicks", actor="carol")
+    assert (record.version, record.previous) == (first, second)
+    assert registry.champion() == first
+    lines = registry.log_file.read_text().splitlines()
+    assert [json.loads(line)["action"] for line in lines] == ["promote", "promote", "rollback"]
+    assert [json.loads(line)["actor"] for line in lines] == ["alice", "bob", "carol"]
+    with pytest.raises(PromotionError, match="only champion"):
+        registry.rollback(reason="again")
+
+
+def test_a_candidate_that_failed_its_gates_is_not_promoted(registry) -> None:
+    champion = register(registry, 1, PASSED)
+    registry.promote(champion, reason="initial")
+    failed = register(registry, 2, FAILED)
+    with pytest.raises(PromotionError, match=r"did not pass its gates \(failed: \['beats_popularity'\]\)"):
+        registry.promote(failed, reason="try")
+    assert registry.champion() == champion
+    forced = registry.promote(failed, reason="incident override", force=True)
+    assert forced.forced and registry.champion() == failed
+
+
+def test_unknown_version_is_a_clear_error(registry) -> None:
+    with pytest.raises(PromotionError, match="no model two_tower:tt-missing"):
+        registry.promote("tt-missing", reason="typo")
+
+
+def test_a_corrupted_weights_file_in_the_store_is_rejected(registry) -> None:
+    version = register(registry, 1, PASSED)
+    weights = registry.path(version) / WEIGHTS
+    weights.write_bytes(weights.read_bytes()[:-8] + b"\x00" * 8)
+    with pytest.raises(CorruptArtifactError, match="sha256"):
+        registry.load(version)

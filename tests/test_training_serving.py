@@ -1,0 +1,260 @@
+"""MovieLens-100K end to end: features -> PIT training set -> gated candidate -> champion -> HTTP.
+
+One session-scoped pipeline run (about a minute and a half on 2 cores) feeds every test here.
+"""
+
+from __future__ import annotations
+
+import json
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+import dagster as dg
+import pandas as pd
+import pytest
+
+from assets.definitions import TRAINING_JOB
+from assets.demo import build_features, train_and_promote
+from feature_repo.definitions import FEATURE_TTL
+from recloop.layout import DataLayout
+from recloop.settings import Settings
+from recloop.validation import validate_events
+from services.launcher import serve
+from services.registry import Registry
+
+API_KEY = "test-key"
+
+
+@dataclass
+class TrainedSystem:
+    settings: Settings
+    defs: dg.Definitions
+    instance: dg.DagsterInstance
+
+    @property
+    def registry(self) -> Registry:
+        return Registry(DataLayout(self.settings.data_dir).registry)
+
+
+@pytest.fixture(scope="session")
+def trained(tmp_path_factory) -> TrainedSystem:
+    data_dir = tmp_path_factory.mktemp("ml100k")
+    settings = Settings(data_dir=data_dir)
+    (data_dir / "dagster").mkdir()
+    with dg.instance_for_test(temp_dir=str(data_dir / "dagster")) as instance:
+        defs = build_features(settings, instance)
+        train_and_promote(defs, instance)
+        yield TrainedSystem(settings, defs, instance)
+
+
+@pytest.fixture(scope="module")
+def server(trained) -> str:
+    with serve(trained.settings, {"RECLOOP_API_KEY": API_KEY}) as url:
+        yield url
+
+
+def call(url: str, body: object, headers: dict | None = None) -> tuple[int, dict]:
+    data = body if isinstance(body, bytes) else json.dumps(body).encode()
+    request = urllib.request.Request(
+        url, data=data, headers={"Content-Type": "application/json", **(headers or {})}
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read())
+
+
+def get(url: str) -> tuple[int, str]:
+    try:
+        with urllib.request.urlopen(url, timeout=30) as response:
+            return response.status, response.read().decode()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode()
+
+
+# --- training and gates -------------------------------------------------------------------------
+
+
+def test_champion_is_registered_with_its_evidence(trained) -> None:
+    registry = trained.registry
+    champion = registry.champion()
+    assert champion is not None and champion.startswith("tt-")
+    metadata = registry.metadata(champion)
+    assert metadata["gate"]["passed"] is True
+    assert {r["name"] for r in metadata["gate"]["results"]} >= {
+        "beats_popularity",
+        "no_regression_vs_champion",
+        "coverage",
+        "popularity_bias",
+        "finite_weights",
+        "scores_not_constant",
+        "index_covers_catalog",
+    }
+    assert metadata["metrics"]["all"]["ndcg@10"] > metadata["popularity"]["ndcg@10"]
+    assert metadata["feature_service"] == "retrieval_v1"
+    assert metadata["cutoffs"]["valid_start"] < metadata["cutoffs"]["test_start"]
+    assert registry.labels(champion)["gate"] == "passed"
+    assert registry.load(champion).index.kind == "exact"
+
+
+def test_training_examples_only_see_features_stamped_before_their_label(trained) -> None:
+    champion = trained.registry.champion()
+    directory = Path(trained.registry.metadata(champion)["training_set"])
+    examples = pd.read_parquet(directory / "examples.parquet").sample(2_000, random_state=0)
+    mart = pd.read_parquet(trained.settings.data_dir / "marts" / "user_features.parquet")
+    columns = ["event_id", "user_id", "event_timestamp", "user_features__rating_count_total"]
+    labels = examples[columns].assign(
+        event_timestamp=examples["event_timestamp"].astype("datetime64[ns, UTC]")
+    )
+    rows = mart[["user_id", "event_timestamp", "rating_count_total"]].assign(
+        event_timestamp=mart["event_timestamp"].astype("datetime64[ns, UTC]")
+    )
+    # the brute-force answer: the user's latest feature row at or before the label, within the TTL
+    oracle = pd.merge_asof(
+        labels.sort_values("event_timestamp"),
+        rows.sort_values("event_timestamp"),
+        on="event_timestamp",
+        by="user_id",
+        direction="backward",
+        tolerance=FEATURE_TTL,
+    )
+    expected = oracle["rating_count_total"].fillna(-1).to_numpy()
+    actual = oracle["user_features__rating_count_total"].fillna(-1).to_numpy()
+    assert len(oracle) == 2_000 and (actual == -1).sum() < 2_000
+    assert (expected == actual).all()
+    split = pd.read_parquet(directory / "examples.parquet")["split"].value_counts()
+    assert split["train"] > split["valid"] > 0 and split["test"] > 0
+
+
+def test_shuffled_labels_are_blocked_and_the_champion_keeps_serving(trained, server) -> None:
+    before = trained.registry.champion()
+    result = trained.defs.resolve_job_def(TRAINING_JOB).execute_in_process(
+        instance=trained.instance,
+        raise_on_error=False,
+        run_config={
+            "ops": {"model_candidate": {"config": {"label_permutation_seed": 1, "epochs": 3}}}
+        },
+    )
+    checks = {c.check_name: c.passed for c in result.get_asset_check_evaluations()}
+    assert checks["beats_popularity"] is False
+    materialized = {e.asset_key.to_user_string() for e in result.get_asset_materialization_events()}
+    assert "model_candidate" in materialized and "champion_model" not in materialized
+    assert trained.registry.champion() == before
+    failed = [v for v in trained.registry.versions() if trained.registry.labels(v)["gate"] == "failed"]
+    assert len(failed) == 1
+    status, reloaded = call(f"{server}/admin/reload", {}, {"X-API-Key": API_KEY})
+    assert status == 200 and reloaded["model_version"] == before
+    status, answer = call(f"{server}/recommend", {"user_id": "1", "k": 5})
+    assert status == 200 and answer["model_version"] == before
+
+
+# --- the service over HTTP ----------------------------------------------------------------------
+
+
+def test_recommend_ranks_unseen_items_with_the_champion(trained, server) -> None:
+    bundle = trained.registry.load(trained.registry.champion())
+    user = "1"
+    status, answer = call(f"{server}/recommend", {"user_id": user, "k": 20, "exclude": ["50"]})
+    assert status == 200
+    assert answer["model_version"] == bundle.version and answer["variant"] == "champion"
+    assert answer["fallback"] is None
+    items = [item["item_id"] for item in answer["items"]]
+    assert len(items) == 20 == len(set(items)) and [i["position"] for i in answer["items"]] == list(range(20))
+    row = list(bundle.user_ids).index(user)
+    seen = {str(bundle.item_ids[i]) for i in bundle.history[row].indices}
+    assert not seen & set(items) and "50" not in items
+    scores = [item["score"] for item in answer["items"]]
+    assert scores == sorted(scores, reverse=True)
+
+
+def test_unknown_user_gets_the_marked_popularity_fallback(server) -> None:
+    status, answer = call(f"{server}/recommend", {"user_id": "never-seen", "k": 3})
+    assert status == 200 and answer["fallback"] == "popularity" and len(answer["items"]) == 3
+
+
+def test_similar_items(server) -> None:
+    status, answer = call(f"{server}/similar_items", {"item_id": "1", "k": 5})
+    assert status == 200 and len(answer["items"]) == 5
+    assert "1" not in [item["item_id"] for item in answer["items"]]
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "headers", "status", "message"),
+    [
+        ("/recommend", {"user_id": "1", "k": 0}, {}, 400, "greater than or equal to 1"),
+        ("/recommend", {"user_id": "1", "k": 101}, {}, 400, "less than or equal to 100"),
+        ("/recommend", {"user_id": "1", "colour": "red"}, {}, 400, "Extra inputs are not permitted"),
+        ("/recommend", {"k": 5}, {}, 400, "Field required"),
+        ("/recommend", {"user_id": "1", "exclude": ["x" * 200] * 500}, {}, 413, "exceeds the limit"),
+        ("/feedback", {"request_id": "r", "user_id": "1", "item_id": "1", "event_type": "click"}, {}, 401, "X-API-Key"),
+        ("/feedback", {"request_id": "r", "user_id": "1", "item_id": "1", "event_type": "click"}, {"X-API-Key": "wrong"}, 401, "X-API-Key"),
+        ("/feedback", {"request_id": "nope", "user_id": "1", "item_id": "1", "event_type": "click"}, {"X-API-Key": API_KEY}, 404, "unknown request_id"),
+        ("/feedback", {"request_id": "r", "user_id": "1", "item_id": "1", "event_type": "like"}, {"X-API-Key": API_KEY}, 400, "event_type"),
+        ("/admin/reload", {}, {}, 401, "X-API-Key"),
+        ("/similar_items", {"item_id": "no-such-item", "k": 3}, {}, 404, "unknown item_id"),
+    ],
+)
+def test_bad_requests_get_clear_4xx_errors(server, path, body, headers, status, message) -> None:
+    got, answer = call(f"{server}{path}", body, headers)
+    assert got == status
+    assert message in json.dumps(answer)
+
+
+def test_feedback_is_tied_to_what_was_shown_and_logged_as_raw_events(trained, server) -> None:
+    _, shown = call(f"{server}/recommend", {"user_id": "2", "k": 3})
+    clicked = shown["items"][1]["item_id"]
+    auth = {"X-API-Key": API_KEY}
+    feedback = {"request_id": shown["request_id"], "user_id": "2", "event_type": "click"}
+    status, answer = call(f"{server}/feedback", {**feedback, "item_id": "not-shown"}, auth)
+    assert status == 422 and "was not in the response" in answer["error"]
+    status, answer = call(f"{server}/feedback", {**feedback, "user_id": "3", "item_id": clicked}, auth)
+    assert status == 422
+    status, answer = call(f"{server}/feedback", {**feedback, "item_id": clicked}, auth)
+    assert status == 200 and answer["accepted"] is True
+    status, flushed = call(f"{server}/admin/flush", {}, auth)
+    assert status == 200
+    events = pd.concat(pd.read_parquet(path) for path in flushed["files"])
+    mine = events.loc[events["request_id"] == shown["request_id"]]
+    assert sorted(mine["event_type"]) == ["click", "impression", "impression", "impression"]
+    assert set(mine["model_version"]) == {shown["model_version"]}
+    assert mine.loc[mine["event_type"] == "click", "position"].tolist() == [1]
+    day = mine["event_timestamp"].iloc[0].date()
+    result = validate_events(mine, tenant="ml100k", day=day, now=pd.Timestamp.now(tz="UTC"))
+    assert result.quarantined.empty and len(result.valid) == 4
+
+
+def test_health_metrics_and_openapi(server) -> None:
+    assert get(f"{server}/livez")[0] == 200
+    assert get(f"{server}/readyz")[0] == 200
+    status, metrics = get(f"{server}/metrics")
+    assert status == 200 and "bentoml_service_request_total" in metrics
+    status, schema = get(f"{server}/docs.json")
+    assert status == 200 and "/recommend" in json.loads(schema)["paths"]
+
+
+def test_without_a_champion_the_service_is_alive_but_not_ready(tmp_path) -> None:
+    settings = Settings(data_dir=tmp_path / "empty")
+    with serve(settings, wait_for_ready=False) as url:
+        deadline_status = None
+        for _ in range(600):
+            deadline_status = get(f"{url}/livez")[0] if _server_up(url) else None
+            if deadline_status == 200:
+                break
+        assert deadline_status == 200
+        assert get(f"{url}/readyz")[0] == 503
+        status, answer = call(f"{url}/recommend", {"user_id": "1", "k": 3})
+        assert status == 503 and "no champion model yet" in answer["error"]
+
+
+def _server_up(url: str) -> bool:
+    try:
+        urllib.request.urlopen(f"{url}/livez", timeout=1)
+        return True
+    except (urllib.error.URLError, OSError):
+        import time
+
+        time.sleep(0.2)
+        return False
