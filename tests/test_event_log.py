@@ -38,7 +38,9 @@ def test_a_full_buffer_flushes_itself_and_files_never_mix_days(tmp_path) -> None
     buffer.add(impression_rows(SERVED, AT))
     assert buffer.written == 0
     next_day = AT.replace(day=5)
-    buffer.add(impression_rows(ServedList("r2", "shop", "u1", ("i1",), "tt-1", "champion"), next_day))
+    buffer.add(
+        impression_rows(ServedList("r2", "shop", "u1", ("i1",), "tt-1", "champion"), next_day)
+    )
     assert buffer.written == 4 and buffer.pending() == 0
     for day in (AT, next_day):
         assert len(parquet_files(layout.raw_events_partition("shop", day.date()))) == 1

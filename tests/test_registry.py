@@ -18,7 +18,9 @@ def registry(tmp_path) -> Registry:
 
 
 def register(registry: Registry, seed: int, metadata: dict) -> str:
-    return registry.register(tiny_bundle(CONFIG.__class__(**{**CONFIG.to_dict(), "seed": seed})), {}, metadata)
+    return registry.register(
+        tiny_bundle(CONFIG.__class__(**{**CONFIG.to_dict(), "seed": seed})), {}, metadata
+    )
 
 
 def test_register_is_idempotent_and_keeps_metadata(registry) -> None:
@@ -52,7 +54,9 @@ def test_a_candidate_that_failed_its_gates_is_not_promoted(registry) -> None:
     champion = register(registry, 1, PASSED)
     registry.promote(champion, reason="initial")
     failed = register(registry, 2, FAILED)
-    with pytest.raises(PromotionError, match=r"did not pass its gates \(failed: \['beats_popularity'\]\)"):
+    with pytest.raises(
+        PromotionError, match=r"did not pass its gates \(failed: \['beats_popularity'\]\)"
+    ):
         registry.promote(failed, reason="try")
     assert registry.champion() == champion
     forced = registry.promote(failed, reason="incident override", force=True)

@@ -4,7 +4,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from recloop.text_embeddings import TEXT_DIM, embed_items, embedding_matrix, item_text, minilm_encoder
+from recloop.text_embeddings import (
+    TEXT_DIM,
+    embed_items,
+    embedding_matrix,
+    item_text,
+    minilm_encoder,
+)
 
 ITEMS = pd.DataFrame(
     {

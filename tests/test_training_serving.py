@@ -143,7 +143,9 @@ def test_shuffled_labels_are_blocked_and_the_champion_keeps_serving(trained, ser
     materialized = {e.asset_key.to_user_string() for e in result.get_asset_materialization_events()}
     assert "model_candidate" in materialized and "champion_model" not in materialized
     assert trained.registry.champion() == before
-    failed = [v for v in trained.registry.versions() if trained.registry.labels(v)["gate"] == "failed"]
+    failed = [
+        v for v in trained.registry.versions() if trained.registry.labels(v)["gate"] == "failed"
+    ]
     assert len(failed) == 1
     status, reloaded = call(f"{server}/admin/reload", {}, {"X-API-Key": API_KEY})
     assert status == 200 and reloaded["model_version"] == before
@@ -162,7 +164,9 @@ def test_recommend_ranks_unseen_items_with_the_champion(trained, server) -> None
     assert answer["model_version"] == bundle.version and answer["variant"] == "champion"
     assert answer["fallback"] is None
     items = [item["item_id"] for item in answer["items"]]
-    assert len(items) == 20 == len(set(items)) and [i["position"] for i in answer["items"]] == list(range(20))
+    assert len(items) == 20 == len(set(items)) and [i["position"] for i in answer["items"]] == list(
+        range(20)
+    )
     row = list(bundle.user_ids).index(user)
     seen = {str(bundle.item_ids[i]) for i in bundle.history[row].indices}
     assert not seen & set(items) and "50" not in items
@@ -186,13 +190,49 @@ def test_similar_items(server) -> None:
     [
         ("/recommend", {"user_id": "1", "k": 0}, {}, 400, "greater than or equal to 1"),
         ("/recommend", {"user_id": "1", "k": 101}, {}, 400, "less than or equal to 100"),
-        ("/recommend", {"user_id": "1", "colour": "red"}, {}, 400, "Extra inputs are not permitted"),
+        (
+            "/recommend",
+            {"user_id": "1", "colour": "red"},
+            {},
+            400,
+            "Extra inputs are not permitted",
+        ),
         ("/recommend", {"k": 5}, {}, 400, "Field required"),
-        ("/recommend", {"user_id": "1", "exclude": ["x" * 200] * 500}, {}, 413, "exceeds the limit"),
-        ("/feedback", {"request_id": "r", "user_id": "1", "item_id": "1", "event_type": "click"}, {}, 401, "X-API-Key"),
-        ("/feedback", {"request_id": "r", "user_id": "1", "item_id": "1", "event_type": "click"}, {"X-API-Key": "wrong"}, 401, "X-API-Key"),
-        ("/feedback", {"request_id": "nope", "user_id": "1", "item_id": "1", "event_type": "click"}, {"X-API-Key": API_KEY}, 404, "unknown request_id"),
-        ("/feedback", {"request_id": "r", "user_id": "1", "item_id": "1", "event_type": "like"}, {"X-API-Key": API_KEY}, 400, "event_type"),
+        (
+            "/recommend",
+            {"user_id": "1", "exclude": ["x" * 200] * 500},
+            {},
+            413,
+            "exceeds the limit",
+        ),
+        (
+            "/feedback",
+            {"request_id": "r", "user_id": "1", "item_id": "1", "event_type": "click"},
+            {},
+            401,
+            "X-API-Key",
+        ),
+        (
+            "/feedback",
+            {"request_id": "r", "user_id": "1", "item_id": "1", "event_type": "click"},
+            {"X-API-Key": "wrong"},
+            401,
+            "X-API-Key",
+        ),
+        (
+            "/feedback",
+            {"request_id": "nope", "user_id": "1", "item_id": "1", "event_type": "click"},
+            {"X-API-Key": API_KEY},
+            404,
+            "unknown request_id",
+        ),
+        (
+            "/feedback",
+            {"request_id": "r", "user_id": "1", "item_id": "1", "event_type": "like"},
+            {"X-API-Key": API_KEY},
+            400,
+            "event_type",
+        ),
         ("/admin/reload", {}, {}, 401, "X-API-Key"),
         ("/similar_items", {"item_id": "no-such-item", "k": 3}, {}, 404, "unknown item_id"),
     ],
@@ -210,7 +250,9 @@ def test_feedback_is_tied_to_what_was_shown_and_logged_as_raw_events(trained, se
     feedback = {"request_id": shown["request_id"], "user_id": "2", "event_type": "click"}
     status, answer = call(f"{server}/feedback", {**feedback, "item_id": "not-shown"}, auth)
     assert status == 422 and "was not in the response" in answer["error"]
-    status, answer = call(f"{server}/feedback", {**feedback, "user_id": "3", "item_id": clicked}, auth)
+    status, answer = call(
+        f"{server}/feedback", {**feedback, "user_id": "3", "item_id": clicked}, auth
+    )
     assert status == 422
     status, answer = call(f"{server}/feedback", {**feedback, "item_id": clicked}, auth)
     assert status == 200 and answer["accepted"] is True
