@@ -10,10 +10,14 @@ MANIFEST := dbt_project/target/manifest.json
 export RECLOOP_DATA_DIR ?= $(CURDIR)/data
 export DAGSTER_HOME ?= $(RECLOOP_DATA_DIR)/dagster_home
 export HF_HUB_OFFLINE := 1
+export BENTOML_HOME ?= $(RECLOOP_DATA_DIR)/bentoml
+export BENTOML_DO_NOT_TRACK := True
+# `make serve` listens here; see services/README.md.
+SERVE_PORT ?= 3000
 # The project's tools (dbt, dagster, feast) first, whether or not the venv is activated.
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: install demo test dev bench bench-quality lint clean
+.PHONY: install demo test dev serve bento bench bench-quality bench-serve lint clean
 
 install: $(STAMP) $(MANIFEST)
 
@@ -39,14 +43,23 @@ dev: install
 	mkdir -p $(DAGSTER_HOME)
 	$(BIN)/dagster dev -w workspace.yaml
 
+serve: install
+	$(BIN)/bentoml serve services.service:RecloopService --host 0.0.0.0 --port $(SERVE_PORT)
+
+bento: install
+	$(BIN)/bentoml build
+
 bench: install
 	$(BIN)/python -m bench.pipeline
 
 bench-quality: install
 	$(BIN)/python -m bench.quality
 
+bench-serve: install
+	$(BIN)/python -m bench.serve
+
 lint: install
-	$(BIN)/ruff check recloop assets feature_repo tests bench
+	$(BIN)/ruff check recloop assets feature_repo services tests bench
 
 clean:
 	rm -rf $(VENV) dbt_project/target dbt_project/logs

@@ -2,6 +2,11 @@
 
     .venv/bin/python -m bench.quality [--k 10] [--seed 2020]
 
+The two-tower model reads the catalog (demographics; genres, release year and the
+MiniLM embedding of title and genres), not Feast: both protocols need features for
+every split, and RecBole's has no time order to join on. The pipeline's own model
+(assets/training.py) uses Feast's point-in-time features instead.
+
 Protocols: RecBole's (each user's ratings shuffled 8:1:1, every rating a positive,
 full ranking, seen items masked) so numbers compare with published ones, and a
 temporal split (the one a retraining system lives with). ALS is tuned on the
@@ -27,6 +32,7 @@ from recloop.metrics import EvaluationInputs, evaluate, ndcg_at_k, restrict_rele
 from recloop.movielens import fetch_recbole_wheel, read_ml100k_wheel, to_raw_log
 from recloop.settings import Settings
 from recloop.splits import Split, index_interactions, random_split_per_user, temporal_split
+from recloop.text_embeddings import embed_items, embedding_matrix
 from recloop.two_tower import TwoTowerConfig, TwoTowerRecommender
 
 RESULTS = Path(__file__).resolve().parent / "results" / "quality.json"
@@ -94,7 +100,16 @@ def main(argv: list[str] | None = None) -> int:
     log = to_raw_log(read_ml100k_wheel(fetch_recbole_wheel(settings.data_dir / "cache")), "ml100k")
     data = index_interactions(log.events, item_ids=np.sort(log.items["item_id"].unique()))
     user_features = user_feature_matrix(log.users, data.user_ids)
-    item_features = item_feature_matrix(log.items, data.item_ids)
+    texts = embed_items(
+        log.items.drop_duplicates("item_id", keep="last"),
+        settings.data_dir / "cache" / "item_text_embeddings.parquet",
+    )
+    item_features = np.hstack(
+        [
+            item_feature_matrix(log.items, data.item_ids),
+            embedding_matrix(texts.embeddings, list(data.item_ids)),
+        ]
+    )
     report: dict[str, object] = {
         "dataset": "MovieLens-100K (every rating a positive)",
         "k": args.k,

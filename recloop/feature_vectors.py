@@ -45,15 +45,24 @@ def feature_refs(view: str, columns: Sequence[str]) -> list[str]:
     return [f"{view}:{column}" for column in columns]
 
 
-def _column(frame: pd.DataFrame, view: str, column: str) -> pd.Series:
+# Columns by Feast's full feature name: a DataFrame (training) or the dict of lists
+# that `get_online_features(...).to_dict()` returns (serving, no DataFrame built).
+FeatureColumns = pd.DataFrame | Mapping[str, Sequence[object]]
+
+
+def _column(frame: FeatureColumns, view: str, column: str) -> Sequence[object]:
     return frame[f"{view}__{column}"]
 
 
-def _numbers(values: pd.Series) -> np.ndarray:
-    return pd.to_numeric(values, errors="coerce").to_numpy(dtype=np.float64)
+def _numbers(values: Sequence[object]) -> np.ndarray:
+    """float64 with NaN for missing; the common all-numeric case skips pandas."""
+    array = np.asarray(values)
+    if array.dtype.kind in "fiub":
+        return array.astype(np.float64)
+    return pd.to_numeric(pd.Series(values), errors="coerce").to_numpy(dtype=np.float64)
 
 
-def _activity_block(frame: pd.DataFrame, view: str) -> np.ndarray:
+def _activity_block(frame: FeatureColumns, view: str) -> np.ndarray:
     """log1p counts, mean rating / 5, log recency, and a 'no feature row' indicator."""
     counts = [
         np.log1p(np.nan_to_num(_numbers(_column(frame, view, name)), nan=0.0))
@@ -66,7 +75,7 @@ def _activity_block(frame: pd.DataFrame, view: str) -> np.ndarray:
     return np.column_stack([*counts, mean_rating, recency, missing])
 
 
-def _lists(values: pd.Series, width: int) -> np.ndarray:
+def _lists(values: Sequence[object], width: int) -> np.ndarray:
     out = np.zeros((len(values), width), dtype=np.float64)
     for row, value in enumerate(values):
         if not is_missing(value) and len(value) == width:
@@ -74,7 +83,7 @@ def _lists(values: pd.Series, width: int) -> np.ndarray:
     return out
 
 
-def _genre_hot(values: pd.Series, vocabulary: Sequence[str]) -> np.ndarray:
+def _genre_hot(values: Sequence[object], vocabulary: Sequence[str]) -> np.ndarray:
     index = {genre: i for i, genre in enumerate(vocabulary)}
     out = np.zeros((len(values), len(vocabulary)), dtype=np.float64)
     for row, value in enumerate(values):
@@ -96,8 +105,10 @@ class FeatureSpec:
 
     @classmethod
     def fit(cls, user_frame: pd.DataFrame, item_frame: pd.DataFrame, text_dim: int) -> FeatureSpec:
-        genres = _column(item_frame, ITEM_VIEW, "genres").dropna().astype(str)
-        vocabulary = sorted({g for value in genres for g in value.split("|") if g})
+        genres = _column(item_frame, ITEM_VIEW, "genres")
+        vocabulary = sorted(
+            {g for value in genres if not is_missing(value) for g in str(value).split("|") if g}
+        )
         widths = {
             len(v) for v in _column(user_frame, USER_VIEW, "genre_affinity") if not is_missing(v)
         }
@@ -112,24 +123,20 @@ class FeatureSpec:
     def from_dict(cls, raw: Mapping[str, object]) -> FeatureSpec:
         return cls(tuple(raw["genre_vocabulary"]), int(raw["affinity_width"]), int(raw["text_dim"]))
 
-    def user_vectors(self, frame: pd.DataFrame) -> np.ndarray:
+    def user_vectors(self, frame: FeatureColumns) -> np.ndarray:
         """(rows, f_u) float32 from `user_features__*` columns; missing rows become zeros + flag."""
         affinity = _lists(_column(frame, USER_VIEW, "genre_affinity"), self.affinity_width)
         return np.hstack([_activity_block(frame, USER_VIEW), affinity]).astype(np.float32)
 
-    def item_vectors(self, frame: pd.DataFrame, text_embeddings: np.ndarray) -> np.ndarray:
+    def item_vectors(self, frame: FeatureColumns, text_embeddings: np.ndarray) -> np.ndarray:
         """(rows, f_i) float32 from `item_features__*` columns and one text embedding per row."""
-        if text_embeddings.shape != (len(frame), self.text_dim):
+        rows = len(_column(frame, ITEM_VIEW, "genres"))
+        if text_embeddings.shape != (rows, self.text_dim):
             raise ValueError(
-                f"expected text embeddings of shape {(len(frame), self.text_dim)}, got {text_embeddings.shape}"
+                f"expected text embeddings of shape {(rows, self.text_dim)}, got {text_embeddings.shape}"
             )
         age = np.nan_to_num(_numbers(_column(frame, ITEM_VIEW, "years_since_release")), nan=0.0)
         genres = _genre_hot(_column(frame, ITEM_VIEW, "genres"), self.genre_vocabulary)
         return np.hstack(
             [_activity_block(frame, ITEM_VIEW), age[:, None] / 10.0, genres, text_embeddings]
         ).astype(np.float32)
-
-
-def online_frame(features: Mapping[str, Sequence[object]]) -> pd.DataFrame:
-    """The dict `get_online_features(...).to_dict()` returns, as the frame the spec reads."""
-    return pd.DataFrame(dict(features))

@@ -15,8 +15,8 @@ import pandas as pd
 import scipy.sparse as sp
 import torch
 
+from recloop.feature_vectors import FeatureColumns
 from recloop.model_artifact import ModelBundle
-from recloop.two_tower import sparse_history
 
 POPULARITY_FALLBACK = "popularity"
 
@@ -41,7 +41,6 @@ class Retriever:
         self.user_index = {str(u): i for i, u in enumerate(bundle.user_ids)}
         self.item_index = {str(i): n for n, i in enumerate(bundle.item_ids)}
         self.known_history = bundle.history if history is None else history.tocsr()
-        self.history = sparse_history(self.known_history)
         self.popular = np.argsort(-bundle.item_popularity, kind="stable")
         self.known_users = bundle.model.known_users.numpy()
 
@@ -50,12 +49,12 @@ class Retriever:
         return self.bundle.version
 
     @torch.no_grad()
-    def user_vectors(self, users: np.ndarray, features: pd.DataFrame) -> np.ndarray:
+    def user_vectors(self, users: np.ndarray, features: FeatureColumns) -> np.ndarray:
         """(len(users), dim) for user indices, with Feast feature columns as of the request."""
         vectors = self.bundle.model.users(
             torch.from_numpy(users.astype(np.int64)),
             torch.from_numpy(self.bundle.spec.user_vectors(features)),
-            self.history,
+            self.known_history,
         )
         return vectors.numpy()
 
@@ -86,17 +85,12 @@ class Retriever:
         return [int(i) for i in self.popular if i not in banned][:k]
 
     def recommend(
-        self, user_id: str, features: pd.DataFrame | None, k: int, exclude: Iterable[str] = ()
+        self, user_id: str, features: FeatureColumns | None, k: int, exclude: Iterable[str] = ()
     ) -> Recommendation:
         """Top `k` for one user; `features` is one row of Feast columns, None when unavailable."""
         user = self.user_index.get(user_id)
         banned = self._seen(user) | self._excluded(exclude)
-        usable = (
-            user is not None
-            and self.known_users[user]
-            and features is not None
-            and not features.empty
-        )
+        usable = user is not None and self.known_users[user] and features is not None
         if not usable:
             top = self.popular_unseen(banned, k)
             total = float(max(self.bundle.item_popularity.sum(), 1))

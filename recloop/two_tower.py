@@ -121,15 +121,22 @@ class TwoTowerModel(nn.Module):
         self.register_buffer("known_users", torch.ones(n_users, dtype=torch.bool))
 
     def history_summary(
-        self, history: torch.Tensor, users: torch.Tensor, exclude: torch.Tensor | None = None
+        self, history: sp.csr_matrix, users: torch.Tensor, exclude: torch.Tensor | None = None
     ) -> torch.Tensor:
         """Mean history embedding of each user, leaving out `exclude` (the training target).
 
-        history: sparse (n_users, n_items) 0/1; users, exclude: (batch,) -> (batch, dim)
+        history: (n_users, n_items) 0/1 CSR; users, exclude: (batch,) -> (batch, dim).
+        One embedding bag over the users' CSR rows, the same for a training batch and
+        for one request.
         """
-        rows = torch.index_select(history, 0, users)
-        total = torch.sparse.mm(rows, self.history_embedding.weight)
-        counts = torch.sparse.sum(rows, dim=1).to_dense().unsqueeze(1)
+        rows = history[users.numpy()]
+        total = nn.functional.embedding_bag(
+            torch.from_numpy(rows.indices.astype(np.int64)),
+            self.history_embedding.weight,
+            torch.from_numpy(rows.indptr[:-1].astype(np.int64)),
+            mode="sum",
+        )
+        counts = torch.from_numpy(np.diff(rows.indptr).astype(np.float32)).unsqueeze(1)
         if exclude is not None:
             total = total - self.history_embedding(exclude)
             counts = counts - 1
@@ -139,7 +146,7 @@ class TwoTowerModel(nn.Module):
         self,
         users: torch.Tensor,
         features: torch.Tensor,
-        history: torch.Tensor,
+        history: sp.csr_matrix,
         exclude: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """users: (batch,) indices; features: (batch, f_u) -> (batch, dim) unit vectors."""
@@ -169,15 +176,6 @@ def in_batch_softmax_loss(
     return nn.functional.cross_entropy(logits, torch.arange(len(items), device=items.device))
 
 
-def sparse_history(matrix: sp.csr_matrix) -> torch.Tensor:
-    """A 0/1 user x item matrix as the sparse tensor `history_summary` reads."""
-    coo = matrix.tocoo()
-    indices = torch.from_numpy(np.vstack([coo.row, coo.col]).astype(np.int64))
-    return torch.sparse_coo_tensor(
-        indices, torch.from_numpy(coo.data.astype(np.float32)), coo.shape, check_invariants=True
-    ).coalesce()
-
-
 @dataclass
 class TrainResult:
     model: TwoTowerModel
@@ -205,7 +203,7 @@ def train_two_tower(
     model = TwoTowerModel(n_users, examples.user_features.shape[1], item_features, config)
     model.known_items[:] = torch.from_numpy(np.bincount(examples.items, minlength=n_items) > 0)
     model.known_users[:] = torch.from_numpy(np.bincount(examples.users, minlength=n_users) > 0)
-    history_tensor = sparse_history(history)
+    history = history.tocsr()
     users_all, items_all = examples.users, examples.items
     features_all = torch.from_numpy(examples.user_features.astype(np.float32))
     counts = np.bincount(items_all, minlength=n_items)
@@ -226,7 +224,7 @@ def train_two_tower(
             users = torch.from_numpy(users_all[batch])
             items = torch.from_numpy(items_all[batch])
             loss = in_batch_softmax_loss(
-                model.users(users, features_all[batch], history_tensor, exclude=items),
+                model.users(users, features_all[batch], history, exclude=items),
                 model.items(items),
                 items,
                 log_q[items],
@@ -258,7 +256,7 @@ def score_users(
     user_vectors = model.users(
         torch.from_numpy(users.astype(np.int64)),
         torch.from_numpy(user_features.astype(np.float32)),
-        sparse_history(history),
+        history.tocsr(),
     )
     item_vectors = model.items(torch.arange(history.shape[1]))
     return (user_vectors @ item_vectors.T).numpy()

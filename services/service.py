@@ -19,7 +19,7 @@ from datetime import UTC, datetime
 from typing import Any, Literal
 
 import bentoml
-import pandas as pd
+import torch
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.responses import JSONResponse
 
@@ -31,7 +31,7 @@ from recloop.event_log import (
     feedback_row,
     impression_rows,
 )
-from recloop.feature_vectors import USER_COLUMNS, USER_VIEW, feature_refs, online_frame
+from recloop.feature_vectors import USER_COLUMNS, USER_VIEW, FeatureColumns, feature_refs
 from recloop.inference import Recommendation, Retriever, UnknownItemError
 from recloop.layout import DataLayout, check_tenant_id
 from recloop.settings import Settings
@@ -133,6 +133,8 @@ def _items(result: Recommendation) -> list[RankedItem]:
 )
 class RecloopService:
     def __init__(self) -> None:
+        # One request is one small forward pass: intra-op threads only contend.
+        torch.set_num_threads(1)
         self.settings = Settings.from_env()
         layout = DataLayout(self.settings.data_dir)
         self.registry = Registry(layout.registry)
@@ -173,11 +175,11 @@ class RecloopService:
     def __is_ready__(self) -> bool:
         return self.retriever is not None
 
-    def _user_features(self, user_id: str) -> pd.DataFrame:
-        features = self.store.get_online_features(
+    def _user_features(self, user_id: str) -> FeatureColumns:
+        """One row of the user's online features, as Feast's dict of lists."""
+        return self.store.get_online_features(
             features=self.user_refs, entity_rows=[{"user_id": user_id}], full_feature_names=True
         ).to_dict()
-        return online_frame(features)
 
     @bentoml.api(route="/recommend", input_spec=RecommendRequest, output_spec=RecommendResponse)
     def recommend(

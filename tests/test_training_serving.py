@@ -6,6 +6,9 @@ One session-scoped pipeline run (about a minute and a half on 2 cores) feeds eve
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
@@ -300,3 +303,17 @@ def _server_up(url: str) -> bool:
 
         time.sleep(0.2)
         return False
+
+
+def test_bentoml_build_packages_the_service_without_data(tmp_path) -> None:
+    root = Path(__file__).resolve().parent.parent
+    env = {**os.environ, "BENTOML_HOME": str(tmp_path), "BENTOML_DO_NOT_TRACK": "True"}
+    bentoml = Path(sys.executable).with_name("bentoml")
+    subprocess.run(
+        [str(bentoml), "build", "-o", "tag"], cwd=root, env=env, check=True, capture_output=True
+    )
+    (source,) = tmp_path.glob("bentos/recloop/*/src")
+    assert (source / "services" / "service.py").is_file()
+    assert (source / "recloop" / "inference.py").is_file()
+    assert (source / "feature_repo" / "feature_store.yaml").is_file()
+    assert not (source / "tests").exists() and not (source / "data").exists()
