@@ -74,3 +74,22 @@ def test_a_corrupted_weights_file_in_the_store_is_rejected(registry) -> None:
     weights.write_bytes(weights.read_bytes()[:-8] + b"\x00" * 8)
     with pytest.raises(CorruptArtifactError, match="sha256"):
         registry.load(version)
+
+
+def test_models_cli_lists_promotes_and_refuses_with_a_message(tmp_path, monkeypatch, capsys) -> None:
+    from recloop.cli import main
+
+    monkeypatch.setenv("RECLOOP_DATA_DIR", str(tmp_path))
+    registry = Registry(tmp_path / "registry")
+    passed = register(registry, 1, {**PASSED, "metrics": {"all": {"ndcg@10": 0.25}}})
+    failed = register(registry, 2, FAILED)
+    assert main(["models", "promote", passed, "--reason", "first"]) == 0
+    assert main(["models", "promote", failed, "--reason", "second"]) == 2
+    assert main(["models", "rollback", "--reason", "nothing before"]) == 2
+    assert main(["models", "list"]) == 0
+    assert main(["models", "history"]) == 0
+    out, err = capsys.readouterr()
+    assert f"champion is now {passed}" in out
+    assert f"* {passed}  gate passed  ndcg@10 0.2500" in out
+    assert "did not pass its gates" in err and "nothing to roll back to" in err
+    assert f"promote  None -> {passed}" in out and "first" in out
