@@ -14,6 +14,7 @@ import duckdb
 import numpy as np
 import pandas as pd
 
+from assets.plots import training_curve
 from assets.resources import RecloopResource
 from feature_repo.training import (
     FEATURE_SERVICE,
@@ -175,14 +176,12 @@ def _gate_results(
         evaluate_bundle(registry.load(champion), candidate.evaluation)["all"] if champion else None
     )
     bundle = candidate.bundle
+    evaluation = candidate.evaluation
     retriever = Retriever(bundle)
-    users = retriever.user_index
-    sample = [users[u] for u in candidate.evaluation.user_ids[:200] if u in users]
-    features = candidate.evaluation.features.iloc[: len(candidate.evaluation.user_ids[:200])]
-    features = features.loc[features["user_id"].isin(users)].reset_index(drop=True)
-    scores = (
-        retriever.user_vectors(np.array(sample, dtype=np.int64), features) @ bundle.index.vectors.T
-    )
+    sample = [i for i, user in enumerate(evaluation.user_ids[:200]) if user in retriever.user_index]
+    users = np.array([retriever.user_index[evaluation.user_ids[i]] for i in sample], dtype=np.int64)
+    features = evaluation.features.iloc[sample].reset_index(drop=True)
+    scores = retriever.user_vectors(users, features) @ bundle.index.vectors.T
     return [
         gates.beats_popularity(metrics, candidate.popularity_metrics, config),
         gates.no_regression(metrics, champion_metrics, config),
@@ -271,6 +270,9 @@ def model_candidate(
             "gate_passed": passed,
             "best_epoch": int(candidate.bundle.metadata["best_epoch"]),
             "index": candidate.bundle.index.kind,
+            "training_curve": training_curve(
+                candidate.history, int(candidate.bundle.metadata["best_epoch"])
+            ),
             **_flat_metrics(candidate.metrics, ""),
             **_flat_metrics({"all": candidate.popularity_metrics}, "popularity/"),
         },

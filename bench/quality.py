@@ -86,6 +86,8 @@ def evaluate_model(model: Recommender, split: Split, k: int) -> dict[str, dict[s
     results["long_tail_items"] = evaluate(top_k, restrict_relevant(relevant, long_tail), inputs)
     if len(cold_items):
         results["cold_items"] = evaluate(top_k, restrict_relevant(relevant, cold_items), inputs)
+        warm_items = np.flatnonzero(popularity > 0)
+        results["warm_items"] = evaluate(top_k, restrict_relevant(relevant, warm_items), inputs)
     return results
 
 
@@ -131,22 +133,26 @@ def main(argv: list[str] | None = None) -> int:
         for model in models:
             per_model[model.name] = evaluate_model(model, split, args.k)
             overall = per_model[model.name]["all"]
-            cold = per_model[model.name].get("cold_items", {}).get(f"recall@{args.k}")
-            rows.append((split.protocol.split(":")[0].split(" (")[0], model.name, overall, cold))
+            segments = per_model[model.name]
+            cold = segments.get("cold_items", {}).get(f"recall@{args.k}")
+            warm = segments.get("warm_items", {}).get(f"recall@{args.k}")
+            protocol = split.protocol.split(":")[0].split(" (")[0]
+            rows.append((protocol, model.name, overall, cold, warm))
         report["protocols"][split.protocol] = {
             "sizes": split.describe(),
             "als_tuning": als_choice,
             "models": per_model,
         }
     k = args.k
-    header = f"{'protocol':<18}{'model':<12}{'ndcg@' + str(k):>9}{'recall@' + str(k):>11}{'map@' + str(k):>8}{'coverage':>10}{'novelty':>9}{'gini':>7}{'cold rec':>10}"
+    header = f"{'protocol':<18}{'model':<12}{'ndcg@' + str(k):>9}{'recall@' + str(k):>11}{'map@' + str(k):>8}{'coverage':>10}{'novelty':>9}{'gini':>7}{'cold rec':>10}{'warm rec':>10}"
     print(header)
     print("-" * len(header))
-    for protocol, name, m, cold in rows:
+    for protocol, name, m, cold, warm in rows:
         cold_text = f"{cold:.4f}" if cold is not None else "-"
+        warm_text = f"{warm:.4f}" if warm is not None else "-"
         print(
             f"{protocol:<18}{name:<12}{m[f'ndcg@{k}']:>9.4f}{m[f'recall@{k}']:>11.4f}{m[f'map@{k}']:>8.4f}"
-            f"{m['coverage']:>10.3f}{m['novelty']:>9.2f}{m['exposure_gini']:>7.3f}{cold_text:>10}"
+            f"{m['coverage']:>10.3f}{m['novelty']:>9.2f}{m['exposure_gini']:>7.3f}{cold_text:>10}{warm_text:>10}"
         )
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(report, indent=2, sort_keys=True, default=float))

@@ -7,6 +7,8 @@ checks that join against a brute-force oracle).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import pandas as pd
 from feast import FeatureStore
 
@@ -16,7 +18,9 @@ from recloop.training_set import TemporalCutoffs, label_entities, temporal_cutof
 FEATURE_SERVICE = "retrieval_v1"
 
 
-def historical(store: FeatureStore, entities: pd.DataFrame, view: str, columns) -> pd.DataFrame:
+def historical(
+    store: FeatureStore, entities: pd.DataFrame, view: str, columns: Sequence[str]
+) -> pd.DataFrame:
     """Features of `view` as of each entity row's `event_timestamp`, in the input's row order."""
     rows = entities.reset_index(drop=True).assign(_row=lambda f: range(len(f)))
     joined = store.get_historical_features(

@@ -81,7 +81,7 @@ def save_bundle(bundle: ModelBundle, directory: Path) -> str:
         "format_version": FORMAT_VERSION,
         "config": bundle.config.to_dict(),
         "feature_spec": bundle.spec.to_dict(),
-        "n_user_features": int(bundle.model.user_tower.mlp[0].in_features - 2 * bundle.config.dim),
+        "n_user_features": bundle.model.n_user_features,
         "user_ids": [str(u) for u in bundle.user_ids],
         "item_ids": [str(i) for i in bundle.item_ids],
         "index_kind": bundle.index.kind,

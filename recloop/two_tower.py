@@ -112,6 +112,7 @@ class TwoTowerModel(nn.Module):
     ):
         super().__init__()
         n_items = len(item_features)
+        self.n_user_features = n_user_features
         self.register_buffer("item_features", torch.from_numpy(item_features.astype(np.float32)))
         self.history_embedding = nn.Embedding(n_items, config.dim)
         nn.init.normal_(self.history_embedding.weight, std=0.05)

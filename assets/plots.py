@@ -1,0 +1,29 @@
+"""Figures as Dagster metadata: a PNG inside Markdown, shown on the asset's page."""
+
+import base64
+import io
+
+import dagster as dg
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402  (the backend must be chosen first)
+
+
+def training_curve(history: list[dict[str, float]], best_epoch: int) -> dg.MetadataValue:
+    """Training loss and validation NDCG@10 per epoch, the kept epoch marked."""
+    epochs = [row["epoch"] for row in history]
+    figure, loss_axis = plt.subplots(figsize=(6, 3), dpi=100)
+    loss_axis.plot(epochs, [row["loss"] for row in history], color="tab:gray", label="train loss")
+    loss_axis.set_xlabel("epoch")
+    loss_axis.set_ylabel("train loss")
+    score_axis = loss_axis.twinx()
+    score_axis.plot(epochs, [row["score"] for row in history], color="tab:blue", marker="o", ms=3)
+    score_axis.set_ylabel("validation NDCG@10", color="tab:blue")
+    score_axis.axvline(best_epoch, color="tab:green", linestyle="--", linewidth=1)
+    figure.tight_layout()
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png")
+    plt.close(figure)
+    encoded = base64.b64encode(buffer.getvalue()).decode()
+    return dg.MetadataValue.md(f"![training curve](data:image/png;base64,{encoded})")
