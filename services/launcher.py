@@ -13,6 +13,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -49,18 +50,16 @@ def wait_ready(base_url: str, timeout_s: float, proc: subprocess.Popen | None = 
     raise TimeoutError(f"{base_url}/readyz not ready after {timeout_s:.0f} s")
 
 
-def _stop(proc: subprocess.Popen, grace_s: float) -> None:
-    """SIGTERM the server's process group (arbiter and workers), SIGKILL after `grace_s`."""
-    if proc.poll() is not None:
-        return
+def stop_server(proc: subprocess.Popen, grace_s: float = 30.0) -> None:
+    """SIGTERM the `bentoml serve` arbiter, which stops its workers; then SIGKILL
+    whatever is left of its process group (after `grace_s` at the latest)."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(grace_s)
     with contextlib.suppress(ProcessLookupError):
-        os.killpg(proc.pid, signal.SIGTERM)
-    try:
-        proc.wait(grace_s)
-    except subprocess.TimeoutExpired:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
+        os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
 
 
 @contextlib.contextmanager
@@ -75,23 +74,18 @@ def start_bentoml(
 ) -> Iterator[str]:
     """Run `bentoml serve target` on 127.0.0.1 and yield its base URL (once ready).
 
-    `env` is added to this process's environment. Output goes to `log_path` or is
-    discarded. On exit the whole process group is stopped.
+    `env` is added to this process's environment. Without BENTOML_HOME the server
+    gets a temporary one, so servers side by side keep their Prometheus directories
+    apart (`bentoml serve` empties `$BENTOML_HOME/prometheus_multiproc_dir` at start).
+    Output goes to `log_path` or is discarded. The server is stopped on exit.
     """
     port = port or free_port()
-    command = [
-        str(Path(sys.executable).with_name("bentoml")),
-        "serve",
-        target,
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-        "--working-dir",
-        str(PROJECT_ROOT),
-    ]
+    command = [sys.executable, "-m", "bentoml", "serve", target]
+    command += ["--host", "127.0.0.1", "--port", str(port), "--working-dir", str(PROJECT_ROOT)]
     full_env = {**os.environ, "BENTOML_DO_NOT_TRACK": "True", **(env or {})}
     with contextlib.ExitStack() as stack:
+        if "BENTOML_HOME" not in (env or {}):
+            full_env["BENTOML_HOME"] = stack.enter_context(tempfile.TemporaryDirectory())
         out = stack.enter_context(open(log_path, "ab")) if log_path else subprocess.DEVNULL
         proc = subprocess.Popen(
             command,
@@ -102,7 +96,7 @@ def start_bentoml(
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
-        stack.callback(_stop, proc, 30.0)
+        stack.callback(stop_server, proc)
         base_url = f"http://127.0.0.1:{port}"
         if wait_for_ready:
             wait_ready(base_url, ready_timeout_s, proc)

@@ -2,8 +2,10 @@
 
     bentoml serve services.service:RecloopService --port 3000     (or `make serve`)
 
-POST /recommend, /feedback, /similar_items; POST /admin/reload swaps in the
-registry's current champion. BentoML adds /livez, /readyz (ready once a champion
+POST /recommend, /feedback, /similar_items (async: about a millisecond of work
+each, run on the event loop); POST /admin/reload swaps in the registry's current
+champion and /admin/flush writes buffered events (threads: slow, must not block).
+The serving stack (timeout, GC, tracing, body limit, API key) is services/serving_stack.py. BentoML adds /livez, /readyz (ready once a champion
 and the feature store are loaded), /metrics (Prometheus) and /docs (OpenAPI).
 Configuration comes from the environment, read when the service starts
 (recloop.settings: RECLOOP_DATA_DIR, RECLOOP_ONLINE_STORE, ...; RECLOOP_API_KEY
@@ -35,10 +37,9 @@ from recloop.feature_vectors import USER_COLUMNS, USER_VIEW, FeatureColumns, fea
 from recloop.inference import Recommendation, Retriever, UnknownItemError
 from recloop.layout import DataLayout, check_tenant_id
 from recloop.settings import Settings
-from services.http_guards import ApiKeyAuth, BodySizeLimit
 from services.registry import Registry
+from services.serving_stack import ApiKeyAuth, BodySizeLimit, freeze_gc, service_config
 
-MAX_BODY_BYTES = 64 * 1024
 MAX_K = 100
 DEFAULT_VARIANT = "champion"
 EVENT_FLUSH_SECONDS = 1.0
@@ -126,11 +127,11 @@ def _items(result: Recommendation) -> list[RankedItem]:
     ]
 
 
-@bentoml.service(
-    name="recloop",
-    workers=1,
-    traffic={"timeout": 10},
-)
+API_ROUTES = ("/recommend", "/feedback", "/similar_items")
+PROTECTED_PREFIXES = ("/feedback", "/admin")
+
+
+@bentoml.service(name="recloop", **service_config(API_ROUTES))
 class RecloopService:
     def __init__(self) -> None:
         # One request is one small forward pass: intra-op threads only contend.
@@ -167,6 +168,10 @@ class RecloopService:
         while not self._stop.wait(EVENT_FLUSH_SECONDS):
             self.events.flush()
 
+    @bentoml.on_startup
+    def _freeze_gc(self) -> None:
+        freeze_gc()
+
     @bentoml.on_shutdown
     def _close(self) -> None:
         self._stop.set()
@@ -182,7 +187,7 @@ class RecloopService:
         ).to_dict()
 
     @bentoml.api(route="/recommend", input_spec=RecommendRequest, output_spec=RecommendResponse)
-    def recommend(
+    async def recommend(
         self, user_id: str, k: int, exclude: list[str], context: dict[str, Any]
     ) -> RecommendResponse | JSONResponse:
         retriever = self.retriever
@@ -211,7 +216,7 @@ class RecloopService:
         )
 
     @bentoml.api(route="/feedback", input_spec=FeedbackRequest, output_spec=FeedbackResponse)
-    def feedback(
+    async def feedback(
         self, request_id: str, user_id: str, item_id: str, event_type: str, value: float | None
     ) -> FeedbackResponse | JSONResponse:
         served = self.served.get(request_id)
@@ -232,7 +237,7 @@ class RecloopService:
     @bentoml.api(
         route="/similar_items", input_spec=SimilarItemsRequest, output_spec=SimilarItemsResponse
     )
-    def similar_items(self, item_id: str, k: int) -> SimilarItemsResponse | JSONResponse:
+    async def similar_items(self, item_id: str, k: int) -> SimilarItemsResponse | JSONResponse:
         retriever = self.retriever
         if retriever is None:
             return error(503, NO_CHAMPION)
@@ -258,7 +263,7 @@ class RecloopService:
         return FlushResponse(files=files, written=self.events.written)
 
 
-RecloopService.add_asgi_middleware(BodySizeLimit, max_bytes=MAX_BODY_BYTES)
-RecloopService.add_asgi_middleware(
-    ApiKeyAuth, key_env="RECLOOP_API_KEY", protected=("/feedback", "/admin")
-)
+# The first added is the outer one: a request without its key is refused before its
+# body is read.
+RecloopService.add_asgi_middleware(ApiKeyAuth, protected=PROTECTED_PREFIXES)
+RecloopService.add_asgi_middleware(BodySizeLimit)
