@@ -16,24 +16,28 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-import pandas as pd
+import pyarrow as pa
 
-from recloop.layout import DataLayout, write_parquet_atomic
+from recloop.layout import DataLayout, write_table_atomic
 
-EVENT_COLUMNS = (
-    "event_id",
-    "tenant_id",
-    "user_id",
-    "item_id",
-    "event_type",
-    "value",
-    "event_timestamp",
-    "request_id",
-    "model_version",
-    "variant",
-    "position",
-    "propensity",
+# The raw event contract (recloop.schemas.EventSchema) as an Arrow schema.
+EVENT_SCHEMA = pa.schema(
+    [
+        ("event_id", pa.string()),
+        ("tenant_id", pa.string()),
+        ("user_id", pa.string()),
+        ("item_id", pa.string()),
+        ("event_type", pa.string()),
+        ("value", pa.float64()),
+        ("event_timestamp", pa.timestamp("us", tz="UTC")),
+        ("request_id", pa.string()),
+        ("model_version", pa.string()),
+        ("variant", pa.string()),
+        ("position", pa.int64()),
+        ("propensity", pa.float64()),
+    ]
 )
+EVENT_COLUMNS = tuple(EVENT_SCHEMA.names)
 FEEDBACK_TYPES = ("click", "purchase", "view", "rating")
 
 
@@ -116,19 +120,18 @@ class EventBuffer:
             rows, self._rows = self._rows, []
             if not rows:
                 return []
-            frame = pd.DataFrame(rows, columns=list(EVENT_COLUMNS))
-            frame["event_timestamp"] = pd.to_datetime(frame["event_timestamp"], utc=True)
-            frame["position"] = frame["position"].astype("Int64")
-            frame["value"] = frame["value"].astype("float64")
-            frame["propensity"] = frame["propensity"].astype("float64")
+            groups: dict[tuple[str, object], list[dict[str, object]]] = {}
+            for row in rows:
+                key = (str(row["tenant_id"]), row["event_timestamp"].date())
+                groups.setdefault(key, []).append(row)
             stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%f")
             written = []
-            days = frame["event_timestamp"].dt.date
-            for (tenant, day), part in frame.groupby([frame["tenant_id"], days], sort=True):
+            for (tenant, day), part in sorted(groups.items()):
+                table = pa.Table.from_pylist(part, schema=EVENT_SCHEMA)
                 name = f"{self.source}-{stamp}-{uuid.uuid4().hex[:8]}.parquet"
-                path = self.layout.raw_events_partition(str(tenant), day) / name
-                written.append(write_parquet_atomic(part.reset_index(drop=True), path))
-            self.written += len(frame)
+                path = self.layout.raw_events_partition(tenant, day) / name
+                written.append(write_table_atomic(table, path))
+            self.written += len(rows)
             return written
 
 

@@ -64,15 +64,15 @@ def _numbers(values: Sequence[object]) -> np.ndarray:
 
 def _activity_block(frame: FeatureColumns, view: str) -> np.ndarray:
     """log1p counts, mean rating / 5, log recency, and a 'no feature row' indicator."""
-    counts = [
-        np.log1p(np.nan_to_num(_numbers(_column(frame, view, name)), nan=0.0))
-        for name in activity_columns()[:-2]
-    ]
+    counts = np.column_stack(
+        [_numbers(_column(frame, view, name)) for name in activity_columns()[:-2]]
+    )
+    counts = np.log1p(np.nan_to_num(counts, nan=0.0))
     mean_rating = np.nan_to_num(_numbers(_column(frame, view, "mean_rating")), nan=0.0) / 5.0
     recency_raw = _numbers(_column(frame, view, "days_since_last_event"))
     missing = np.isnan(recency_raw).astype(np.float64)
     recency = np.log1p(np.clip(np.nan_to_num(recency_raw, nan=365.0), 0, None)) / RECENCY_SCALE
-    return np.column_stack([*counts, mean_rating, recency, missing])
+    return np.column_stack([counts, mean_rating, recency, missing])
 
 
 def _lists(values: Sequence[object], width: int) -> np.ndarray:

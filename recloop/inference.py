@@ -41,6 +41,11 @@ class Retriever:
         self.user_index = {str(u): i for i, u in enumerate(bundle.user_ids)}
         self.item_index = {str(i): n for n, i in enumerate(bundle.item_ids)}
         self.known_history = bundle.history if history is None else history.tocsr()
+        # The summary only changes with the history, so it is computed once per user.
+        with torch.inference_mode():
+            self.summaries = bundle.model.history_summary(
+                self.known_history, torch.arange(self.known_history.shape[0])
+            )
         self.popular = np.argsort(-bundle.item_popularity, kind="stable")
         self.known_users = bundle.model.known_users.numpy()
 
@@ -48,13 +53,12 @@ class Retriever:
     def version(self) -> str:
         return self.bundle.version
 
-    @torch.no_grad()
+    @torch.inference_mode()
     def user_vectors(self, users: np.ndarray, features: FeatureColumns) -> np.ndarray:
         """(len(users), dim) for user indices, with Feast feature columns as of the request."""
-        vectors = self.bundle.model.users(
-            torch.from_numpy(users.astype(np.int64)),
-            torch.from_numpy(self.bundle.spec.user_vectors(features)),
-            self.known_history,
+        index = torch.from_numpy(users.astype(np.int64))
+        vectors = self.bundle.model.users_with_summary(
+            index, torch.from_numpy(self.bundle.spec.user_vectors(features)), self.summaries[index]
         )
         return vectors.numpy()
 

@@ -16,6 +16,8 @@ from datetime import date
 from pathlib import Path
 
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 
 TENANT_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
 CATALOGS = ("users", "items")
@@ -148,4 +150,11 @@ def write_parquet_atomic(frame: pd.DataFrame, path: Path) -> Path:
     """
     with _atomic_target(path) as tmp:
         frame.to_parquet(tmp, index=False)
+    return path
+
+
+def write_table_atomic(table: pa.Table, path: Path) -> Path:
+    """`write_parquet_atomic` for an Arrow table (no pandas round trip on hot paths)."""
+    with _atomic_target(path) as tmp:
+        pq.write_table(table, tmp)
     return path

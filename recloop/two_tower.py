@@ -151,7 +151,14 @@ class TwoTowerModel(nn.Module):
         exclude: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """users: (batch,) indices; features: (batch, f_u) -> (batch, dim) unit vectors."""
-        summary = self.history_summary(history, users, exclude)
+        return self.users_with_summary(
+            users, features, self.history_summary(history, users, exclude)
+        )
+
+    def users_with_summary(
+        self, users: torch.Tensor, features: torch.Tensor, summary: torch.Tensor
+    ) -> torch.Tensor:
+        """The user tower on a history summary computed beforehand (serving caches it)."""
         return self.user_tower(users, features, summary, known=self.known_users[users])
 
     def items(self, items: torch.Tensor) -> torch.Tensor:
