@@ -282,8 +282,10 @@ def model_candidate(
 
 @dg.asset(
     key="champion_model",
+    deps=["feast_online_store"],
     group_name=TRAINING_GROUP,
-    description="The registry's champion: the candidate, once every blocking gate passed.",
+    description="The registry's champion: the candidate, once every blocking gate passed "
+    "and the online store holds the features it serves with.",
 )
 def champion_model(
     context: dg.AssetExecutionContext, recloop: RecloopResource, model_candidate: str

@@ -29,15 +29,19 @@ def test_definitions_validate(tiny_settings) -> None:
         assert defs.resolve_job_def(job) is not None
 
 
-def test_lineage_runs_from_raw_events_to_the_online_store(tiny_settings) -> None:
+def test_lineage_runs_from_raw_events_to_the_champion_model(tiny_settings) -> None:
     path = lineage(build_definitions(tiny_settings))
-    assert path[0] == "raw_events" and path[-1] == "feast_online_store"
+    assert path[0] == "raw_events" and path[-1] == "champion_model"
     for earlier, later in [
         ("validated_events", "stg_events"),
         ("stg_events", "int_user_daily_activity"),
         ("int_user_daily_activity", "user_features"),
         ("user_features", "feast_feature_views"),
         ("feast_feature_views", "feast_online_store"),
+        ("feast_feature_views", "training_set"),
+        ("training_set", "model_candidate"),
+        ("model_candidate", "champion_model"),
+        ("feast_online_store", "champion_model"),
     ]:
         assert path.index(earlier) < path.index(later)
 
