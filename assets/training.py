@@ -78,8 +78,8 @@ class CandidateConfig(dg.Config):
     champion_tolerance: float = gates.GateConfig.champion_tolerance
     min_coverage: float = gates.GateConfig.min_coverage
     max_popularity_ratio: float = gates.GateConfig.max_popularity_ratio
-    # Negative control: shuffle which item each training label points at. The gates
-    # must then block the candidate; tests and `recloop` users use it to prove they do.
+    # Negative control: shuffle which item each training label points at (validation
+    # and test stay true). The gates must then block the candidate; a test proves they do.
     label_permutation_seed: int | None = None
 
     def two_tower_config(self) -> TwoTowerConfig:
@@ -217,7 +217,8 @@ def model_candidate(
     if config.label_permutation_seed is not None:
         rng = np.random.default_rng(config.label_permutation_seed)
         examples = inputs.examples.copy()
-        examples["item_id"] = rng.permutation(examples["item_id"].to_numpy())
+        train = examples["split"] == "train"
+        examples.loc[train, "item_id"] = rng.permutation(examples.loc[train, "item_id"].to_numpy())
         inputs = TrainingInputs(
             examples, inputs.user_snapshots, inputs.items, inputs.text_embeddings, inputs.cutoffs
         )

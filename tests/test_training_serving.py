@@ -143,6 +143,8 @@ def test_shuffled_labels_are_blocked_and_the_champion_keeps_serving(trained, ser
     )
     checks = {c.check_name: c.passed for c in result.get_asset_check_evaluations()}
     assert checks["beats_popularity"] is False
+    assert checks["no_regression_vs_champion"] is False
+    assert checks["sanity"] is True
     materialized = {e.asset_key.to_user_string() for e in result.get_asset_materialization_events()}
     assert "model_candidate" in materialized and "champion_model" not in materialized
     assert trained.registry.champion() == before
