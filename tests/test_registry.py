@@ -76,7 +76,9 @@ def test_a_corrupted_weights_file_in_the_store_is_rejected(registry) -> None:
         registry.load(version)
 
 
-def test_models_cli_lists_promotes_and_refuses_with_a_message(tmp_path, monkeypatch, capsys) -> None:
+def test_models_cli_lists_promotes_and_refuses_with_a_message(
+    tmp_path, monkeypatch, capsys
+) -> None:
     from recloop.cli import main
 
     monkeypatch.setenv("RECLOOP_DATA_DIR", str(tmp_path))
