@@ -146,6 +146,12 @@ def evaluate_bundle(bundle: ModelBundle, evaluation: EvaluationSet, k: int = K) 
     for row in np.flatnonzero(~known):
         fallback = retriever.recommend(str(evaluation.user_ids[row]), None, k)
         top[row] = catalog_index.get_indexer(fallback.item_ids)
+    if (top < 0).any():
+        outside = sorted(set(bundle.item_ids.astype(str)) - set(evaluation.catalog))[:5]
+        raise ValueError(
+            f"model {bundle.version or '(unsaved)'} recommends items missing from the "
+            f"evaluation catalog (e.g. {outside}); it cannot be compared on this test set"
+        )
     return segment_metrics(top, evaluation)
 
 
