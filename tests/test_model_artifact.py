@@ -86,3 +86,27 @@ def test_similar_items_share_the_genre(bundle) -> None:
     result = Retriever(bundle).similar_items("i0", k=1)
     assert result.item_ids[0] in {"i1", "i4"}
     assert np.isfinite(result.scores).all()
+
+
+def test_evaluation_through_the_serving_path_and_a_shrunken_catalog(bundle) -> None:
+    import pandas as pd
+
+    from recloop.training import EvaluationSet, evaluate_bundle
+
+    users = np.array(["u0", "u6"], dtype=object)
+    seen = pd.DataFrame({"user_id": ["u0", "u0", "u6", "u6"], "item_id": ["i0", "i1", "i2", "i3"]})
+    evaluation = EvaluationSet(
+        user_ids=users,
+        relevant=[np.array([4]), np.array([5])],
+        seen_pairs=seen,
+        features=user_frame(list(users)),
+        catalog=np.array([f"i{i}" for i in range(6)], dtype=object),
+        item_popularity=np.array([4, 4, 4, 4, 0, 0], dtype=float),
+        n_train_users=8,
+    )
+    metrics = evaluate_bundle(bundle, evaluation, k=1)
+    # each user's unseen item of their own genre ranks first: a perfect score
+    assert metrics["all"]["recall@1"] == 1.0 and metrics["cold_items"]["recall@1"] == 1.0
+    shrunken = EvaluationSet(**{**evaluation.__dict__, "catalog": evaluation.catalog[:5]})
+    with pytest.raises(ValueError, match="missing from the evaluation catalog"):
+        evaluate_bundle(bundle, shrunken, k=1)
