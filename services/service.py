@@ -17,6 +17,7 @@ from __future__ import annotations
 import threading
 import time
 import uuid
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal
 
@@ -110,6 +111,14 @@ class FlushResponse(BaseModel):
     written: int
 
 
+@dataclass(frozen=True)
+class Champion:
+    """The model being served and the tenant its events are logged under, swapped as one."""
+
+    retriever: Retriever
+    tenant: str
+
+
 def error(status: int, message: str) -> JSONResponse:
     """A 4xx/5xx answer in the same shape as the middleware's: {"error": message}."""
     return JSONResponse({"error": message}, status_code=status)
@@ -143,26 +152,38 @@ class RecloopService:
         self.user_refs = feature_refs(USER_VIEW, [c for c in USER_COLUMNS if c != "top_genre"])
         self.events = EventBuffer(layout)
         self.served = ServedLists()
-        self.retriever: Retriever | None = None
-        self.tenant = ""
-        self._swap = threading.Lock()
-        self.reload()
+        self.champion: Champion | None = None
+        self.load_error: str | None = None
+        self._reload_lock = threading.Lock()
+        # Load in the background, so /livez answers while weights and index load.
+        threading.Thread(target=self._load_first_champion, daemon=True).start()
         self._stop = threading.Event()
         self._flusher = threading.Thread(target=self._flush_periodically, daemon=True)
         self._flusher.start()
 
     def reload(self) -> str | None:
-        """Load the registry's champion beside the current one, then swap the reference."""
-        version = self.registry.champion()
-        if version is None or (self.retriever and self.retriever.version == version):
+        """Load the registry's champion beside the current one, then swap the reference.
+
+        Requests in flight keep the `Champion` they read; new ones see the new one.
+        """
+        with self._reload_lock:
+            version = self.registry.champion()
+            current = self.champion
+            if version is None or (current and current.retriever.version == version):
+                return version
+            retriever = Retriever(self.registry.load(version))
+            tenants = retriever.bundle.metadata.get("tenants")
+            if not tenants:
+                raise ValueError(f"model {version} records no tenant; retrain it with this recloop")
+            self.champion = Champion(retriever, check_tenant_id(str(tenants[0])))
             return version
-        retriever = Retriever(self.registry.load(version))
-        tenants = retriever.bundle.metadata.get("tenants")
-        if not tenants:
-            raise ValueError(f"model {version} records no tenant; retrain it with this recloop")
-        with self._swap:
-            self.retriever, self.tenant = retriever, check_tenant_id(str(tenants[0]))
-        return version
+
+    def _load_first_champion(self) -> None:
+        try:
+            self.reload()
+        except Exception as exc:  # kept for the 503 answers, then re-raised into the log
+            self.load_error = f"{type(exc).__name__}: {exc}"
+            raise
 
     def _flush_periodically(self) -> None:
         while not self._stop.wait(EVENT_FLUSH_SECONDS):
@@ -178,7 +199,14 @@ class RecloopService:
         self.events.flush()
 
     def __is_ready__(self) -> bool:
-        return self.retriever is not None
+        return self.champion is not None
+
+    def _not_ready(self) -> JSONResponse:
+        if self.load_error:
+            return error(503, f"the champion failed to load: {self.load_error}")
+        if self.registry.champion() is None:
+            return error(503, NO_CHAMPION)
+        return error(503, "the champion is still loading")
 
     def _user_features(self, user_id: str) -> FeatureColumns:
         """One row of the user's online features, as Feast's dict of lists."""
@@ -190,16 +218,17 @@ class RecloopService:
     async def recommend(
         self, user_id: str, k: int, exclude: list[str], context: dict[str, Any]
     ) -> RecommendResponse | JSONResponse:
-        retriever = self.retriever
-        if retriever is None:
-            return error(503, NO_CHAMPION)
+        champion = self.champion
+        if champion is None:
+            return self._not_ready()
+        retriever = champion.retriever
         known = user_id in retriever.user_index
         result = retriever.recommend(
             user_id, self._user_features(user_id) if known else None, k, exclude
         )
         served = ServedList(
             request_id=uuid.uuid4().hex,
-            tenant_id=self.tenant,
+            tenant_id=champion.tenant,
             user_id=user_id,
             item_ids=tuple(result.item_ids),
             model_version=retriever.version,
@@ -238,9 +267,10 @@ class RecloopService:
         route="/similar_items", input_spec=SimilarItemsRequest, output_spec=SimilarItemsResponse
     )
     async def similar_items(self, item_id: str, k: int) -> SimilarItemsResponse | JSONResponse:
-        retriever = self.retriever
-        if retriever is None:
-            return error(503, NO_CHAMPION)
+        champion = self.champion
+        if champion is None:
+            return self._not_ready()
+        retriever = champion.retriever
         try:
             result = retriever.similar_items(item_id, k)
         except UnknownItemError:

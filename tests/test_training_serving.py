@@ -9,6 +9,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
@@ -22,10 +23,12 @@ from assets.definitions import TRAINING_JOB
 from assets.demo import build_features, train_and_promote
 from feature_repo.definitions import FEATURE_TTL
 from recloop.layout import DataLayout
+from recloop.model_artifact import WEIGHTS
 from recloop.settings import Settings
 from recloop.validation import validate_events
 from services.launcher import serve
 from services.registry import Registry
+from tests.model_fixtures import tiny_bundle
 
 API_KEY = "test-key"
 
@@ -282,29 +285,44 @@ def test_health_metrics_and_openapi(server) -> None:
     assert status == 200 and "/recommend" in json.loads(schema)["paths"]
 
 
+def wait_alive(url: str, attempts: int = 600) -> None:
+    for _ in range(attempts):
+        try:
+            urllib.request.urlopen(f"{url}/livez", timeout=1)
+            return
+        except (urllib.error.URLError, OSError):
+            time.sleep(0.2)
+    raise TimeoutError(f"{url}/livez never answered")
+
+
 def test_without_a_champion_the_service_is_alive_but_not_ready(tmp_path) -> None:
     settings = Settings(data_dir=tmp_path / "empty")
     with serve(settings, wait_for_ready=False) as url:
-        deadline_status = None
-        for _ in range(600):
-            deadline_status = get(f"{url}/livez")[0] if _server_up(url) else None
-            if deadline_status == 200:
-                break
-        assert deadline_status == 200
+        wait_alive(url)
         assert get(f"{url}/readyz")[0] == 503
         status, answer = call(f"{url}/recommend", {"user_id": "1", "k": 3})
         assert status == 503 and "no champion model yet" in answer["error"]
 
 
-def _server_up(url: str) -> bool:
-    try:
-        urllib.request.urlopen(f"{url}/livez", timeout=1)
-        return True
-    except (urllib.error.URLError, OSError):
-        import time
-
-        time.sleep(0.2)
-        return False
+def test_a_corrupted_champion_is_never_served_and_the_error_says_why(tmp_path) -> None:
+    settings = Settings(data_dir=tmp_path / "data")
+    registry = Registry(DataLayout(settings.data_dir).registry)
+    version = registry.register(tiny_bundle(), {}, {"gate": {"passed": True, "results": []}})
+    registry.promote(version, reason="test")
+    weights = registry.path(version) / WEIGHTS
+    weights.write_bytes(weights.read_bytes()[:-4] + b"oops")
+    with serve(settings, wait_for_ready=False) as url:
+        wait_alive(url)
+        for _ in range(100):
+            status, answer = call(f"{url}/recommend", {"user_id": "u1", "k": 3})
+            if "still loading" not in answer["error"]:
+                break
+            time.sleep(0.1)
+        assert status == 503
+        assert (
+            "failed to load: CorruptArtifactError" in answer["error"] and WEIGHTS in answer["error"]
+        )
+        assert get(f"{url}/readyz")[0] == 503
 
 
 def test_bentoml_build_packages_the_service_without_data(tmp_path) -> None:
