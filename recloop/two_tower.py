@@ -1,11 +1,12 @@
 """Two-tower retrieval model: towers, loss and training as separate pieces.
 
-User tower: id embedding + catalog features + the mean embedding of the user's
-history (minus the target item while training). Item tower: id embedding +
-catalog features. Both end in L2-normalised vectors, so a dot product scores a pair.
-The item id embedding is dropped at random while training, so the tower also
-learns to place items from features alone: an item never seen in training
-(cold start) is scored through its features.
+User tower: id embedding + the user's features as of the training example or the
+request + the mean embedding of the user's history (minus the target item while
+training). Item tower: id embedding + item features (a snapshot kept in the model:
+activity, genres, release age, text embedding). Both end in L2-normalised vectors,
+so a dot product scores a pair. Id embeddings are dropped at random while training
+and masked for ids training never saw, so both towers also learn to place users
+and items from features alone: a cold item is scored through its features.
 
 Loss: sampled softmax over in-batch negatives with log-Q correction (Yi et al.
 2019): the logit of item j is s(u, j)/tau - log q_j, q_j its share of training
