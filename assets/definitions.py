@@ -9,7 +9,7 @@ from assets.features import feast_feature_views, feast_online_store
 from assets.ingest import build_ingest_assets
 from assets.partitions import TENANTS, event_partitions
 from assets.resources import RecloopResource
-from assets.sensors import tenant_discovery_sensor
+from assets.sensors import VALIDATE_EVENTS_JOB, new_raw_data_sensor, tenant_discovery_sensor
 from assets.training import (
     TRAINING_GROUP,
     champion_model,
@@ -19,7 +19,6 @@ from assets.training import (
 )
 from recloop.settings import Settings
 
-VALIDATE_EVENTS_JOB = "validate_events"
 VALIDATE_CATALOGS_JOB = "validate_catalogs"
 FEATURES_JOB = "build_features"
 TRAINING_JOB = "train_and_promote"
@@ -56,7 +55,7 @@ def build_definitions(settings: Settings) -> dg.Definitions:
             ),
             dg.define_asset_job(TRAINING_JOB, selection=dg.AssetSelection.groups(TRAINING_GROUP)),
         ],
-        sensors=[tenant_discovery_sensor],
+        sensors=[tenant_discovery_sensor, new_raw_data_sensor],
         resources={
             "recloop": RecloopResource.from_settings(settings),
             "dbt": dbt_cli_resource(),

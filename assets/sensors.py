@@ -1,9 +1,21 @@
-"""Tenant discovery: a new `tenant=<id>` directory in the raw log becomes a partition."""
+"""Sensors: tenant discovery, and validation of raw batches that have not been validated.
+
+A new `tenant=<id>` directory in the raw log becomes a partition; a new batch file
+in a known tenant's day becomes exactly one validation run of that partition, with
+a run key derived from the files themselves (recloop.new_data), so a daemon restart
+or a lost cursor never validates the same files twice.
+"""
+
+import json
+from datetime import date
 
 import dagster as dg
 
-from assets.partitions import TENANTS
+from assets.partitions import TENANTS, event_key
 from assets.resources import RecloopResource
+from recloop.new_data import changed_partitions, raw_snapshot, run_key
+
+VALIDATE_EVENTS_JOB = "validate_events"
 
 
 def new_tenants(instance: dg.DagsterInstance, discovered: list[str]) -> list[str]:
@@ -18,3 +30,29 @@ def tenant_discovery_sensor(context: dg.SensorEvaluationContext, recloop: Recloo
     if not added:
         return dg.SkipReason("no new tenant directories")
     return dg.SensorResult(dynamic_partitions_requests=[TENANTS.build_add_request(added)])
+
+
+@dg.sensor(
+    job_name=VALIDATE_EVENTS_JOB,
+    minimum_interval_seconds=30,
+    default_status=dg.DefaultSensorStatus.STOPPED,
+)
+def new_raw_data_sensor(context: dg.SensorEvaluationContext, recloop: RecloopResource):
+    """One validation run per raw event partition whose batch files changed."""
+    known = context.instance.get_dynamic_partitions(TENANTS.name)
+    current = raw_snapshot(recloop.layout(), known)
+    previous = json.loads(context.cursor) if context.cursor else {}
+    changed = changed_partitions(previous, current)
+    if not changed:
+        return dg.SkipReason(f"no new raw batches in {len(current)} partitions")
+    requests = []
+    for name, digest in sorted(changed.items()):
+        tenant, day = name.split("/")
+        requests.append(
+            dg.RunRequest(
+                run_key=run_key(name, digest),
+                partition_key=event_key(tenant, date.fromisoformat(day)),
+                tags={"recloop/raw_batches": digest[:16]},
+            )
+        )
+    return dg.SensorResult(run_requests=requests, cursor=json.dumps(current, sort_keys=True))

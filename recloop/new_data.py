@@ -1,0 +1,45 @@
+"""Which raw event partitions hold batches not processed yet (issue #4 groundwork).
+
+A snapshot maps each partition ("<tenant>/<YYYY-MM-DD>") to the sha256 of its
+sorted batch file names. Batch files are append-only and written atomically, so a
+partition whose digest changed has new data, and (partition, digest) names that
+data exactly: a run key built from it is the same however often, or after however
+many restarts, the same files are seen. No clocks or mtimes are involved.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable, Mapping
+
+from recloop.layout import DataLayout, parquet_files
+
+Snapshot = dict[str, str]
+
+
+def partition_name(tenant: str, day_iso: str) -> str:
+    return f"{tenant}/{day_iso}"
+
+
+def raw_snapshot(layout: DataLayout, tenants: Iterable[str]) -> Snapshot:
+    """Digest of the batch file names of every raw event partition of `tenants`."""
+    snapshot: Snapshot = {}
+    for tenant in sorted(tenants):
+        for day in layout.event_days(tenant):
+            names = "\n".join(
+                p.name for p in parquet_files(layout.raw_events_partition(tenant, day))
+            )
+            snapshot[partition_name(tenant, day.isoformat())] = hashlib.sha256(
+                names.encode()
+            ).hexdigest()
+    return snapshot
+
+
+def changed_partitions(previous: Mapping[str, str], current: Mapping[str, str]) -> Snapshot:
+    """Partitions that are new or whose batch files changed since `previous`."""
+    return {key: digest for key, digest in current.items() if previous.get(key) != digest}
+
+
+def run_key(partition: str, digest: str) -> str:
+    """One run key per (partition, set of batch files)."""
+    return f"{partition}@{digest[:16]}"

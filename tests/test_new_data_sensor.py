@@ -1,0 +1,58 @@
+"""New raw batches become exactly one validation run each, also across restarts."""
+
+import json
+
+import dagster as dg
+
+from assets.definitions import VALIDATE_EVENTS_JOB, build_definitions
+from assets.partitions import TENANTS, event_key
+from assets.resources import RecloopResource
+from assets.sensors import new_raw_data_sensor
+from recloop.layout import write_parquet_atomic
+from recloop.samples import malformed_events
+from tests.conftest import TINY_DAYS, TINY_TENANT
+
+
+def tick(instance, settings, cursor=None):
+    resources = {"recloop": RecloopResource.from_settings(settings)}
+    with dg.build_sensor_context(instance=instance, resources=resources, cursor=cursor) as context:
+        return new_raw_data_sensor(context)
+
+
+def test_each_new_batch_is_requested_once_with_a_content_run_key(
+    tiny_log, tiny_settings, instance
+) -> None:
+    assert isinstance(tick(instance, tiny_settings), dg.SkipReason)  # tenant not known yet
+    instance.add_dynamic_partitions(TENANTS.name, [TINY_TENANT])
+
+    first = tick(instance, tiny_settings)
+    assert [r.partition_key for r in first.run_requests] == [
+        event_key(TINY_TENANT, day) for day in TINY_DAYS
+    ]
+    keys = {r.run_key for r in first.run_requests}
+    assert len(keys) == 3
+    assert isinstance(tick(instance, tiny_settings, first.cursor), dg.SkipReason)
+
+    # a daemon restart that lost its cursor asks for the very same runs (Dagster dedups them)
+    again = tick(instance, tiny_settings)
+    assert {r.run_key for r in again.run_requests} == keys
+
+    # a new batch in day 2 is one new run, for that day only
+    partition = tiny_log.raw_events_partition(TINY_TENANT, TINY_DAYS[1])
+    write_parquet_atomic(
+        malformed_events(TINY_TENANT, TINY_DAYS[1], duplicate_of="x"), partition / "zz-late.parquet"
+    )
+    late = tick(instance, tiny_settings, first.cursor)
+    assert [r.partition_key for r in late.run_requests] == [event_key(TINY_TENANT, TINY_DAYS[1])]
+    assert late.run_requests[0].run_key not in keys
+    assert json.loads(late.cursor).keys() == json.loads(first.cursor).keys()
+
+
+def test_a_requested_partition_key_runs_the_validation_job(
+    tiny_log, tiny_settings, instance
+) -> None:
+    instance.add_dynamic_partitions(TENANTS.name, [TINY_TENANT])
+    request = tick(instance, tiny_settings).run_requests[0]
+    job = build_definitions(tiny_settings).resolve_job_def(VALIDATE_EVENTS_JOB)
+    result = job.execute_in_process(instance=instance, partition_key=request.partition_key)
+    assert result.success
