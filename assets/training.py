@@ -11,7 +11,6 @@ from pathlib import Path
 
 import dagster as dg
 import duckdb
-import numpy as np
 import pandas as pd
 
 from assets.plots import training_curve
@@ -23,15 +22,14 @@ from feature_repo.training import (
     user_snapshots,
 )
 from recloop import gates
-from recloop.inference import Retriever
 from recloop.text_embeddings import ENCODER_ID, embed_items, embedding_matrix
 from recloop.training import (
-    Candidate,
     TrainingInputs,
-    evaluate_bundle,
+    candidate_gates,
     fit_candidate,
     load_inputs,
     save_inputs,
+    shuffle_training_labels,
 )
 from recloop.training_set import split_summary
 from recloop.two_tower import TwoTowerConfig
@@ -167,29 +165,6 @@ def _code_version() -> str:
     return result.stdout.strip() if result.returncode == 0 else "unknown"
 
 
-def _gate_results(
-    candidate: Candidate, registry: Registry, config: gates.GateConfig
-) -> list[gates.GateResult]:
-    metrics = candidate.metrics["all"]
-    champion = registry.champion()
-    champion_metrics = (
-        evaluate_bundle(registry.load(champion), candidate.evaluation)["all"] if champion else None
-    )
-    bundle = candidate.bundle
-    evaluation = candidate.evaluation
-    retriever = Retriever(bundle)
-    sample = [i for i, user in enumerate(evaluation.user_ids[:200]) if user in retriever.user_index]
-    users = np.array([retriever.user_index[evaluation.user_ids[i]] for i in sample], dtype=np.int64)
-    features = evaluation.features.iloc[sample].reset_index(drop=True)
-    scores = retriever.user_vectors(users, features) @ bundle.index.vectors.T
-    return [
-        gates.beats_popularity(metrics, candidate.popularity_metrics, config),
-        gates.no_regression(metrics, champion_metrics, config),
-        *gates.coverage_and_bias(metrics, candidate.popularity_metrics, config),
-        *gates.sanity(bundle.model, scores, len(bundle.index), len(bundle.item_ids), config),
-    ]
-
-
 def _flat_metrics(metrics: dict[str, dict[str, float]], prefix: str) -> dict[str, float]:
     return {
         f"{prefix}{segment}/{name}": float(value)
@@ -215,13 +190,7 @@ def model_candidate(
 ):
     inputs = load_inputs(Path(training_set))
     if config.label_permutation_seed is not None:
-        rng = np.random.default_rng(config.label_permutation_seed)
-        examples = inputs.examples.copy()
-        train = examples["split"] == "train"
-        examples.loc[train, "item_id"] = rng.permutation(examples.loc[train, "item_id"].to_numpy())
-        inputs = TrainingInputs(
-            examples, inputs.user_snapshots, inputs.items, inputs.text_embeddings, inputs.cutoffs
-        )
+        inputs = shuffle_training_labels(inputs, config.label_permutation_seed)
         context.log.warning("negative control: training labels were shuffled")
     registry = Registry(recloop.layout().registry)
     gate_config = config.gate_thresholds()
@@ -231,7 +200,8 @@ def model_candidate(
         ann_min_items=config.ann_min_items,
         metadata={"training_set": training_set},
     )
-    results = _gate_results(candidate, registry, gate_config)
+    champion = registry.champion()
+    results = candidate_gates(candidate, registry.load(champion) if champion else None, gate_config)
     passed = gates.verdict(results)
     gate = {"passed": passed, "results": [r.to_dict() for r in results]}
     version = registry.register(

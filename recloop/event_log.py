@@ -38,7 +38,6 @@ EVENT_SCHEMA = pa.schema(
     ]
 )
 EVENT_COLUMNS = tuple(EVENT_SCHEMA.names)
-FEEDBACK_TYPES = ("click", "purchase", "view", "rating")
 
 
 @dataclass(frozen=True)
@@ -93,7 +92,8 @@ def feedback_row(
 
 
 class EventBuffer:
-    """Thread-safe buffer of raw event rows, flushed to the raw log in atomic batches."""
+    """Thread-safe buffer of raw event rows, flushed to the raw log in atomic batches
+    by a writer thread (`flush_when_due`), off the request path."""
 
     def __init__(self, layout: DataLayout, max_rows: int = 5_000, source: str = "serve"):
         self.layout = layout
@@ -101,14 +101,23 @@ class EventBuffer:
         self.source = source
         self._rows: list[dict[str, object]] = []
         self._lock = threading.Lock()
+        self._due = threading.Event()
         self.written = 0
 
     def add(self, rows: Sequence[dict[str, object]]) -> None:
+        """Buffer rows; never writes, so a request path can call it. A full buffer only
+        wakes `flush_when_due`."""
         with self._lock:
             self._rows.extend(rows)
-            full = len(self._rows) >= self.max_rows
-        if full:
-            self.flush()
+            if len(self._rows) >= self.max_rows:
+                self._due.set()
+
+    def flush_when_due(self, interval_s: float) -> list[Path]:
+        """Wait until the buffer is full or `interval_s` has passed, then flush (a writer
+        thread's loop body)."""
+        self._due.wait(interval_s)
+        self._due.clear()
+        return self.flush()
 
     def pending(self) -> int:
         with self._lock:
@@ -133,6 +142,26 @@ class EventBuffer:
                 written.append(write_table_atomic(table, path))
             self.written += len(rows)
             return written
+
+
+def feedback_problem(
+    served: ServedList | None,
+    request_id: str,
+    user_id: str,
+    item_id: str,
+    event_type: str,
+    value: float | None,
+) -> tuple[int, str] | None:
+    """Why feedback cannot be accepted, as (HTTP status, message); None when it can."""
+    if served is None:
+        return 404, f"unknown request_id {request_id!r}: feedback must answer a /recommend response"
+    if served.user_id != user_id:
+        return 422, f"request {request_id} was served to another user, not {user_id!r}"
+    if item_id not in served.item_ids:
+        return 422, f"item {item_id!r} was not in the response to request {request_id}"
+    if event_type == "rating" and value is None:
+        return 422, "a rating needs a value"
+    return None
 
 
 class ServedLists:

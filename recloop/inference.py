@@ -11,7 +11,6 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 import numpy as np
-import pandas as pd
 import scipy.sparse as sp
 import torch
 
@@ -107,7 +106,7 @@ class Retriever:
         return Recommendation([str(self.bundle.item_ids[i]) for i in top], scores, None)
 
     def recommend_many(
-        self, users: np.ndarray, features: pd.DataFrame, seen: sp.csr_matrix, k: int
+        self, users: np.ndarray, features: FeatureColumns, seen: sp.csr_matrix, k: int
     ) -> np.ndarray:
         """(len(users), k) item indices for offline evaluation, `seen` (users x items) masked."""
         queries = self.user_vectors(users, features)

@@ -16,7 +16,7 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +25,14 @@ import scipy.sparse as sp
 
 from recloop.baselines import Popularity, recommend, top_k_unseen
 from recloop.feature_vectors import FeatureSpec
+from recloop.gates import (
+    GateConfig,
+    GateResult,
+    beats_popularity,
+    coverage_and_bias,
+    no_regression,
+    sanity,
+)
 from recloop.inference import Retriever
 from recloop.layout import sha256_file
 from recloop.metrics import (
@@ -254,6 +262,43 @@ def fit_candidate(
         evaluation=test,
         history=result.history,
     )
+
+
+def shuffle_training_labels(inputs: TrainingInputs, seed: int) -> TrainingInputs:
+    """Negative control: permute which item each train-part label points at.
+
+    Validation and test stay true, so a model that learned nothing is measured honestly
+    and the gates must block it.
+    """
+    examples = inputs.examples.copy()
+    train = examples["split"] == "train"
+    shuffled = np.random.default_rng(seed).permutation(examples.loc[train, "item_id"].to_numpy())
+    examples.loc[train, "item_id"] = shuffled
+    return replace(inputs, examples=examples)
+
+
+def candidate_gates(
+    candidate: Candidate, champion: ModelBundle | None, config: GateConfig, sample_users: int = 200
+) -> list[GateResult]:
+    """Every promotion gate for `candidate`; the champion is evaluated on the same test set."""
+    metrics = candidate.metrics["all"]
+    champion_metrics = evaluate_bundle(champion, candidate.evaluation)["all"] if champion else None
+    bundle, evaluation = candidate.bundle, candidate.evaluation
+    retriever = Retriever(bundle)
+    rows = [
+        i
+        for i, user in enumerate(evaluation.user_ids[:sample_users])
+        if user in retriever.user_index
+    ]
+    users = np.array([retriever.user_index[evaluation.user_ids[i]] for i in rows], dtype=np.int64)
+    features = evaluation.features.iloc[rows].reset_index(drop=True)
+    scores = retriever.user_vectors(users, features) @ bundle.index.vectors.T
+    return [
+        beats_popularity(metrics, candidate.popularity_metrics, config),
+        no_regression(metrics, champion_metrics, config),
+        *coverage_and_bias(metrics, candidate.popularity_metrics, config),
+        *sanity(bundle.model, scores, len(bundle.index), len(bundle.item_ids), config),
+    ]
 
 
 def save_inputs(inputs: TrainingInputs, root: Path) -> Path:

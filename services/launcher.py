@@ -43,9 +43,8 @@ def wait_ready(base_url: str, timeout_s: float, proc: subprocess.Popen | None = 
             with urllib.request.urlopen(f"{base_url}/readyz", timeout=2) as response:
                 if response.status == 200:
                     return
-        except (urllib.error.URLError, OSError):
-            time.sleep(0.1)
-            continue
+        except (urllib.error.URLError, OSError):  # refused, 503 (HTTPError), timeout
+            pass
         time.sleep(0.1)
     raise TimeoutError(f"{base_url}/readyz not ready after {timeout_s:.0f} s")
 

@@ -31,6 +31,7 @@ from recloop.event_log import (
     EventBuffer,
     ServedList,
     ServedLists,
+    feedback_problem,
     feedback_row,
     impression_rows,
 )
@@ -186,8 +187,8 @@ class RecloopService:
             raise
 
     def _flush_periodically(self) -> None:
-        while not self._stop.wait(EVENT_FLUSH_SECONDS):
-            self.events.flush()
+        while not self._stop.is_set():
+            self.events.flush_when_due(EVENT_FLUSH_SECONDS)
 
     @bentoml.on_startup
     def _freeze_gc(self) -> None:
@@ -249,17 +250,9 @@ class RecloopService:
         self, request_id: str, user_id: str, item_id: str, event_type: str, value: float | None
     ) -> FeedbackResponse | JSONResponse:
         served = self.served.get(request_id)
-        if served is None:
-            return error(
-                404,
-                f"unknown request_id {request_id!r}: feedback must answer a /recommend response",
-            )
-        if served.user_id != user_id:
-            return error(422, f"request {request_id} was served to another user, not {user_id!r}")
-        if item_id not in served.item_ids:
-            return error(422, f"item {item_id!r} was not in the response to request {request_id}")
-        if event_type == "rating" and value is None:
-            return error(422, "a rating needs a value")
+        problem = feedback_problem(served, request_id, user_id, item_id, event_type, value)
+        if problem is not None:
+            return error(*problem)
         self.events.add([feedback_row(served, item_id, event_type, value, datetime.now(UTC))])
         return FeedbackResponse(accepted=True, request_id=request_id)
 

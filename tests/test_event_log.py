@@ -1,10 +1,18 @@
 """Served lists and feedback become raw events that pass the pipeline's own validation."""
 
+import time
 from datetime import UTC, datetime
 
 import pandas as pd
 
-from recloop.event_log import EventBuffer, ServedList, ServedLists, feedback_row, impression_rows
+from recloop.event_log import (
+    EventBuffer,
+    ServedList,
+    ServedLists,
+    feedback_problem,
+    feedback_row,
+    impression_rows,
+)
 from recloop.layout import DataLayout, parquet_files
 from recloop.validation import validate_events
 
@@ -32,7 +40,7 @@ def test_impressions_and_feedback_validate_against_the_raw_contract(tmp_path) ->
     assert (click["request_id"], click["position"]) == ("r1", 1)
 
 
-def test_a_full_buffer_flushes_itself_and_files_never_mix_days(tmp_path) -> None:
+def test_a_full_buffer_wakes_its_writer_and_files_never_mix_days(tmp_path) -> None:
     layout = DataLayout(tmp_path)
     buffer = EventBuffer(layout, max_rows=4)
     buffer.add(impression_rows(SERVED, AT))
@@ -41,6 +49,10 @@ def test_a_full_buffer_flushes_itself_and_files_never_mix_days(tmp_path) -> None
     buffer.add(
         impression_rows(ServedList("r2", "shop", "u1", ("i1",), "tt-1", "champion"), next_day)
     )
+    assert buffer.written == 0 and buffer.pending() == 4  # add() never writes
+    started = time.perf_counter()
+    buffer.flush_when_due(interval_s=60)  # full: returns at once
+    assert time.perf_counter() - started < 5
     assert buffer.written == 4 and buffer.pending() == 0
     for day in (AT, next_day):
         assert len(parquet_files(layout.raw_events_partition("shop", day.date()))) == 1
@@ -51,3 +63,16 @@ def test_served_lists_forget_the_oldest_beyond_capacity() -> None:
     for request in ("a", "b", "c"):
         lists.remember(ServedList(request, "shop", "u", ("i",), "v", "champion"))
     assert lists.get("a") is None and lists.get("c") is not None
+
+
+def test_feedback_must_answer_what_was_shown_to_that_user() -> None:
+    assert feedback_problem(SERVED, "r1", "u1", "i2", "click", None) is None
+    assert feedback_problem(None, "r9", "u1", "i2", "click", None)[0] == 404
+    assert feedback_problem(SERVED, "r1", "u2", "i2", "click", None)[0] == 422
+    status, message = feedback_problem(SERVED, "r1", "u1", "i9", "click", None)
+    assert status == 422 and "'i9' was not in the response" in message
+    assert feedback_problem(SERVED, "r1", "u1", "i2", "rating", None) == (
+        422,
+        "a rating needs a value",
+    )
+    assert feedback_problem(SERVED, "r1", "u1", "i2", "rating", 4.0) is None
