@@ -16,6 +16,9 @@ from recloop.layout import DataLayout
 from recloop.movielens import MovieLensFrames, to_raw_log, write_raw_log
 from recloop.settings import Settings
 
+# The MovieLens-100K trained system, a session fixture shared by several modules.
+pytest_plugins = ("tests.trained_system",)
+
 TINY_TENANT = "shop"
 TINY_DAYS = (date(2024, 3, 1), date(2024, 3, 2), date(2024, 3, 3))
 GENRES = ("Action", "Comedy", "Drama", "Sci-Fi")
@@ -109,3 +112,5 @@ def redis_project() -> str:
     client = redis.Redis(host="127.0.0.1", port=6379)
     for key in client.scan_iter(match=b"*" + project.encode(), count=1000):
         client.delete(key)
+
+

@@ -10,17 +10,12 @@ import os
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
-from dataclasses import dataclass
 from pathlib import Path
 
-import dagster as dg
 import pandas as pd
 import pytest
 
 from assets.definitions import TRAINING_JOB
-from assets.demo import build_features, train_and_promote
 from feature_repo.definitions import FEATURE_TTL
 from recloop.layout import DataLayout
 from recloop.model_artifact import WEIGHTS
@@ -29,56 +24,13 @@ from recloop.validation import validate_events
 from services.launcher import serve
 from services.registry import Registry
 from tests.model_fixtures import tiny_bundle
-
-API_KEY = "test-key"
-
-
-@dataclass
-class TrainedSystem:
-    settings: Settings
-    defs: dg.Definitions
-    instance: dg.DagsterInstance
-
-    @property
-    def registry(self) -> Registry:
-        return Registry(DataLayout(self.settings.data_dir).registry)
-
-
-@pytest.fixture(scope="session")
-def trained(tmp_path_factory) -> TrainedSystem:
-    data_dir = tmp_path_factory.mktemp("ml100k")
-    settings = Settings(data_dir=data_dir)
-    (data_dir / "dagster").mkdir()
-    with dg.instance_for_test(temp_dir=str(data_dir / "dagster")) as instance:
-        defs = build_features(settings, instance)
-        train_and_promote(defs, instance)
-        yield TrainedSystem(settings, defs, instance)
+from tests.trained_system import API_KEY, TrainedSystem, call, get, wait_alive
 
 
 @pytest.fixture(scope="module")
-def server(trained) -> str:
+def server(trained: TrainedSystem) -> str:
     with serve(trained.settings, {"RECLOOP_API_KEY": API_KEY}) as url:
         yield url
-
-
-def call(url: str, body: object, headers: dict | None = None) -> tuple[int, dict]:
-    data = body if isinstance(body, bytes) else json.dumps(body).encode()
-    request = urllib.request.Request(
-        url, data=data, headers={"Content-Type": "application/json", **(headers or {})}
-    )
-    try:
-        with urllib.request.urlopen(request, timeout=30) as response:
-            return response.status, json.loads(response.read())
-    except urllib.error.HTTPError as exc:
-        return exc.code, json.loads(exc.read())
-
-
-def get(url: str) -> tuple[int, str]:
-    try:
-        with urllib.request.urlopen(url, timeout=30) as response:
-            return response.status, response.read().decode()
-    except urllib.error.HTTPError as exc:
-        return exc.code, exc.read().decode()
 
 
 # --- training and gates -------------------------------------------------------------------------
@@ -283,16 +235,6 @@ def test_health_metrics_and_openapi(server) -> None:
     assert status == 200 and "bentoml_service_request_total" in metrics
     status, schema = get(f"{server}/docs.json")
     assert status == 200 and "/recommend" in json.loads(schema)["paths"]
-
-
-def wait_alive(url: str, attempts: int = 600) -> None:
-    for _ in range(attempts):
-        try:
-            urllib.request.urlopen(f"{url}/livez", timeout=1)
-            return
-        except (urllib.error.URLError, OSError):
-            time.sleep(0.2)
-    raise TimeoutError(f"{url}/livez never answered")
 
 
 def test_without_a_champion_the_service_is_alive_but_not_ready(tmp_path) -> None:
