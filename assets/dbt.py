@@ -13,6 +13,8 @@ from dagster_dbt import DagsterDbtTranslator, DbtCliResource, DbtProject, dbt_as
 from assets.resources import RecloopResource
 from recloop.settings import DATA_DIR_ENV, Settings
 
+# Dagster concurrency pool of every step that opens the DuckDB warehouse (DESIGN.md §4).
+WAREHOUSE_POOL = "duckdb_warehouse"
 DBT_PROJECT_DIR = Path(__file__).resolve().parent.parent / "dbt_project"
 # The dbt beside this interpreter, so a virtualenv works without being on PATH.
 DBT_EXECUTABLE = str(Path(sys.executable).parent / "dbt")
@@ -56,6 +58,12 @@ class RecloopDbtTranslator(DagsterDbtTranslator):
     def get_asset_key(self, dbt_resource_props: Mapping[str, Any]) -> dg.AssetKey:
         return dg.AssetKey(dbt_resource_props["name"])
 
+    def get_automation_condition(
+        self, dbt_resource_props: Mapping[str, Any]
+    ) -> dg.AutomationCondition | None:
+        """Rebuild a model once its inputs changed (the features_automation sensor acts)."""
+        return dg.AutomationCondition.eager()
+
     def get_group_name(self, dbt_resource_props: Mapping[str, Any]) -> str | None:
         fqn = dbt_resource_props.get("fqn", [])
         if dbt_resource_props["resource_type"] == "model" and len(fqn) > 2:
@@ -67,6 +75,8 @@ class RecloopDbtTranslator(DagsterDbtTranslator):
     manifest=dbt_project.manifest_path,
     project=dbt_project,
     dagster_dbt_translator=RecloopDbtTranslator(),
+    # One writer per DuckDB file: runs that touch the warehouse take turns.
+    pool=WAREHOUSE_POOL,
 )
 def recloop_dbt_models(
     context: dg.AssetExecutionContext, dbt: DbtCliResource, recloop: RecloopResource

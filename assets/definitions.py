@@ -7,9 +7,22 @@ import dagster as dg
 from assets.dbt import dbt_cli_resource, recloop_dbt_models
 from assets.features import feast_feature_views, feast_online_store
 from assets.ingest import build_ingest_assets
+from assets.monitoring import (
+    MONITORING_GROUP,
+    RETRAIN_JOB,
+    drift_report_asset,
+    drift_sensor,
+    nightly_retrain,
+    retrain_on_new_data_sensor,
+)
 from assets.partitions import TENANTS, event_partitions
 from assets.resources import RecloopResource
-from assets.sensors import VALIDATE_EVENTS_JOB, new_raw_data_sensor, tenant_discovery_sensor
+from assets.sensors import (
+    VALIDATE_EVENTS_JOB,
+    features_automation_sensor,
+    new_raw_data_sensor,
+    tenant_discovery_sensor,
+)
 from assets.training import (
     TRAINING_GROUP,
     champion_model,
@@ -37,6 +50,7 @@ def build_definitions(settings: Settings) -> dg.Definitions:
             training_set,
             model_candidate,
             champion_model,
+            drift_report_asset,
         ],
         jobs=[
             dg.define_asset_job(
@@ -51,11 +65,25 @@ def build_definitions(settings: Settings) -> dg.Definitions:
                 FEATURES_JOB,
                 selection=dg.AssetSelection.all()
                 - dg.AssetSelection.assets("validated_events", "validated_users", "validated_items")
-                - dg.AssetSelection.groups(TRAINING_GROUP),
+                - dg.AssetSelection.groups(TRAINING_GROUP, MONITORING_GROUP),
             ),
             dg.define_asset_job(TRAINING_JOB, selection=dg.AssetSelection.groups(TRAINING_GROUP)),
+            dg.define_asset_job(
+                RETRAIN_JOB,
+                description="Refresh features (dbt, Feast) and retrain, gate and maybe promote.",
+                selection=dg.AssetSelection.all()
+                - dg.AssetSelection.assets("validated_events", "validated_users", "validated_items")
+                - dg.AssetSelection.groups(MONITORING_GROUP),
+            ),
         ],
-        sensors=[tenant_discovery_sensor, new_raw_data_sensor],
+        sensors=[
+            tenant_discovery_sensor,
+            new_raw_data_sensor,
+            drift_sensor,
+            retrain_on_new_data_sensor,
+            features_automation_sensor,
+        ],
+        schedules=[nightly_retrain],
         resources={
             "recloop": RecloopResource.from_settings(settings),
             "dbt": dbt_cli_resource(),

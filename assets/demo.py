@@ -13,6 +13,7 @@ import sys
 import time
 import warnings
 from collections import Counter
+from datetime import timedelta
 from pathlib import Path
 
 import dagster as dg
@@ -99,12 +100,16 @@ def inject_malformed_batch(layout: DataLayout, tenant: str) -> int:
 STEPS = 7
 
 
-def build_features(settings: Settings, instance: dg.DagsterInstance) -> dg.Definitions:
-    """Steps 1-4: raw log, validation, dbt and Feast. Returns the definitions it ran."""
+def build_features(
+    settings: Settings, instance: dg.DagsterInstance, shift: timedelta = timedelta(0)
+) -> dg.Definitions:
+    """Steps 1-4: raw log (timestamps moved by `shift`), validation, dbt and Feast.
+    Returns the definitions it ran."""
     layout = DataLayout(settings.data_dir)
     print(f"[1/{STEPS}] MovieLens-100K -> raw event log under {layout.root / 'raw'}")
     write_raw_log(
-        to_raw_log(read_ml100k_wheel(fetch_recbole_wheel(layout.cache)), DEMO_TENANT), layout
+        to_raw_log(read_ml100k_wheel(fetch_recbole_wheel(layout.cache)), DEMO_TENANT, shift),
+        layout,
     )
     injected = inject_malformed_batch(layout, DEMO_TENANT)
     print(f"      + {injected} deliberately malformed events ({BAD_BATCH_NAME}) to show quarantine")

@@ -16,6 +16,7 @@ ONLINE_PARITY = "online_offline_parity"
     key="feast_feature_views",
     deps=["user_features", "item_features"],
     group_name=FEATURES_GROUP,
+    automation_condition=dg.AutomationCondition.eager(),
     description="`feast apply` of feature_repo/definitions.py: entities, sources, views, services.",
 )
 def feast_feature_views(
@@ -42,6 +43,7 @@ def feast_feature_views(
     key="feast_online_store",
     deps=[feast_feature_views],
     group_name=FEATURES_GROUP,
+    automation_condition=dg.AutomationCondition.eager(),
     check_specs=[
         dg.AssetCheckSpec(
             ONLINE_PARITY,

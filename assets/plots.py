@@ -5,9 +5,21 @@ import io
 
 import dagster as dg
 import matplotlib
+import pandas as pd
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  (the backend must be chosen first)
+from matplotlib.figure import Figure  # noqa: E402
+
+
+def png_markdown(figure: Figure, title: str) -> dg.MetadataValue:
+    """A finished figure as Markdown with an inline PNG (closes the figure)."""
+    figure.tight_layout()
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png")
+    plt.close(figure)
+    encoded = base64.b64encode(buffer.getvalue()).decode()
+    return dg.MetadataValue.md(f"![{title}](data:image/png;base64,{encoded})")
 
 
 def training_curve(history: list[dict[str, float]], best_epoch: int) -> dg.MetadataValue:
@@ -21,9 +33,13 @@ def training_curve(history: list[dict[str, float]], best_epoch: int) -> dg.Metad
     score_axis.plot(epochs, [row["score"] for row in history], color="tab:blue", marker="o", ms=3)
     score_axis.set_ylabel("validation NDCG@10", color="tab:blue")
     score_axis.axvline(best_epoch, color="tab:green", linestyle="--", linewidth=1)
-    figure.tight_layout()
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png")
-    plt.close(figure)
-    encoded = base64.b64encode(buffer.getvalue()).decode()
-    return dg.MetadataValue.md(f"![training curve](data:image/png;base64,{encoded})")
+    return png_markdown(figure, "training curve")
+
+
+def ctr_curve(blocks: pd.DataFrame, bucket: int) -> dg.MetadataValue:
+    """CTR per block of `bucket` impressions (recloop.monitoring.ctr_series), in serving order."""
+    figure, axis = plt.subplots(figsize=(6, 3), dpi=100)
+    axis.plot(blocks.index * bucket, blocks["ctr"], marker="o", ms=3)
+    axis.set_xlabel("impressions served by the champion")
+    axis.set_ylabel(f"CTR per {bucket} impressions")
+    return png_markdown(figure, "CTR")

@@ -19,6 +19,8 @@ class RecloopResource(dg.ConfigurableResource):
     online_store: str = "sqlite"
     redis_url: str = DEFAULT_REDIS_URL
     feast_project: str = "recloop"
+    drift_window: int = Settings.drift_window
+    retrain_after_events: int = Settings.retrain_after_events
 
     @classmethod
     def from_settings(cls, settings: Settings) -> RecloopResource:
@@ -27,6 +29,8 @@ class RecloopResource(dg.ConfigurableResource):
             online_store=settings.online_store,
             redis_url=settings.redis_url,
             feast_project=settings.feast_project,
+            drift_window=settings.drift_window,
+            retrain_after_events=settings.retrain_after_events,
         )
 
     def settings(self) -> Settings:
@@ -35,6 +39,8 @@ class RecloopResource(dg.ConfigurableResource):
             online_store=self.online_store,  # type: ignore[arg-type]
             redis_url=self.redis_url,
             feast_project=self.feast_project,
+            drift_window=self.drift_window,
+            retrain_after_events=self.retrain_after_events,
         )
 
     def layout(self) -> DataLayout:

@@ -13,6 +13,7 @@ import dagster as dg
 import duckdb
 import pandas as pd
 
+from assets.dbt import WAREHOUSE_POOL
 from assets.plots import training_curve
 from assets.resources import RecloopResource
 from feature_repo.training import (
@@ -99,6 +100,7 @@ class CandidateConfig(dg.Config):
     key="item_text_embeddings",
     deps=["int_items"],
     group_name=TRAINING_GROUP,
+    pool=WAREHOUSE_POOL,
     description="MiniLM embedding of each item's title and genres, cached by text hash.",
 )
 def item_text_embeddings(
@@ -120,6 +122,7 @@ def item_text_embeddings(
     key="training_set",
     deps=["user_item_interactions", "feast_feature_views"],
     group_name=TRAINING_GROUP,
+    pool=WAREHOUSE_POOL,
     description="Point-in-time examples from Feast get_historical_features, split by time.",
 )
 def training_set(
@@ -214,6 +217,9 @@ def model_candidate(
             "gate_config": gate_config.to_dict(),
             "training_set": training_set,
             "cutoffs": inputs.cutoffs.to_metadata(),
+            # The newest label it learned from or was tested on: retraining sensors count
+            # events after it as new data.
+            "data_end": pd.Timestamp(inputs.examples["event_timestamp"].max()).isoformat(),
             "feature_service": FEATURE_SERVICE,
             "code_version": _code_version(),
             "config": config.two_tower_config().to_dict(),

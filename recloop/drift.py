@@ -55,9 +55,20 @@ def jensen_shannon(reference: np.ndarray, current: np.ndarray, bins: int = DEFAU
     """JS divergence in bits (0 identical .. 1 disjoint) over the reference's quantile bins."""
     reference, current = _finite(reference), _finite(current)
     edges = bin_edges(reference, bins)
-    r, c = bin_shares(reference, edges), bin_shares(current, edges)
+    return _js_bits(bin_shares(reference, edges), bin_shares(current, edges))
+
+
+def _js_bits(r: np.ndarray, c: np.ndarray) -> float:
     m = (r + c) / 2
     return float(0.5 * np.sum(r * np.log2(r / m)) + 0.5 * np.sum(c * np.log2(c / m)))
+
+
+def jensen_shannon_shares(reference: Mapping[str, float], current: Mapping[str, float]) -> float:
+    """JS divergence in bits between two categorical distributions (e.g. genre shares)."""
+    keys = sorted(set(reference) | set(current))
+    r = np.maximum([reference.get(k, 0.0) for k in keys], EPSILON)
+    c = np.maximum([current.get(k, 0.0) for k in keys], EPSILON)
+    return _js_bits(r / r.sum(), c / c.sum())
 
 
 def wasserstein(reference: np.ndarray, current: np.ndarray) -> float:

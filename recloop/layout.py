@@ -7,6 +7,7 @@ derived file sits in its own tree so a failed step never touches its inputs.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import re
 import tempfile
@@ -166,4 +167,11 @@ def write_table_atomic(table: pa.Table, path: Path) -> Path:
     """`write_parquet_atomic` for an Arrow table (no pandas round trip on hot paths)."""
     with _atomic_target(path) as tmp:
         pq.write_table(table, tmp)
+    return path
+
+
+def write_json_atomic(data: object, path: Path) -> Path:
+    """`write_parquet_atomic` for a JSON document (reports, timelines)."""
+    with _atomic_target(path) as tmp:
+        tmp.write_text(json.dumps(data, indent=2, sort_keys=True, default=str))
     return path

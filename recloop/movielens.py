@@ -15,6 +15,7 @@ import sys
 import urllib.request
 import zipfile
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pandas as pd
@@ -208,11 +209,15 @@ def download_movielens(name: str, cache_dir: Path, url_template: str = GROUPLENS
     return target
 
 
-def to_raw_log(frames: MovieLensFrames, tenant: str) -> RawLog:
-    """Ratings become `rating` events; users and items become catalog snapshots."""
+def to_raw_log(frames: MovieLensFrames, tenant: str, shift: timedelta = timedelta(0)) -> RawLog:
+    """Ratings become `rating` events; users and items become catalog snapshots.
+
+    `shift` moves every timestamp (event ids keep the original ones), e.g. so the
+    1997-98 ratings end yesterday and live traffic continues them (`make loop`).
+    """
     check_tenant_id(tenant)
     ratings = frames.ratings
-    stamps = pd.to_datetime(ratings["timestamp"], unit="s", utc=True)
+    stamps = pd.to_datetime(ratings["timestamp"], unit="s", utc=True) + shift
     events = pd.DataFrame(
         {
             "event_id": "rating:"
@@ -237,6 +242,13 @@ def to_raw_log(frames: MovieLensFrames, tenant: str) -> RawLog:
     users = frames.users.assign(tenant_id=tenant)
     items = frames.items.assign(tenant_id=tenant)
     return RawLog(tenant=tenant, events=events, users=users, items=items)
+
+
+def shift_to_end_before(frames: MovieLensFrames, now: datetime) -> timedelta:
+    """Whole days that move the last rating to the UTC day before `now` (days stay
+    intact, so daily partitions and features keep their shape)."""
+    last_day = datetime.fromtimestamp(int(frames.ratings["timestamp"].max()), UTC).date()
+    return timedelta(days=(now.astimezone(UTC).date() - last_day).days - 1)
 
 
 @dataclass(frozen=True)

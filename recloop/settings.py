@@ -16,6 +16,8 @@ ONLINE_STORE_ENV = "RECLOOP_ONLINE_STORE"
 REDIS_URL_ENV = "RECLOOP_REDIS_URL"
 PARTITIONS_START_ENV = "RECLOOP_PARTITIONS_START"
 FEAST_PROJECT_ENV = "RECLOOP_FEAST_PROJECT"
+DRIFT_WINDOW_ENV = "RECLOOP_DRIFT_WINDOW"
+RETRAIN_AFTER_EVENTS_ENV = "RECLOOP_RETRAIN_AFTER_EVENTS"
 
 DEFAULT_DATA_DIR = Path("data")
 DEFAULT_REDIS_URL = "127.0.0.1:6379"
@@ -36,6 +38,10 @@ class Settings:
     redis_url: str = DEFAULT_REDIS_URL
     partitions_start: date = DEFAULT_PARTITIONS_START
     feast_project: str = "recloop"
+    # Impressions per drift window (recloop.monitoring) and new events that trigger a
+    # retrain (assets.monitoring); the README's "Drift and retraining" explains both.
+    drift_window: int = 3_000
+    retrain_after_events: int = 50_000
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -54,7 +60,15 @@ class Settings:
             raise SettingsError(
                 f"{PARTITIONS_START_ENV}={start_text!r}: expected a date like 1997-09-01"
             ) from exc
+        counts = {
+            name: _positive_int(env, variable, default)
+            for name, variable, default in (
+                ("drift_window", DRIFT_WINDOW_ENV, cls.drift_window),
+                ("retrain_after_events", RETRAIN_AFTER_EVENTS_ENV, cls.retrain_after_events),
+            )
+        }
         return cls(
+            **counts,
             data_dir=data_dir,
             online_store=online_store,  # type: ignore[arg-type]
             redis_url=env.get(REDIS_URL_ENV) or DEFAULT_REDIS_URL,
@@ -70,4 +84,15 @@ class Settings:
             REDIS_URL_ENV: self.redis_url,
             PARTITIONS_START_ENV: self.partitions_start.isoformat(),
             FEAST_PROJECT_ENV: self.feast_project,
+            DRIFT_WINDOW_ENV: str(self.drift_window),
+            RETRAIN_AFTER_EVENTS_ENV: str(self.retrain_after_events),
         }
+
+
+def _positive_int(env: Mapping[str, str], variable: str, default: int) -> int:
+    text = env.get(variable)
+    if not text:
+        return default
+    if not text.isdigit() or int(text) < 1:
+        raise SettingsError(f"{variable}={text!r}: expected a positive whole number")
+    return int(text)

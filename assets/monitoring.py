@@ -1,0 +1,318 @@
+"""Monitoring and retraining triggers: the drift report, and what requests a retrain.
+
+- `drift_report` (asset): recloop.monitoring's report on the champion's own
+  traffic, with plots and a per-feature table in the Dagster UI.
+- `drift_sensor`: the same report every 30 s; past a threshold it requests one
+  `refresh_and_retrain` run per champion (run key `drift:<champion>`), tagged with why.
+- `retrain_on_new_data_sensor`: one run per `retrain_after_events` new validated
+  events since the champion's newest label (run key from the champion and the count).
+- `nightly_retrain`: a 03:00 UTC safety net that skips when no event is newer than
+  the champion's data.
+
+Run keys are built from data only (model version, event counts), so a daemon
+restart or a lost cursor never asks for the same retrain twice.
+"""
+
+import json
+from datetime import datetime
+from pathlib import Path
+
+import dagster as dg
+import duckdb
+import numpy as np
+import pandas as pd
+
+from assets.plots import ctr_curve
+from assets.resources import RecloopResource
+from recloop.feature_vectors import USER_VIEW, activity_columns, feature_refs
+from recloop.layout import DataLayout, write_json_atomic
+from recloop.model_artifact import read_manifest
+from recloop.monitoring import (
+    DriftReport,
+    MonitoringConfig,
+    ctr_series,
+    drift_report,
+    served_windows,
+)
+from services.registry import Registry
+
+MONITORING_GROUP = "monitoring"
+RETRAIN_JOB = "refresh_and_retrain"
+NUMERIC_USER_FEATURES = [f"{USER_VIEW}__{column}" for column in activity_columns()]
+FEATURE_SAMPLE = 500
+
+
+def _validated_events_glob(layout: DataLayout, tenant: str) -> str | None:
+    """The DuckDB glob of a tenant's validated events; None when there are none yet
+    (read_parquet fails on a glob that matches nothing)."""
+    tenant_dir = layout.root / "validated" / "events" / f"tenant={tenant}"
+    if not any(tenant_dir.glob("date=*/*.parquet")):
+        return None
+    return str(tenant_dir / "date=*" / "*.parquet")
+
+
+def served_events(layout: DataLayout, tenant: str) -> pd.DataFrame:
+    """Validated impressions and engagements that a model served (model_version set)."""
+    pattern = _validated_events_glob(layout, tenant)
+    columns = (
+        "event_id, user_id, item_id, event_type, value, event_timestamp, request_id, model_version"
+    )
+    if pattern is None:
+        return pd.DataFrame(columns=columns.split(", "))
+    with duckdb.connect() as conn:
+        conn.execute("set TimeZone = 'UTC'")
+        return conn.execute(
+            f"select {columns} from read_parquet($pattern, union_by_name = true) "
+            "where model_version is not null and event_type in ('impression', 'click', 'purchase')",
+            {"pattern": pattern},
+        ).df()
+
+
+def events_after(layout: DataLayout, tenant: str, after: pd.Timestamp) -> int:
+    """Validated events of `tenant` stamped after `after`."""
+    pattern = _validated_events_glob(layout, tenant)
+    if pattern is None:
+        return 0
+    with duckdb.connect() as conn:
+        conn.execute("set TimeZone = 'UTC'")
+        (count,) = conn.execute(
+            "select count(*) from read_parquet($pattern, union_by_name = true) "
+            "where event_timestamp > $after",
+            {"pattern": pattern, "after": after.to_pydatetime()},
+        ).fetchone()
+    return int(count)
+
+
+def item_genres(layout: DataLayout, tenant: str) -> dict[str, str]:
+    """item_id -> '|'-separated genres from the newest validated item snapshot."""
+    pattern = str(layout.validated_catalog("items", tenant) / "*.parquet")
+    with duckdb.connect() as conn:
+        rows = conn.execute(
+            "select item_id, arg_max(genres, snapshot_date) from read_parquet($pattern, "
+            "union_by_name = true) group by item_id",
+            {"pattern": pattern},
+        ).fetchall()
+    return {str(item): str(genres or "") for item, genres in rows}
+
+
+class ChampionState:
+    """What the monitors need to know about the current champion."""
+
+    def __init__(self, recloop: RecloopResource):
+        layout = recloop.layout()
+        registry = Registry(layout.registry)
+        self.version = registry.champion()
+        metadata = registry.metadata(self.version) if self.version else {}
+        manifest = read_manifest(registry.path(self.version)) if self.version else {}
+        self.tenant = str((manifest.get("metadata", {}).get("tenants") or [""])[0])
+        self.training_set = metadata.get("training_set")
+        self.data_end = pd.Timestamp(metadata["data_end"]) if "data_end" in metadata else None
+
+
+def feature_windows(
+    recloop: RecloopResource, training_set: str | None, user_ids: list[str]
+) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]] | None:
+    """User features: the training reference (the training set's user snapshot) and the
+    online values of a seeded sample of recently served users."""
+    if not training_set or not user_ids:
+        return None
+    reference = pd.read_parquet(
+        Path(training_set) / "user_snapshots.parquet", columns=NUMERIC_USER_FEATURES
+    )
+    rng = np.random.default_rng(0)
+    sample = sorted(
+        rng.choice(sorted(set(user_ids)), min(FEATURE_SAMPLE, len(set(user_ids))), replace=False)
+    )
+    online = (
+        recloop.feature_store()
+        .get_online_features(
+            features=feature_refs(USER_VIEW, activity_columns()),
+            entity_rows=[{"user_id": user} for user in sample],
+            full_feature_names=True,
+        )
+        .to_dict()
+    )
+    return (
+        {name: reference[name].to_numpy(float) for name in NUMERIC_USER_FEATURES},
+        {
+            name: np.array([np.nan if v is None else v for v in online[name]], dtype=float)
+            for name in NUMERIC_USER_FEATURES
+        },
+    )
+
+
+def current_drift(recloop: RecloopResource) -> tuple[DriftReport, pd.DataFrame] | None:
+    """The champion's drift report on the validated log (None without a champion)."""
+    champion = ChampionState(recloop)
+    if champion.version is None:
+        return None
+    layout = recloop.layout()
+    config = MonitoringConfig(window=recloop.drift_window)
+    events = served_events(layout, champion.tenant)
+    windows = served_windows(events, champion.version, config.window)
+    recent_users = windows[1]["user_id"].astype(str).tolist() if windows else []
+    features = feature_windows(recloop, champion.training_set, recent_users)
+    report = drift_report(
+        events,
+        champion.version,
+        item_genres(layout, champion.tenant),
+        config,
+        *(features or (None, None)),
+    )
+    return report, events
+
+
+def _summary(report: DriftReport) -> str:
+    if not report.enough_data:
+        return f"{report.model_version}: waiting for 2 x {report.window_id} impressions"
+    return (
+        f"{report.model_version}: CTR {report.reference.ctr:.4f} -> {report.recent.ctr:.4f}, "
+        f"score PSI {report.score_psi:.3f}, click-genre JS {report.click_genre_js:.3f}"
+    )
+
+
+def _feature_table(report: DriftReport) -> str:
+    lines = [
+        "| feature | PSI | JS | Wasserstein | missing ref | missing now | drifted |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for f in report.features:
+        lines.append(
+            f"| {f.feature} | {f.psi:.3f} | {f.jensen_shannon:.3f} | {f.wasserstein:.3f} | "
+            f"{f.reference_missing:.0%} | {f.current_missing:.0%} | {'yes' if f.drifted else ''} |"
+        )
+    return "\n".join(lines)
+
+
+@dg.asset(
+    key="drift_report",
+    deps=["validated_events"],
+    group_name=MONITORING_GROUP,
+    check_specs=[
+        dg.AssetCheckSpec(
+            "no_drift",
+            asset="drift_report",
+            description="The champion's CTR, scores, clicked genres and user features are stable.",
+        )
+    ],
+    description="Drift of the champion's online CTR, score distribution, clicked genres and user features.",
+)
+def drift_report_asset(context: dg.AssetExecutionContext, recloop: RecloopResource):
+    evaluated = current_drift(recloop)
+    if evaluated is None:
+        raise dg.Failure("no champion to monitor: run the train_and_promote job first")
+    report, events = evaluated
+    path = recloop.layout().root / "monitoring" / f"drift-{report.window_id.replace('@', '-')}.json"
+    write_json_atomic(report.to_dict(), path)
+    mine = events.loc[events["model_version"] == report.model_version]
+    bucket = max(len(mine) // 40, 100)
+    metadata: dict[str, object] = {
+        "summary": _summary(report),
+        "drifted": report.drifted,
+        "reasons": dg.MetadataValue.json(list(report.reasons)),
+        "report": dg.MetadataValue.path(str(path)),
+        "feature_statistics": dg.MetadataValue.md(_feature_table(report)),
+    }
+    if report.enough_data:
+        metadata.update(
+            ctr_reference=report.reference.ctr,
+            ctr_recent=report.recent.ctr,
+            ctr_relative_drop=report.ctr_relative_drop,
+            score_psi=report.score_psi,
+            click_genre_js=report.click_genre_js,
+            ctr_plot=ctr_curve(ctr_series(mine, bucket), bucket),
+        )
+    yield dg.MaterializeResult(
+        metadata=metadata,
+        check_results=[
+            dg.AssetCheckResult(
+                check_name="no_drift",
+                passed=not report.drifted,
+                severity=dg.AssetCheckSeverity.WARN,
+                metadata={"reasons": dg.MetadataValue.json(list(report.reasons))},
+            )
+        ],
+    )
+
+
+@dg.sensor(
+    job_name=RETRAIN_JOB,
+    minimum_interval_seconds=30,
+    default_status=dg.DefaultSensorStatus.STOPPED,
+)
+def drift_sensor(context: dg.SensorEvaluationContext, recloop: RecloopResource):
+    """Retrain once per champion when its drift report says the world moved."""
+    evaluated = current_drift(recloop)
+    if evaluated is None:
+        return dg.SkipReason("no champion to monitor")
+    report, _ = evaluated
+    cursor = json.dumps({"window": report.window_id, "drifted": report.drifted})
+    if not report.drifted:
+        return dg.SensorResult(skip_reason=_summary(report), cursor=cursor)
+    reasons = "; ".join(report.reasons)
+    context.log.info(f"drift on {report.model_version}: {reasons}")
+    return dg.SensorResult(
+        run_requests=[
+            dg.RunRequest(
+                run_key=f"drift:{report.model_version}",
+                tags={
+                    "recloop/trigger": "drift",
+                    "recloop/champion": report.model_version,
+                    "recloop/window": report.window_id,
+                    "recloop/reason": reasons[:1000],
+                },
+            )
+        ],
+        cursor=cursor,
+    )
+
+
+@dg.sensor(
+    job_name=RETRAIN_JOB,
+    minimum_interval_seconds=60,
+    default_status=dg.DefaultSensorStatus.STOPPED,
+)
+def retrain_on_new_data_sensor(context: dg.SensorEvaluationContext, recloop: RecloopResource):
+    """One retrain per `retrain_after_events` validated events newer than the champion's data."""
+    champion = ChampionState(recloop)
+    if champion.version is None or champion.data_end is None:
+        return dg.SkipReason("no champion (or one trained before data_end was recorded)")
+    new = events_after(recloop.layout(), champion.tenant, champion.data_end)
+    step = recloop.retrain_after_events
+    if new < step:
+        return dg.SkipReason(f"{new:,} new events since {champion.data_end}; retrain at {step:,}")
+    return dg.RunRequest(
+        run_key=f"new-data:{champion.version}:{new // step}",
+        tags={
+            "recloop/trigger": "new-data",
+            "recloop/champion": champion.version,
+            "recloop/reason": f"{new:,} events newer than {champion.data_end.isoformat()}",
+        },
+    )
+
+
+@dg.schedule(
+    cron_schedule="0 3 * * *",
+    job_name=RETRAIN_JOB,
+    execution_timezone="UTC",
+    default_status=dg.DefaultScheduleStatus.STOPPED,
+)
+def nightly_retrain(context: dg.ScheduleEvaluationContext, recloop: RecloopResource):
+    """Retrain at night, but only when some event is newer than the champion's data."""
+    champion = ChampionState(recloop)
+    if champion.version is None or champion.data_end is None:
+        return dg.RunRequest(
+            run_key=f"nightly:{_day(context)}:bootstrap", tags={"recloop/trigger": "nightly"}
+        )
+    new = events_after(recloop.layout(), champion.tenant, champion.data_end)
+    if new == 0:
+        return dg.SkipReason(f"nothing changed since {champion.version} was trained")
+    return dg.RunRequest(
+        run_key=f"nightly:{_day(context)}:{champion.version}",
+        tags={"recloop/trigger": "nightly", "recloop/reason": f"{new:,} new events"},
+    )
+
+
+def _day(context: dg.ScheduleEvaluationContext) -> str:
+    moment: datetime = context.scheduled_execution_time
+    return moment.date().isoformat()
