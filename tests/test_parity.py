@@ -1,7 +1,7 @@
 import numpy as np
 import pandas as pd
 
-from recloop.parity import compare_parity, values_equal
+from recloop.parity import compare_as_of, compare_parity, values_equal
 
 
 def test_values_equal_handles_nulls_floats_and_lists() -> None:
@@ -36,3 +36,36 @@ def test_compare_parity_counts_mismatches_and_missing_entities() -> None:
 def test_compare_parity_passes_on_equal_frames() -> None:
     frame = pd.DataFrame({"item_id": ["1"], "v": [[0.1, 0.9]]})
     assert compare_parity(frame, frame.copy(), "item_id", ["v"]).passed
+
+
+def test_compare_as_of_compares_rows_of_the_same_second_and_counts_the_rest_apart() -> None:
+    at = pd.Timestamp("2024-03-01 12:00:00.250", tz="UTC")
+    second = pd.Timedelta(seconds=1)
+    batch = pd.DataFrame(
+        {
+            "user_id": ["same", "differs", "stale", "ahead", "absent"],
+            "event_timestamp": [at] * 5,
+            "n": [1, 2, 3, 4, 5],
+            "items": [["a"], ["b", "a"], ["c"], ["d"], ["e"]],
+        }
+    )
+    online = pd.DataFrame(
+        {
+            "user_id": ["same", "differs", "stale", "ahead", "absent"],
+            # Online rows are as of whole seconds.
+            "event_timestamp": [at.floor("s"), at.floor("s"), at - second, at + second, pd.NaT],
+            "n": [1, 2, 2, 9, None],
+            "items": [["a"], ["a", "b"], ["c"], ["x"], None],
+        }
+    )
+    report = compare_as_of(batch, online, "user_id", ["n", "items"])
+    assert (report.checked, report.missing_online, report.stream_ahead) == (5, 1, 1)
+    assert (report.compared, report.mismatches, report.mismatch_rate) == (3, 2, 2 / 3)
+    assert report.examples[0] == {
+        "user_id": "differs",
+        "features": ["items"],
+        "offline": [["b", "a"]],
+        "online": [["a", "b"]],
+    }
+    assert report.examples[1]["user_id"] == "stale"
+    assert report.examples[1]["problem"] == "online row older than the batch row"
