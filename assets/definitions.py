@@ -5,7 +5,7 @@ from __future__ import annotations
 import dagster as dg
 
 from assets.dbt import dbt_cli_resource, recloop_dbt_models
-from assets.features import feast_feature_views, feast_online_store
+from assets.features import feast_feature_views, feast_online_store, stream_batch_parity
 from assets.ingest import build_ingest_assets
 from assets.monitoring import (
     MONITORING_GROUP,
@@ -52,6 +52,7 @@ def build_definitions(settings: Settings) -> dg.Definitions:
             champion_model,
             drift_report_asset,
         ],
+        asset_checks=[stream_batch_parity],
         jobs=[
             dg.define_asset_job(
                 VALIDATE_EVENTS_JOB, selection=["validated_events"], partitions_def=events

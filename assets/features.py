@@ -1,20 +1,30 @@
 """Feast: register the feature views and keep the online store fresh and in parity."""
 
+from datetime import timedelta
+
 import dagster as dg
+import pandas as pd
+from pydantic import Field
 
 from assets.resources import RecloopResource
-from feature_repo.definitions import build_feature_objects
-from feature_repo.store import count_online_entities, install_monotonic_guard, read_online
+from feature_repo.definitions import STREAM_MART, build_feature_objects
+from feature_repo.store import (
+    count_online_entities,
+    install_monotonic_guard,
+    read_online,
+    read_online_as_of,
+)
 from recloop.materialization import mart_time_range, materialization_window
-from recloop.parity import compare_parity, latest_offline_rows
+from recloop.parity import compare_as_of, compare_parity, latest_offline_rows
 
 FEATURES_GROUP = "features"
 ONLINE_PARITY = "online_offline_parity"
+STREAM_PARITY = "stream_batch_parity"
 
 
 @dg.asset(
     key="feast_feature_views",
-    deps=["user_features", "item_features"],
+    deps=["user_features", "item_features", STREAM_MART],
     group_name=FEATURES_GROUP,
     automation_condition=dg.AutomationCondition.eager(),
     description="`feast apply` of feature_repo/definitions.py: entities, sources, views, services.",
@@ -88,4 +98,54 @@ def feast_online_store(context: dg.AssetExecutionContext, recloop: RecloopResour
                 metadata={"parity": dg.MetadataValue.json(parity)},
             )
         ],
+    )
+
+
+class StreamParityConfig(dg.Config):
+    sample_size: int = Field(1_000, ge=1, description="users drawn from the mart at most")
+    seed: int = Field(0, description="seed of the sample, so a failure can be re-checked")
+    recent_hours: float = Field(
+        24.0,
+        gt=0,
+        description="sample users whose mart row is this recent (hours before the newest "
+        "row): the stream only sees events while the service runs, not history loaded in batch",
+    )
+    max_mismatch_rate: float = Field(0.0, ge=0, le=1, description="fail above this rate")
+
+
+@dg.asset_check(
+    asset=STREAM_MART,
+    name=STREAM_PARITY,
+    # Reads the `user_stream` view, so it runs after `feast apply` registered it.
+    additional_deps=["feast_feature_views"],
+    description="Values the service pushed to Feast's user_stream equal the batch mart's for a "
+    "seeded sample of recently active users (recloop.parity.compare_as_of).",
+)
+def stream_batch_parity(
+    recloop: RecloopResource, config: StreamParityConfig
+) -> dg.AssetCheckResult:
+    marts = recloop.layout().marts
+    view = build_feature_objects(marts).user_stream
+    mart = pd.read_parquet(marts / f"{STREAM_MART}.parquet")
+    recent = mart[
+        mart["event_timestamp"]
+        > mart["event_timestamp"].max() - timedelta(hours=config.recent_hours)
+    ]
+    sample = recent.sample(n=min(config.sample_size, len(recent)), random_state=config.seed)
+    online = read_online_as_of(recloop.feature_store(), view, "user_id", sample["user_id"].tolist())
+    report = compare_as_of(sample, online, "user_id", [f.name for f in view.features])
+    return dg.AssetCheckResult(
+        passed=report.mismatch_rate <= config.max_mismatch_rate,
+        metadata={
+            "population": len(recent),
+            "checked": report.checked,
+            "compared": report.compared,
+            "mismatches": report.mismatches,
+            "missing_online": report.missing_online,
+            "stream_ahead": report.stream_ahead,
+            "mismatch_rate": report.mismatch_rate,
+            "max_mismatch_rate": config.max_mismatch_rate,
+            "seed": config.seed,
+            "examples": dg.MetadataValue.json(report.examples),
+        },
     )

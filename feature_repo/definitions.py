@@ -4,6 +4,13 @@ Objects are built by a function of the marts directory, so the data directory
 is chosen by the caller (recloop's settings) and never read at import time.
 Field lists mirror the columns of `dbt_project/models/marts/*`; a test keeps
 them in step with the Parquet files dbt writes.
+
+`user_features` and `item_features` reach the online store by materialization
+from their marts. `user_stream` reaches it only by pushes to `user_stream_push`
+from the service (recloop.stream_features); its batch source, the
+`user_stream_features` mart built by the same function, is never materialized
+online: it is the offline and point-in-time truth that the `stream_batch_parity`
+check holds the pushed values against, which materializing it would hide.
 """
 
 from __future__ import annotations
@@ -12,10 +19,15 @@ from datetime import timedelta
 from pathlib import Path
 from typing import NamedTuple
 
-from feast import Entity, FeatureService, FeatureView, Field, FileSource, ValueType
+from feast import Entity, FeatureService, FeatureView, Field, FileSource, PushSource, ValueType
 from feast.types import Array, Float64, Int32, Int64, String
 
 from recloop.feature_vectors import ITEM_VIEW, USER_VIEW, activity_columns
+from recloop.stream_features import WINDOW
+
+STREAM_VIEW = "user_stream"
+STREAM_PUSH_SOURCE = "user_stream_push"
+STREAM_MART = "user_stream_features"
 
 # Offline joins look back this far for the latest feature row. Rows are daily, so
 # this only matters when the pipeline stops: features older than this are null.
@@ -27,13 +39,16 @@ class FeatureRepoObjects(NamedTuple):
     item: Entity
     user_features_source: FileSource
     item_features_source: FileSource
+    user_stream_source: FileSource
+    user_stream_push: PushSource
     user_features: FeatureView
     item_features: FeatureView
+    user_stream: FeatureView
     retrieval_v1: FeatureService
 
     @property
     def views_with_join_keys(self) -> list[tuple[FeatureView, str]]:
-        """Each online feature view with the join key of its entity."""
+        """Each feature view materialized from its mart, with the join key of its entity."""
         return [
             (self.user_features, self.user.join_key),
             (self.item_features, self.item.join_key),
@@ -41,7 +56,8 @@ class FeatureRepoObjects(NamedTuple):
 
     @property
     def views(self) -> list[FeatureView]:
-        return [view for view, _ in self.views_with_join_keys]
+        """Every online feature view: the materialized ones and the pushed `user_stream`."""
+        return [*(view for view, _ in self.views_with_join_keys), self.user_stream]
 
 
 def activity_fields() -> list[Field]:
@@ -106,6 +122,30 @@ def build_feature_objects(marts_dir: Path) -> FeatureRepoObjects:
         online=True,
         tags={"dbt_model": "item_features"},
     )
+    user_stream_source = FileSource(
+        name="user_stream_source",
+        path=str(marts_dir / f"{STREAM_MART}.parquet"),
+        timestamp_field="event_timestamp",
+        description="dbt mart user_stream_features (one row per user, as of the latest engagement).",
+    )
+    user_stream_push = PushSource(
+        name=STREAM_PUSH_SOURCE,
+        batch_source=user_stream_source,
+        description="Rows of recloop.stream_features pushed by the service as feedback arrives.",
+    )
+    user_stream = FeatureView(
+        name=STREAM_VIEW,
+        entities=[user],
+        # A row describes the hour before its timestamp; older, it is a session that ended.
+        ttl=WINDOW,
+        schema=[
+            Field(name="engagements_1h", dtype=Int64),
+            Field(name="last_items", dtype=Array(String)),
+        ],
+        source=user_stream_push,
+        online=True,
+        tags={"dbt_model": STREAM_MART},
+    )
     retrieval_v1 = FeatureService(
         name="retrieval_v1",
         features=[user_features, item_features],
@@ -116,7 +156,10 @@ def build_feature_objects(marts_dir: Path) -> FeatureRepoObjects:
         item,
         user_features_source,
         item_features_source,
+        user_stream_source,
+        user_stream_push,
         user_features,
         item_features,
+        user_stream,
         retrieval_v1,
     )

@@ -14,7 +14,10 @@ from feature_repo.definitions import build_feature_objects
     item,
     user_features_source,
     item_features_source,
+    user_stream_source,
+    user_stream_push,
     user_features,
     item_features,
+    user_stream,
     retrieval_v1,
 ) = build_feature_objects(Path(os.environ["RECLOOP_DATA_DIR"]) / "marts")

@@ -19,6 +19,7 @@ import pandas as pd
 import redis
 import yaml
 from feast import FeatureStore, FeatureView
+from feast.online_response import TIMESTAMP_POSTFIX
 from feast.repo_config import RepoConfig
 
 from recloop.settings import Settings
@@ -133,3 +134,20 @@ def read_online(
         features=features, entity_rows=[{join_key: key} for key in keys]
     )
     return response.to_df()
+
+
+def read_online_as_of(
+    store: FeatureStore, view: FeatureView, join_key: str, keys: Sequence[str]
+) -> pd.DataFrame:
+    """`read_online` plus `event_timestamp`: the time the online row is as of, NaT when the
+    store has no row. Feast keeps online timestamps in whole seconds."""
+    features = [f"{view.name}:{field.name}" for field in view.features]
+    response = store.get_online_features(
+        features=features, entity_rows=[{join_key: key} for key in keys]
+    )
+    frame = response.to_df(include_event_timestamps=True)
+    seconds = frame[view.features[0].name + TIMESTAMP_POSTFIX]
+    frame = frame.drop(columns=[c for c in frame.columns if c.endswith(TIMESTAMP_POSTFIX)])
+    # A key without a row gets the zero timestamp.
+    frame["event_timestamp"] = pd.to_datetime(seconds.where(seconds > 0), unit="s", utc=True)
+    return frame

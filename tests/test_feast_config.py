@@ -1,16 +1,22 @@
 """The Feast configuration recloop builds matches what the Feast CLI reads from the same YAML."""
 
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import ibis
+import pandas as pd
 import pytest
+from feast.data_source import PushMode
 from feast.repo_config import load_repo_config as feast_load_repo_config
 
+from feature_repo.definitions import STREAM_PUSH_SOURCE, build_feature_objects
 from feature_repo.store import (
     REPO_DIR,
     config_file,
+    install_monotonic_guard,
     load_repo_config,
     open_feature_store,
+    read_online_as_of,
     redis_url_from_feast,
 )
 from recloop.settings import Settings
@@ -50,3 +56,37 @@ def test_opening_the_store_turns_off_duckdb_file_cache(tmp_path: Path) -> None:
         .fetchone()
     )
     assert setting is False
+
+
+@pytest.mark.integration
+def test_stream_view_is_fed_by_pushes_that_keep_the_newest_row(tmp_path: Path) -> None:
+    """`user_stream` reads its mart offline, is never materialized, and a push of an older
+    row (a retry that lost a race) goes through the same SQLite guard as materialization."""
+    settings = Settings(data_dir=tmp_path)
+    objects = build_feature_objects(tmp_path / "marts")
+    assert objects.user_stream.stream_source.name == STREAM_PUSH_SOURCE
+    assert objects.user_stream.batch_source.path == str(
+        tmp_path / "marts" / "user_stream_features.parquet"
+    )
+    assert objects.user_stream not in [view for view, _ in objects.views_with_join_keys]
+    store = open_feature_store(settings)
+    store.apply(list(objects))
+    assert "recloop_user_stream_keep_newest" in install_monotonic_guard(store, objects.views)
+
+    newer = datetime(2024, 3, 1, 12, 0, 0, 123456, tzinfo=UTC)
+    for at, count, items in ((newer, 3, ["b", "a"]), (newer - timedelta(minutes=1), 2, ["a"])):
+        frame = pd.DataFrame(
+            {
+                "user_id": ["u1"],
+                "event_timestamp": [at],
+                "engagements_1h": [count],
+                "last_items": [items],
+            }
+        )
+        store.push(STREAM_PUSH_SOURCE, frame, to=PushMode.ONLINE)
+    online = read_online_as_of(store, objects.user_stream, "user_id", ["u1", "nobody"])
+    assert online["engagements_1h"].tolist()[0] == 3
+    assert online["last_items"].tolist()[0] == ["b", "a"]
+    # Feast keeps whole seconds online.
+    assert online["event_timestamp"].tolist()[0] == pd.Timestamp(newer).floor("s")
+    assert pd.isna(online["event_timestamp"].tolist()[1])
