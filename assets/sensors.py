@@ -13,7 +13,7 @@ import dagster as dg
 
 from assets.partitions import TENANTS, event_key
 from assets.resources import RecloopResource
-from recloop.new_data import changed_partitions, raw_snapshot, run_key
+from recloop.new_data import changed_partitions, raw_snapshot, run_key, unvalidated
 
 VALIDATE_EVENTS_JOB = "validate_events"
 
@@ -38,11 +38,12 @@ def tenant_discovery_sensor(context: dg.SensorEvaluationContext, recloop: Recloo
     default_status=dg.DefaultSensorStatus.STOPPED,
 )
 def new_raw_data_sensor(context: dg.SensorEvaluationContext, recloop: RecloopResource):
-    """One validation run per raw event partition whose batch files changed."""
+    """One validation run per raw event partition whose batch files changed since the
+    cursor and differ from what its last validation read."""
     known = context.instance.get_dynamic_partitions(TENANTS.name)
     current = raw_snapshot(recloop.layout(), known)
     previous = json.loads(context.cursor) if context.cursor else {}
-    changed = changed_partitions(previous, current)
+    changed = unvalidated(recloop.layout(), changed_partitions(previous, current))
     if not changed:
         return dg.SkipReason(f"no new raw batches in {len(current)} partitions")
     requests = []

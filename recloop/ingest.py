@@ -113,9 +113,21 @@ class RowCounts:
 
 
 def event_partition_counts(layout: DataLayout, tenant: str, day: date) -> RowCounts:
-    """Count rows on disk, independently of the validation run that wrote them."""
+    """Count rows on disk, independently of the validation run that wrote them.
+
+    `read` counts the raw files the last validation's report names: a live partition
+    keeps receiving batches from the service, and those wait for the next run. A listed
+    file that is gone counts nothing, so the check then fails.
+    """
+    raw_dir = layout.raw_events_partition(tenant, day)
+    report = layout.validated_events_partition(tenant, day) / REPORT_FILE
+    raw_files = (
+        [raw_dir / name for name in json.loads(report.read_text())["files"]]
+        if report.exists()
+        else parquet_files(raw_dir)
+    )
     return RowCounts(
-        read=parquet_rows(parquet_files(layout.raw_events_partition(tenant, day))),
+        read=parquet_rows(raw_files),
         valid=parquet_rows([layout.validated_events_partition(tenant, day) / VALID_FILE]),
         quarantined=parquet_rows(
             [layout.quarantined_events_partition(tenant, day) / QUARANTINE_FILE]

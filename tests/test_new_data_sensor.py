@@ -37,6 +37,14 @@ def test_each_new_batch_is_requested_once_with_a_content_run_key(
     again = tick(instance, tiny_settings)
     assert {r.run_key for r in again.run_requests} == keys
 
+    # once validated, a lost cursor asks for nothing: the validation reports are the record
+    job = build_definitions(tiny_settings).resolve_job_def(VALIDATE_EVENTS_JOB)
+    for request in first.run_requests:
+        assert job.execute_in_process(
+            instance=instance, partition_key=request.partition_key
+        ).success
+    assert isinstance(tick(instance, tiny_settings), dg.SkipReason)
+
     # a new batch in day 2 is one new run, for that day only
     partition = tiny_log.raw_events_partition(TINY_TENANT, TINY_DAYS[1])
     write_parquet_atomic(

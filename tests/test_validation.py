@@ -199,3 +199,17 @@ def test_conservation_detects_a_lost_quarantine_file(tiny_log) -> None:
     (tiny_log.quarantined_events_partition("shop", day) / "part.parquet").unlink()
     counts = event_partition_counts(tiny_log, "shop", day)
     assert not counts.conserved and counts.read == counts.valid + 1
+
+
+def test_a_batch_landing_after_validation_waits_for_the_next_run(tiny_log) -> None:
+    """A live partition gets batches while it is validated: conservation counts what the
+    run read; a raw file the run read that later vanishes still breaks it."""
+    day = tiny_log.event_days("shop")[0]
+    partition = tiny_log.raw_events_partition("shop", day)
+    report = validate_event_partition(tiny_log, "shop", day, NOW)
+    late = MALFORMED.head(2).drop(columns=["defect", "expected_reason"])
+    write_parquet_atomic(late, partition / "zz-late.parquet")
+    counts = event_partition_counts(tiny_log, "shop", day)
+    assert counts.conserved and counts.read == report.read
+    (partition / report.files[0]).unlink()
+    assert not event_partition_counts(tiny_log, "shop", day).conserved
