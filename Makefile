@@ -17,7 +17,7 @@ SERVE_PORT ?= 3000
 # The project's tools (dbt, dagster, feast) first, whether or not the venv is activated.
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: install demo test dev serve bento bench bench-quality bench-serve lint clean
+.PHONY: install demo loop test dev serve bento bench bench-quality bench-serve lint clean
 
 install: $(STAMP) $(MANIFEST)
 
@@ -35,6 +35,10 @@ $(MANIFEST): $(STAMP) $(shell find dbt_project -name '*.sql' -o -name '*.yml' -o
 demo: install
 	mkdir -p $(DAGSTER_HOME)
 	$(BIN)/python -m assets.demo
+
+# The closed loop (assets/loop.py): simulated users, drift, sensors, retraining, hot swap.
+loop: install
+	$(BIN)/python -m assets.loop
 
 test: install
 	$(BIN)/python -m pytest

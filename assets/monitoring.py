@@ -24,8 +24,9 @@ import pandas as pd
 
 from assets.plots import ctr_curve
 from assets.resources import RecloopResource
+from recloop.drift import feature_drift
 from recloop.feature_vectors import USER_VIEW, activity_columns, feature_refs
-from recloop.layout import DataLayout, write_json_atomic
+from recloop.layout import DataLayout, write_json_atomic, write_parquet_atomic
 from recloop.model_artifact import read_manifest
 from recloop.monitoring import (
     DriftReport,
@@ -83,6 +84,20 @@ def events_after(layout: DataLayout, tenant: str, after: pd.Timestamp) -> int:
     return int(count)
 
 
+def newest_validated_event(layout: DataLayout, tenant: str) -> pd.Timestamp | None:
+    """Time of the newest validated event of `tenant`: what a model trained now has seen."""
+    pattern = _validated_events_glob(layout, tenant)
+    if pattern is None:
+        return None
+    with duckdb.connect() as conn:
+        conn.execute("set TimeZone = 'UTC'")
+        (newest,) = conn.execute(
+            "select max(event_timestamp) from read_parquet($pattern, union_by_name = true)",
+            {"pattern": pattern},
+        ).fetchone()
+    return None if newest is None else pd.Timestamp(newest).tz_convert("UTC")
+
+
 def item_genres(layout: DataLayout, tenant: str) -> dict[str, str]:
     """item_id -> '|'-separated genres from the newest validated item snapshot."""
     pattern = str(layout.validated_catalog("items", tenant) / "*.parquet")
@@ -109,19 +124,11 @@ class ChampionState:
         self.data_end = pd.Timestamp(metadata["data_end"]) if "data_end" in metadata else None
 
 
-def feature_windows(
-    recloop: RecloopResource, training_set: str | None, user_ids: list[str]
-) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]] | None:
-    """User features: the training reference (the training set's user snapshot) and the
-    online values of a seeded sample of recently served users."""
-    if not training_set or not user_ids:
-        return None
-    reference = pd.read_parquet(
-        Path(training_set) / "user_snapshots.parquet", columns=NUMERIC_USER_FEATURES
-    )
-    rng = np.random.default_rng(0)
+def online_user_features(recloop: RecloopResource, user_ids: list[str]) -> pd.DataFrame:
+    """Online activity features of a seeded sample of `user_ids`, one row per user."""
+    users = sorted(set(user_ids))
     sample = sorted(
-        rng.choice(sorted(set(user_ids)), min(FEATURE_SAMPLE, len(set(user_ids))), replace=False)
+        np.random.default_rng(0).choice(users, min(FEATURE_SAMPLE, len(users)), replace=False)
     )
     online = (
         recloop.feature_store()
@@ -132,17 +139,46 @@ def feature_windows(
         )
         .to_dict()
     )
-    return (
-        {name: reference[name].to_numpy(float) for name in NUMERIC_USER_FEATURES},
+    return pd.DataFrame(
         {
-            name: np.array([np.nan if v is None else v for v in online[name]], dtype=float)
+            name: pd.to_numeric(pd.Series(online[name], dtype=object))
             for name in NUMERIC_USER_FEATURES
-        },
+        }
     )
 
 
-def current_drift(recloop: RecloopResource) -> tuple[DriftReport, pd.DataFrame] | None:
-    """The champion's drift report on the validated log (None without a champion)."""
+def _columns(frame: pd.DataFrame) -> dict[str, np.ndarray]:
+    return {name: frame[name].to_numpy(float) for name in NUMERIC_USER_FEATURES}
+
+
+def serving_feature_reference(
+    recloop: RecloopResource, version: str, reference_users: list[str]
+) -> pd.DataFrame:
+    """The online features of the users the champion served in its reference window,
+    read once and kept (monitoring/features-<version>.parquet): later windows compare
+    with what serving saw then, not with today's values of the same users."""
+    path = recloop.layout().root / "monitoring" / f"features-{version}.parquet"
+    if not path.exists():
+        write_parquet_atomic(online_user_features(recloop, reference_users), path)
+    return pd.read_parquet(path)
+
+
+def training_serving_skew(training_set: str | None, current: pd.DataFrame) -> list:
+    """Training examples' user features (as of each label) against what serving reads now.
+    Reported, never a retraining trigger: on MovieLens most labels fall on a user's first
+    day, so 75 % of training rows have no features while served users all do."""
+    if not training_set:
+        return []
+    examples = pd.read_parquet(
+        Path(training_set) / "examples.parquet", columns=[*NUMERIC_USER_FEATURES, "split"]
+    )
+    train = examples.loc[examples["split"] == "train"]
+    return feature_drift(_columns(train), _columns(current))
+
+
+def current_drift(recloop: RecloopResource) -> tuple[DriftReport, pd.DataFrame, list] | None:
+    """The champion's drift report on the validated log, its served events and the
+    training/serving skew table (None without a champion)."""
     champion = ChampionState(recloop)
     if champion.version is None:
         return None
@@ -150,16 +186,17 @@ def current_drift(recloop: RecloopResource) -> tuple[DriftReport, pd.DataFrame] 
     config = MonitoringConfig(window=recloop.drift_window)
     events = served_events(layout, champion.tenant)
     windows = served_windows(events, champion.version, config.window)
-    recent_users = windows[1]["user_id"].astype(str).tolist() if windows else []
-    features = feature_windows(recloop, champion.training_set, recent_users)
+    features, skew = (None, None), []
+    if windows is not None:
+        reference_users, recent_users = (w["user_id"].astype(str).tolist() for w in windows)
+        reference = serving_feature_reference(recloop, champion.version, reference_users)
+        current = online_user_features(recloop, recent_users)
+        features = (_columns(reference), _columns(current))
+        skew = training_serving_skew(champion.training_set, current)
     report = drift_report(
-        events,
-        champion.version,
-        item_genres(layout, champion.tenant),
-        config,
-        *(features or (None, None)),
+        events, champion.version, item_genres(layout, champion.tenant), config, *features
     )
-    return report, events
+    return report, events, skew
 
 
 def _summary(report: DriftReport) -> str:
@@ -171,12 +208,12 @@ def _summary(report: DriftReport) -> str:
     )
 
 
-def _feature_table(report: DriftReport) -> str:
+def _feature_table(features: list) -> str:
     lines = [
         "| feature | PSI | JS | Wasserstein | missing ref | missing now | drifted |",
         "|---|---|---|---|---|---|---|",
     ]
-    for f in report.features:
+    for f in features:
         lines.append(
             f"| {f.feature} | {f.psi:.3f} | {f.jensen_shannon:.3f} | {f.wasserstein:.3f} | "
             f"{f.reference_missing:.0%} | {f.current_missing:.0%} | {'yes' if f.drifted else ''} |"
@@ -201,7 +238,7 @@ def drift_report_asset(context: dg.AssetExecutionContext, recloop: RecloopResour
     evaluated = current_drift(recloop)
     if evaluated is None:
         raise dg.Failure("no champion to monitor: run the train_and_promote job first")
-    report, events = evaluated
+    report, events, skew = evaluated
     path = recloop.layout().root / "monitoring" / f"drift-{report.window_id.replace('@', '-')}.json"
     write_json_atomic(report.to_dict(), path)
     mine = events.loc[events["model_version"] == report.model_version]
@@ -211,7 +248,8 @@ def drift_report_asset(context: dg.AssetExecutionContext, recloop: RecloopResour
         "drifted": report.drifted,
         "reasons": dg.MetadataValue.json(list(report.reasons)),
         "report": dg.MetadataValue.path(str(path)),
-        "feature_statistics": dg.MetadataValue.md(_feature_table(report)),
+        "feature_statistics": dg.MetadataValue.md(_feature_table(list(report.features))),
+        "training_serving_skew": dg.MetadataValue.md(_feature_table(skew)),
     }
     if report.enough_data:
         metadata.update(
@@ -245,7 +283,7 @@ def drift_sensor(context: dg.SensorEvaluationContext, recloop: RecloopResource):
     evaluated = current_drift(recloop)
     if evaluated is None:
         return dg.SkipReason("no champion to monitor")
-    report, _ = evaluated
+    report = evaluated[0]
     cursor = json.dumps({"window": report.window_id, "drifted": report.drifted})
     if not report.drifted:
         return dg.SensorResult(skip_reason=_summary(report), cursor=cursor)

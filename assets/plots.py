@@ -2,6 +2,7 @@
 
 import base64
 import io
+from pathlib import Path
 
 import dagster as dg
 import matplotlib
@@ -43,3 +44,34 @@ def ctr_curve(blocks: pd.DataFrame, bucket: int) -> dg.MetadataValue:
     axis.set_xlabel("impressions served by the champion")
     axis.set_ylabel(f"CTR per {bucket} impressions")
     return png_markdown(figure, "CTR")
+
+
+def loop_timeline_png(timeline: dict, path: Path, bucket_s: float = 10.0) -> Path:
+    """CTR per `bucket_s` seconds of simulated traffic, with the loop's events marked:
+    drift, retrain requests and ends, promotions, the service's swap."""
+    sessions = pd.DataFrame(timeline["sessions"])
+    start = timeline["started"]
+    sessions["bucket"] = ((sessions["at"] - start) // bucket_s) * bucket_s
+    per_bucket = sessions.groupby("bucket")[["clicks", "impressions"]].sum()
+    figure, axis = plt.subplots(figsize=(10, 4), dpi=100)
+    axis.plot(per_bucket.index, per_bucket["clicks"] / per_bucket["impressions"], color="tab:blue")
+    axis.set_xlabel("seconds since the loop started")
+    axis.set_ylabel(f"CTR per {bucket_s:.0f} s")
+    colours = {"drift": "tab:red", "retrain": "tab:orange", "promote": "tab:green"}
+    for mark in timeline["marks"]:
+        colour = next((c for word, c in colours.items() if word in mark["what"]), "tab:purple")
+        axis.axvline(mark["at"] - start, color=colour, linestyle="--", linewidth=1)
+        axis.annotate(
+            mark["what"][:40],
+            (mark["at"] - start, axis.get_ylim()[1]),
+            rotation=90,
+            va="top",
+            ha="right",
+            fontsize=7,
+            color=colour,
+        )
+    figure.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path)
+    plt.close(figure)
+    return path

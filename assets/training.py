@@ -14,6 +14,7 @@ import duckdb
 import pandas as pd
 
 from assets.dbt import WAREHOUSE_POOL
+from assets.monitoring import newest_validated_event
 from assets.plots import training_curve
 from assets.resources import RecloopResource
 from feature_repo.training import (
@@ -196,6 +197,9 @@ def model_candidate(
         inputs = shuffle_training_labels(inputs, config.label_permutation_seed)
         context.log.warning("negative control: training labels were shuffled")
     registry = Registry(recloop.layout().registry)
+    tenants = sorted(inputs.examples["tenant_id"].astype(str).unique())
+    newest = [newest_validated_event(recloop.layout(), tenant) for tenant in tenants]
+    data_end = max(t for t in newest if t is not None)
     gate_config = config.gate_thresholds()
     candidate = fit_candidate(
         inputs,
@@ -217,9 +221,8 @@ def model_candidate(
             "gate_config": gate_config.to_dict(),
             "training_set": training_set,
             "cutoffs": inputs.cutoffs.to_metadata(),
-            # The newest label it learned from or was tested on: retraining sensors count
-            # events after it as new data.
-            "data_end": pd.Timestamp(inputs.examples["event_timestamp"].max()).isoformat(),
+            # Retraining sensors and the nightly schedule count events after this as new.
+            "data_end": data_end.isoformat(),
             "feature_service": FEATURE_SERVICE,
             "code_version": _code_version(),
             "config": config.two_tower_config().to_dict(),

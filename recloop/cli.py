@@ -2,8 +2,9 @@
 
 Pipeline commands (`demo`, the Dagster UI) live in the Makefile and `assets/`.
 `recloop models ...` is implemented in services/models_cli.py (it needs BentoML's
-model store) and imported only when that command runs, so the domain package
-itself never imports BentoML.
+model store) and `recloop simulate` in assets/loop.py (Dagster, the service);
+both are imported only when their command runs, so the domain package itself
+never imports BentoML or Dagster.
 """
 
 from __future__ import annotations
@@ -55,6 +56,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     fetch.add_argument("--tenant", default=None, help="tenant id (default: the data set name)")
     add_model_commands(commands)
+    commands.add_parser(
+        "simulate",
+        help="the closed loop with simulated users (`recloop simulate --help`; make loop)",
+    )
     return parser
 
 
@@ -76,6 +81,11 @@ def add_model_commands(commands: argparse._SubParsersAction) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["simulate"]:  # its options belong to assets/loop.py's parser
+        from assets.loop import main as simulate
+
+        return simulate(argv[1:])
     args = build_parser().parse_args(argv)
     if args.command == "fetch" and args.tenant is None:
         args.tenant = args.dataset.replace("-", "")

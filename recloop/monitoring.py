@@ -9,9 +9,10 @@ service's own events (impressions carry the model's score in `value`):
   so noise in a small window never fires it;
 - the model's score distribution over the same windows (PSI);
 - what people click: the genre mix of clicked items (Jensen-Shannon, in bits);
-- user feature distributions: the training set's user snapshot (the training
-  reference) against the online features of the users served recently (PSI/JS
-  per feature, recloop.drift).
+- user feature distributions (PSI/JS/missing share per feature, recloop.drift):
+  the online features of the users served in the reference window, as read then,
+  against those of the users served recently. (Training examples against serving
+  is reported beside it as skew, not used as a trigger: see assets/monitoring.py.)
 
 Windows are counted in impressions, not hours, so a report is a function of the
 data alone: the same events give the same verdict, and a run key built from the
