@@ -3,7 +3,9 @@
 Rows follow the raw event contract (DESIGN.md §3), so the same validation, dbt
 models and Feast views read them as any other event. A buffer collects rows and
 writes one atomic, fsync'd Parquet batch per (tenant, day) when it fills or when
-flushed; a batch file is either complete or absent.
+flushed; a batch file is either complete or absent. Every buffered row gets a
+sequence number and the buffer knows the highest one on disk, so a caller can wait
+until its row is durable (group commit: one fsync'd batch answers every waiter).
 """
 
 from __future__ import annotations
@@ -11,14 +13,16 @@ from __future__ import annotations
 import threading
 import uuid
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from pathlib import Path
 
 import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
 
-from recloop.layout import DataLayout, write_table_atomic
+from recloop.layout import DataLayout, parquet_files, write_table_atomic
 
 # The raw event contract (recloop.schemas.EventSchema) as an Arrow schema.
 EVENT_SCHEMA = pa.schema(
@@ -52,7 +56,11 @@ class ServedList:
     variant: str
 
 
-def impression_rows(served: ServedList, at: datetime) -> list[dict[str, object]]:
+def impression_rows(
+    served: ServedList, scores: Sequence[float], at: datetime
+) -> list[dict[str, object]]:
+    """One row per shown item; `value` is the model's score, so the pipeline can watch
+    the score distribution (dbt sums `value` for ratings only)."""
     return [
         {
             "event_id": f"{served.request_id}:{position}",
@@ -60,7 +68,7 @@ def impression_rows(served: ServedList, at: datetime) -> list[dict[str, object]]
             "user_id": served.user_id,
             "item_id": item_id,
             "event_type": "impression",
-            "value": None,
+            "value": float(score),
             "event_timestamp": at,
             "request_id": served.request_id,
             "model_version": served.model_version,
@@ -68,7 +76,7 @@ def impression_rows(served: ServedList, at: datetime) -> list[dict[str, object]]
             "position": position,
             "propensity": None,
         }
-        for position, item_id in enumerate(served.item_ids)
+        for position, (item_id, score) in enumerate(zip(served.item_ids, scores, strict=True))
     ]
 
 
@@ -91,30 +99,69 @@ def feedback_row(
     }
 
 
+@dataclass(frozen=True)
+class BufferStats:
+    """Row counts since the buffer was created: accepted == written + pending when healthy."""
+
+    accepted: int
+    written: int
+    durable_seq: int
+    pending: int
+    failed_flushes: int
+    last_error: str | None
+
+
 class EventBuffer:
     """Thread-safe buffer of raw event rows, flushed to the raw log in atomic batches
-    by a writer thread (`flush_when_due`), off the request path."""
+    by a writer thread (`flush_when_due`), off the request path.
 
-    def __init__(self, layout: DataLayout, max_rows: int = 5_000, source: str = "serve"):
+    Row sequence numbers start at 1 and follow `add` order. A flush that fails leaves
+    its unwritten rows in the buffer for the next one, so an accepted row is written
+    exactly once or stays pending (and `last_error` says why).
+    """
+
+    def __init__(
+        self,
+        layout: DataLayout,
+        max_rows: int = 5_000,
+        source: str = "serve",
+        on_written: Callable[[int], None] | None = None,
+    ):
         self.layout = layout
         self.max_rows = max_rows
         self.source = source
+        self.on_written = on_written
         self._rows: list[dict[str, object]] = []
-        self._lock = threading.Lock()
+        self._accepted = 0
+        self._lock = threading.Lock()  # guards the rows and the accepted count
+        self._write_lock = threading.Lock()  # one flush at a time, so files follow sequence
+        self._durable = threading.Condition()
+        self._durable_seq = 0
         self._due = threading.Event()
         self.written = 0
+        self.failed_flushes = 0
+        self.last_error: str | None = None
 
-    def add(self, rows: Sequence[dict[str, object]]) -> None:
-        """Buffer rows; never writes, so a request path can call it. A full buffer only
-        wakes `flush_when_due`."""
+    def add(self, rows: Sequence[dict[str, object]]) -> int:
+        """Buffer rows and return the sequence number of the last one; never writes, so a
+        request path can call it. A full buffer only wakes `flush_when_due`."""
         with self._lock:
             self._rows.extend(rows)
+            self._accepted += len(rows)
             if len(self._rows) >= self.max_rows:
                 self._due.set()
+            return self._accepted
+
+    def wait_durable(self, seq: int, timeout_s: float) -> bool:
+        """Wake the writer and block until row `seq` is on disk (fsync'd and renamed);
+        False after `timeout_s`. Needs a thread running `flush_when_due`."""
+        self._due.set()
+        with self._durable:
+            return self._durable.wait_for(lambda: self._durable_seq >= seq, timeout_s)
 
     def flush_when_due(self, interval_s: float) -> list[Path]:
-        """Wait until the buffer is full or `interval_s` has passed, then flush (a writer
-        thread's loop body)."""
+        """Wait until the buffer is full, a caller waits for durability or `interval_s`
+        has passed, then flush (a writer thread's loop body)."""
         self._due.wait(interval_s)
         self._due.clear()
         return self.flush()
@@ -123,25 +170,55 @@ class EventBuffer:
         with self._lock:
             return len(self._rows)
 
+    def stats(self) -> BufferStats:
+        with self._lock:
+            accepted, pending = self._accepted, len(self._rows)
+        return BufferStats(
+            accepted=accepted,
+            written=self.written,
+            durable_seq=self._durable_seq,
+            pending=pending,
+            failed_flushes=self.failed_flushes,
+            last_error=self.last_error,
+        )
+
     def flush(self) -> list[Path]:
         """Write buffered rows, one file per (tenant, day); returns the files written."""
-        with self._lock:
-            rows, self._rows = self._rows, []
-            if not rows:
-                return []
-            groups: dict[tuple[str, object], list[dict[str, object]]] = {}
+        with self._write_lock:
+            with self._lock:
+                rows, self._rows = self._rows, []
+                upto = self._accepted
+            groups: dict[tuple[str, date], list[dict[str, object]]] = {}
             for row in rows:
                 key = (str(row["tenant_id"]), row["event_timestamp"].date())
                 groups.setdefault(key, []).append(row)
             stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%f")
+            ordered = sorted(groups.items())
             written = []
-            for (tenant, day), part in sorted(groups.items()):
-                table = pa.Table.from_pylist(part, schema=EVENT_SCHEMA)
+            for done, ((tenant, day), part) in enumerate(ordered):
                 name = f"{self.source}-{stamp}-{uuid.uuid4().hex[:8]}.parquet"
                 path = self.layout.raw_events_partition(tenant, day) / name
-                written.append(write_table_atomic(table, path))
-            self.written += len(rows)
+                try:
+                    written.append(
+                        write_table_atomic(pa.Table.from_pylist(part, schema=EVENT_SCHEMA), path)
+                    )
+                except Exception as exc:
+                    self._requeue([row for _, rest in ordered[done:] for row in rest], exc)
+                    raise
+                self.written += len(part)
+                if self.on_written is not None:
+                    self.on_written(len(part))
+            with self._durable:
+                self._durable_seq = upto
+                self._durable.notify_all()
             return written
+
+    def _requeue(self, rows: list[dict[str, object]], exc: Exception) -> None:
+        """Put unwritten rows back in front of newer ones and record why."""
+        with self._lock:
+            self._rows[:0] = rows
+        self.failed_flushes += 1
+        self.last_error = f"{type(exc).__name__}: {exc}"
 
 
 def feedback_problem(
@@ -181,3 +258,69 @@ class ServedLists:
     def get(self, request_id: str) -> ServedList | None:
         with self._lock:
             return self._lists.get(request_id)
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._lists)
+
+
+SERVED_COLUMNS = [
+    "event_type",
+    "request_id",
+    "user_id",
+    "item_id",
+    "position",
+    "model_version",
+    "variant",
+]
+
+
+def logged_served_lists(
+    layout: DataLayout, tenant: str, days: Sequence[date], limit: int, source: str = "serve"
+) -> list[ServedList]:
+    """The newest `limit` responses the service logged as impressions on `days`, oldest
+    first: what a restarted service needs to accept feedback on its earlier answers.
+
+    Reads the newest batch files first and only the columns a `ServedList` needs.
+    """
+    found: list[list[ServedList]] = []
+    count = 0
+    files = [
+        path
+        for day in sorted(days)
+        for path in parquet_files(layout.raw_events_partition(tenant, day))
+        if path.name.startswith(f"{source}-")
+    ]
+    for path in reversed(files):
+        if count >= limit:
+            break
+        table = pq.read_table(path, columns=SERVED_COLUMNS)
+        table = table.filter(pc.equal(table["event_type"], "impression"))
+        table = table.sort_by([("request_id", "ascending"), ("position", "ascending")])
+        lists = _group_served(table.to_pydict(), tenant)
+        found.append(lists)
+        count += len(lists)
+    ordered = [served for lists in reversed(found) for served in lists]
+    return ordered[max(len(ordered) - limit, 0) :]
+
+
+def _group_served(columns: dict[str, list], tenant: str) -> list[ServedList]:
+    """ServedLists from impression rows sorted by (request_id, position)."""
+    lists: list[ServedList] = []
+    start = 0
+    request_ids = columns["request_id"]
+    for end in range(1, len(request_ids) + 1):
+        if end < len(request_ids) and request_ids[end] == request_ids[start]:
+            continue
+        lists.append(
+            ServedList(
+                request_id=request_ids[start],
+                tenant_id=tenant,
+                user_id=columns["user_id"][start],
+                item_ids=tuple(columns["item_id"][start:end]),
+                model_version=columns["model_version"][start],
+                variant=columns["variant"][start],
+            )
+        )
+        start = end
+    return lists

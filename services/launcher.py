@@ -18,7 +18,10 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
+
+import psutil
 
 from recloop.settings import Settings
 
@@ -49,20 +52,58 @@ def wait_ready(base_url: str, timeout_s: float, proc: subprocess.Popen | None = 
     raise TimeoutError(f"{base_url}/readyz not ready after {timeout_s:.0f} s")
 
 
+def process_tree(proc: subprocess.Popen) -> list[psutil.Process]:
+    """The `bentoml serve` arbiter and its descendants (its workers), while they run."""
+    try:
+        root = psutil.Process(proc.pid)
+        return [root, *root.children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return []
+
+
+def kill_tree(processes: list[psutil.Process]) -> None:
+    """SIGKILL each process's group. One group is not enough: BentoML starts every
+    worker in a session of its own, so killing the arbiter's group leaves them serving."""
+    groups = set()
+    for process in processes:
+        # is_running() compares start times, so a reused pid is never signalled.
+        with contextlib.suppress(ProcessLookupError):
+            if process.is_running():
+                groups.add(os.getpgid(process.pid))
+    for group in groups:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(group, signal.SIGKILL)
+    psutil.wait_procs(processes, timeout=10)
+
+
 def stop_server(proc: subprocess.Popen, grace_s: float = 30.0) -> None:
     """SIGTERM the `bentoml serve` arbiter, which stops its workers; then SIGKILL
-    whatever is left of its process group (after `grace_s` at the latest)."""
+    whatever is left of it and its workers (after `grace_s` at the latest)."""
+    processes = process_tree(proc)
     if proc.poll() is None:
         proc.send_signal(signal.SIGTERM)
         with contextlib.suppress(subprocess.TimeoutExpired):
             proc.wait(grace_s)
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(proc.pid, signal.SIGKILL)
+    kill_tree(processes)
     proc.wait()
 
 
+@dataclass(frozen=True)
+class Server:
+    """A running `bentoml serve`: its base URL and its arbiter process."""
+
+    url: str
+    proc: subprocess.Popen
+
+    def kill(self) -> None:
+        """SIGKILL the arbiter and every worker at once, as a crash would: no shutdown
+        hook runs. Returns once they are gone."""
+        kill_tree(process_tree(self.proc))
+        self.proc.wait()
+
+
 @contextlib.contextmanager
-def start_bentoml(
+def run_bentoml(
     target: str,
     env: dict[str, str] | None = None,
     port: int | None = None,
@@ -70,8 +111,8 @@ def start_bentoml(
     ready_timeout_s: float = 120.0,
     log_path: Path | None = None,
     wait_for_ready: bool = True,
-) -> Iterator[str]:
-    """Run `bentoml serve target` on 127.0.0.1 and yield its base URL (once ready).
+) -> Iterator[Server]:
+    """Run `bentoml serve target` on 127.0.0.1 and yield it (once ready).
 
     `env` is added to this process's environment. Without BENTOML_HOME the server
     gets a temporary one, so servers side by side keep their Prometheus directories
@@ -99,7 +140,16 @@ def start_bentoml(
         base_url = f"http://127.0.0.1:{port}"
         if wait_for_ready:
             wait_ready(base_url, ready_timeout_s, proc)
-        yield base_url
+        yield Server(base_url, proc)
+
+
+@contextlib.contextmanager
+def start_bentoml(
+    target: str, env: dict[str, str] | None = None, port: int | None = None, **kwargs
+) -> Iterator[str]:
+    """`run_bentoml`, yielding only the base URL."""
+    with run_bentoml(target, env, port, **kwargs) as server:
+        yield server.url
 
 
 def service_env(settings: Settings) -> dict[str, str]:
@@ -108,14 +158,23 @@ def service_env(settings: Settings) -> dict[str, str]:
 
 
 @contextlib.contextmanager
-def serve(settings: Settings, extra_env: dict[str, str] | None = None, **kwargs) -> Iterator[str]:
+def run_service(
+    settings: Settings, extra_env: dict[str, str] | None = None, **kwargs
+) -> Iterator[Server]:
     """The recloop service on a free port, for `settings`' data directory."""
     log_path = settings.data_dir / "logs" / "service.log"
     log_path.parent.mkdir(parents=True, exist_ok=True)
-    with start_bentoml(
+    with run_bentoml(
         SERVICE_TARGET, {**service_env(settings), **(extra_env or {})}, log_path=log_path, **kwargs
-    ) as url:
-        yield url
+    ) as server:
+        yield server
+
+
+@contextlib.contextmanager
+def serve(settings: Settings, extra_env: dict[str, str] | None = None, **kwargs) -> Iterator[str]:
+    """`run_service`, yielding only the base URL."""
+    with run_service(settings, extra_env, **kwargs) as server:
+        yield server.url
 
 
 def post_json(

@@ -3,8 +3,11 @@
     bentoml serve services.service:RecloopService --port 3000     (or `make serve`)
 
 POST /recommend, /feedback, /similar_items (async: about a millisecond of work
-each, run on the event loop); POST /admin/reload swaps in the registry's current
-champion and /admin/flush writes buffered events (threads: slow, must not block).
+each, run on the event loop; a durable /feedback awaits its fsync in a thread);
+POST /admin/reload swaps in the registry's current champion, /admin/flush writes
+buffered events and /admin/stats reports event counts and model swaps (threads:
+slow, must not block). A watcher thread replays the registry every
+RECLOOP_RELOAD_INTERVAL_S seconds and hot-swaps a promoted or rolled-back champion.
 The serving stack (timeout, GC, tracing, body limit, API key) is services/serving_stack.py. BentoML adds /livez, /readyz (ready once a champion
 and the feature store are loaded), /metrics (Prometheus) and /docs (OpenAPI).
 Configuration comes from the environment, read when the service starts
@@ -14,13 +17,17 @@ protects /feedback and /admin when set).
 
 from __future__ import annotations
 
+import logging
+import os
 import threading
 import time
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
+import anyio
 import bentoml
 import torch
 from pydantic import BaseModel, ConfigDict, Field
@@ -34,17 +41,39 @@ from recloop.event_log import (
     feedback_problem,
     feedback_row,
     impression_rows,
+    logged_served_lists,
 )
 from recloop.feature_vectors import USER_COLUMNS, USER_VIEW, FeatureColumns, feature_refs
 from recloop.inference import Recommendation, Retriever, UnknownItemError
 from recloop.layout import DataLayout, check_tenant_id
-from recloop.settings import Settings
+from recloop.settings import Settings, SettingsError
 from services.registry import Registry
 from services.serving_stack import ApiKeyAuth, BodySizeLimit, freeze_gc, service_config
+
+logger = logging.getLogger(__name__)
 
 MAX_K = 100
 DEFAULT_VARIANT = "champion"
 EVENT_FLUSH_SECONDS = 1.0
+# A durable /feedback answers 503 if its batch is not on disk by then (the request
+# timeout, services/serving_stack.py, is 10 s).
+DURABLE_TIMEOUT_S = 5.0
+RELOAD_INTERVAL_ENV = "RECLOOP_RELOAD_INTERVAL_S"
+DEFAULT_RELOAD_INTERVAL_S = 2.0
+
+
+def reload_interval_s(env: Mapping[str, str]) -> float:
+    """Seconds between two looks at the registry's champion (RECLOOP_RELOAD_INTERVAL_S)."""
+    text = env.get(RELOAD_INTERVAL_ENV)
+    if not text:
+        return DEFAULT_RELOAD_INTERVAL_S
+    try:
+        seconds = float(text)
+    except ValueError as exc:
+        raise SettingsError(f"{RELOAD_INTERVAL_ENV}={text!r}: expected seconds, e.g. 2") from exc
+    if not seconds > 0:
+        raise SettingsError(f"{RELOAD_INTERVAL_ENV}={text!r}: expected a positive number")
+    return seconds
 
 
 class RecommendRequest(BaseModel):
@@ -64,6 +93,7 @@ class FeedbackRequest(BaseModel):
     item_id: str = Field(min_length=1, max_length=256)
     event_type: Literal["click", "purchase", "view", "rating"]
     value: float | None = None
+    durable: bool = Field(False, description="answer only once the event is fsync'd in the raw log")
 
 
 class SimilarItemsRequest(BaseModel):
@@ -94,6 +124,7 @@ class RecommendResponse(BaseModel):
 class FeedbackResponse(BaseModel):
     accepted: bool
     request_id: str
+    durable: bool = Field(description="true when the event was on disk before this answer")
 
 
 class SimilarItemsResponse(BaseModel):
@@ -110,6 +141,48 @@ class ReloadResponse(BaseModel):
 class FlushResponse(BaseModel):
     files: list[str]
     written: int
+
+
+class EventStats(BaseModel):
+    accepted: int = Field(description="rows taken into the buffer (impressions and feedback)")
+    written: int = Field(description="rows in fsync'd raw-log files")
+    durable_seq: int = Field(description="every row up to this sequence number is on disk")
+    pending: int
+    failed_flushes: int
+    last_error: str | None
+
+
+class ModelStats(BaseModel):
+    serving: str | None = Field(description="the version answering requests")
+    registry_champion: str | None = Field(description="the version the promotion log names")
+    swaps: int = Field(description="champions swapped in since start, the first load included")
+    load_failures: int
+    failed_version: str | None = Field(description="the registry's champion, if it failed to load")
+    load_error: str | None = Field(description="why it failed; the previous champion serves")
+
+
+class StatsResponse(BaseModel):
+    events: EventStats
+    models: ModelStats
+    served_lists: int = Field(description="responses that feedback may answer")
+    restored_served_lists: int = Field(description="of those, rebuilt from the log at start")
+
+
+class EventCounters:
+    """Prometheus counters (/metrics) of event rows accepted and durably written."""
+
+    def __init__(self) -> None:
+        # Imported here, not at the top: prometheus_client picks its multiprocess mode
+        # when imported, and BentoML's worker sets PROMETHEUS_MULTIPROC_DIR after it
+        # has imported this module.
+        import prometheus_client
+
+        self.accepted = prometheus_client.Counter(
+            "recloop_events_accepted", "Event rows the service accepted (impressions, feedback)"
+        )
+        self.written = prometheus_client.Counter(
+            "recloop_events_written", "Event rows written to fsync'd raw-log files"
+        )
 
 
 @dataclass(frozen=True)
@@ -147,48 +220,103 @@ class RecloopService:
         # One request is one small forward pass: intra-op threads only contend.
         torch.set_num_threads(1)
         self.settings = Settings.from_env()
-        layout = DataLayout(self.settings.data_dir)
-        self.registry = Registry(layout.registry)
+        self.reload_interval_s = reload_interval_s(os.environ)
+        self.layout = DataLayout(self.settings.data_dir)
+        self.registry = Registry(self.layout.registry)
         self.store = open_feature_store(self.settings)
         self.user_refs = feature_refs(USER_VIEW, [c for c in USER_COLUMNS if c != "top_genre"])
-        self.events = EventBuffer(layout)
+        self.counters = EventCounters()
+        self.events = EventBuffer(self.layout, on_written=self.counters.written.inc)
         self.served = ServedLists()
+        self.restored_served_lists = 0
         self.champion: Champion | None = None
+        self.swaps = 0
+        self.load_failures = 0
         self.load_error: str | None = None
+        self.failed_version: str | None = None
         self._reload_lock = threading.Lock()
-        # Load in the background, so /livez answers while weights and index load.
-        threading.Thread(target=self._load_first_champion, daemon=True).start()
         self._stop = threading.Event()
+        # Load in the background, so /livez answers while weights and index load.
+        threading.Thread(target=self._watch_registry, daemon=True).start()
         self._flusher = threading.Thread(target=self._flush_periodically, daemon=True)
         self._flusher.start()
 
     def reload(self) -> str | None:
         """Load the registry's champion beside the current one, then swap the reference.
 
-        Requests in flight keep the `Champion` they read; new ones see the new one.
+        Requests in flight keep the `Champion` they read; new ones see the new one. A
+        load that fails leaves the current champion serving; the error is kept for
+        /admin/stats (and for the 503 answers while nothing serves) and raised.
         """
         with self._reload_lock:
             version = self.registry.champion()
             current = self.champion
             if version is None or (current and current.retriever.version == version):
+                self.load_error = self.failed_version = None
                 return version
-            retriever = Retriever(self.registry.load(version))
-            tenants = retriever.bundle.metadata.get("tenants")
-            if not tenants:
-                raise ValueError(f"model {version} records no tenant; retrain it with this recloop")
-            self.champion = Champion(retriever, check_tenant_id(str(tenants[0])))
+            try:
+                champion = self._load(version)
+                if current is None:
+                    self._restore_served(champion.tenant)
+            except Exception as exc:
+                self.load_failures += 1
+                self.failed_version = version
+                self.load_error = f"{type(exc).__name__}: {exc}"
+                raise
+            self.champion = champion
+            self.swaps += 1
+            self.load_error = self.failed_version = None
             return version
 
-    def _load_first_champion(self) -> None:
-        try:
-            self.reload()
-        except Exception as exc:  # kept for the 503 answers, then re-raised into the log
-            self.load_error = f"{type(exc).__name__}: {exc}"
-            raise
+    def _load(self, version: str) -> Champion:
+        retriever = Retriever(self.registry.load(version))
+        tenants = retriever.bundle.metadata.get("tenants")
+        if not tenants:
+            raise ValueError(f"model {version} records no tenant; retrain it with this recloop")
+        return Champion(retriever, check_tenant_id(str(tenants[0])))
+
+    def _restore_served(self, tenant: str) -> None:
+        """Let feedback answer responses given before a restart or a crash: rebuild the
+        served lists from today's and yesterday's impression batches."""
+        today = datetime.now(UTC).date()
+        days = [today - timedelta(days=1), today]
+        restored = logged_served_lists(self.layout, tenant, days, self.served.capacity)
+        for served in restored:
+            self.served.remember(served)
+        self.restored_served_lists = len(restored)
+
+    def _watch_registry(self) -> None:
+        """Serve what the promotion log names: the first champion, then every promotion
+        or rollback. A version that failed to load is retried only by /admin/reload."""
+        while True:
+            try:
+                if self.registry.champion() != self.failed_version:
+                    self.reload()
+            except Exception:
+                logger.exception(
+                    "could not swap in the registry's champion; serving %s", self._serving()
+                )
+            if self._stop.wait(self.reload_interval_s):
+                return
+
+    def _serving(self) -> str | None:
+        champion = self.champion
+        return champion.retriever.version if champion else None
 
     def _flush_periodically(self) -> None:
         while not self._stop.is_set():
-            self.events.flush_when_due(EVENT_FLUSH_SECONDS)
+            try:
+                self.events.flush_when_due(EVENT_FLUSH_SECONDS)
+            except Exception:
+                # The rows stay buffered for the next flush and /admin/stats shows the error.
+                logger.exception("writing events to the raw log failed; retrying")
+                self._stop.wait(EVENT_FLUSH_SECONDS)
+
+    def _log_events(self, rows: list[dict[str, object]]) -> int:
+        """Buffer rows for the raw log; the sequence number of the last one."""
+        seq = self.events.add(rows)
+        self.counters.accepted.inc(len(rows))
+        return seq
 
     @bentoml.on_startup
     def _freeze_gc(self) -> None:
@@ -236,7 +364,7 @@ class RecloopService:
             variant=DEFAULT_VARIANT,
         )
         self.served.remember(served)
-        self.events.add(impression_rows(served, datetime.now(UTC)))
+        self._log_events(impression_rows(served, result.scores, datetime.now(UTC)))
         return RecommendResponse(
             request_id=served.request_id,
             model_version=served.model_version,
@@ -247,14 +375,29 @@ class RecloopService:
 
     @bentoml.api(route="/feedback", input_spec=FeedbackRequest, output_spec=FeedbackResponse)
     async def feedback(
-        self, request_id: str, user_id: str, item_id: str, event_type: str, value: float | None
+        self,
+        request_id: str,
+        user_id: str,
+        item_id: str,
+        event_type: str,
+        value: float | None,
+        durable: bool,
     ) -> FeedbackResponse | JSONResponse:
         served = self.served.get(request_id)
         problem = feedback_problem(served, request_id, user_id, item_id, event_type, value)
         if problem is not None:
             return error(*problem)
-        self.events.add([feedback_row(served, item_id, event_type, value, datetime.now(UTC))])
-        return FeedbackResponse(accepted=True, request_id=request_id)
+        row = feedback_row(served, item_id, event_type, value, datetime.now(UTC))
+        seq = self._log_events([row])
+        if durable and not await anyio.to_thread.run_sync(
+            self.events.wait_durable, seq, DURABLE_TIMEOUT_S
+        ):
+            return error(
+                503,
+                f"the event was accepted but is not on disk after {DURABLE_TIMEOUT_S:.0f} s "
+                f"(last write error: {self.events.last_error}); it stays buffered, do not resend",
+            )
+        return FeedbackResponse(accepted=True, request_id=request_id, durable=durable)
 
     @bentoml.api(
         route="/similar_items", input_spec=SimilarItemsRequest, output_spec=SimilarItemsResponse
@@ -284,6 +427,30 @@ class RecloopService:
     def admin_flush(self) -> FlushResponse:
         files = [str(path) for path in self.events.flush()]
         return FlushResponse(files=files, written=self.events.written)
+
+    @bentoml.api(route="/admin/stats", input_spec=EmptyRequest, output_spec=StatsResponse)
+    def admin_stats(self) -> StatsResponse:
+        events = self.events.stats()
+        return StatsResponse(
+            events=EventStats(
+                accepted=events.accepted,
+                written=events.written,
+                durable_seq=events.durable_seq,
+                pending=events.pending,
+                failed_flushes=events.failed_flushes,
+                last_error=events.last_error,
+            ),
+            models=ModelStats(
+                serving=self._serving(),
+                registry_champion=self.registry.champion(),
+                swaps=self.swaps,
+                load_failures=self.load_failures,
+                failed_version=self.failed_version,
+                load_error=self.load_error,
+            ),
+            served_lists=len(self.served),
+            restored_served_lists=self.restored_served_lists,
+        )
 
 
 # The first added is the outer one: a request without its key is refused before its
