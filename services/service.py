@@ -8,6 +8,8 @@ POST /admin/reload swaps in the registry's current champion, /admin/flush writes
 buffered events and /admin/stats reports event counts and model swaps (threads:
 slow, must not block). A watcher thread replays the registry every
 RECLOOP_RELOAD_INTERVAL_S seconds and hot-swaps a promoted or rolled-back champion.
+Accepted clicks, purchases and ratings update the user's fresh features in memory
+(recloop.stream_features); the event writer thread pushes them to Feast.
 The serving stack (timeout, GC, tracing, body limit, API key) is services/serving_stack.py. BentoML adds /livez, /readyz (ready once a champion
 and the feature store are loaded), /metrics (Prometheus) and /docs (OpenAPI).
 Configuration comes from the environment, read when the service starts
@@ -29,10 +31,13 @@ from typing import Any, Literal
 
 import anyio
 import bentoml
+import pandas as pd
 import torch
+from feast.data_source import PushMode
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.responses import JSONResponse
 
+from feature_repo.definitions import STREAM_PUSH_SOURCE
 from feature_repo.store import open_feature_store
 from recloop.event_log import (
     EventBuffer,
@@ -47,6 +52,7 @@ from recloop.feature_vectors import USER_COLUMNS, USER_VIEW, FeatureColumns, fea
 from recloop.inference import Recommendation, Retriever, UnknownItemError
 from recloop.layout import DataLayout, check_tenant_id
 from recloop.settings import Settings, SettingsError
+from recloop.stream_features import WINDOW, StreamState, recent_engagement_events
 from services.registry import Registry
 from services.serving_stack import ApiKeyAuth, BodySizeLimit, freeze_gc, service_config
 
@@ -229,6 +235,10 @@ class RecloopService:
         self.events = EventBuffer(self.layout, on_written=self.counters.written.inc)
         self.served = ServedLists()
         self.restored_served_lists = 0
+        # Fresh user features (recloop.stream_features), pushed by the flusher thread
+        # through a store of its own, so pushes never share the request path's connection.
+        self.stream = StreamState()
+        self.stream_store = open_feature_store(self.settings)
         self.champion: Champion | None = None
         self.swaps = 0
         self.load_failures = 0
@@ -258,6 +268,7 @@ class RecloopService:
                 champion = self._load(version)
                 if current is None:
                     self._restore_served(champion.tenant)
+                    self._restore_stream(champion.tenant)
             except Exception as exc:
                 self.load_failures += 1
                 self.failed_version = version
@@ -285,6 +296,17 @@ class RecloopService:
             self.served.remember(served)
         self.restored_served_lists = len(restored)
 
+    def _restore_stream(self, tenant: str) -> None:
+        """Replay recent engagement events into the stream state before the champion (and
+        so feedback) is published, so rows pushed after a restart count the events from
+        before it. Two hours: a replayed user's row looks back an hour from their latest
+        event, itself up to an hour old. Replayed users are pushed again, which repairs a
+        push lost to a crash between flush and push."""
+        now = datetime.now(UTC)
+        days = [now.date() - timedelta(days=1), now.date()]
+        partitions = [self.layout.raw_events_partition(tenant, day) for day in days]
+        self.stream.add_frame(recent_engagement_events(partitions, now, window=2 * WINDOW))
+
     def _watch_registry(self) -> None:
         """Serve what the promotion log names: the first champion, then every promotion
         or rollback. A version that failed to load is retried only by /admin/reload."""
@@ -305,12 +327,29 @@ class RecloopService:
 
     def _flush_periodically(self) -> None:
         while not self._stop.is_set():
+            # Drained before the flush and pushed after it, so a pushed value only counts
+            # events that are on disk (feedback adds to the buffer before the stream).
+            stream_rows = self.stream.drain()
             try:
                 self.events.flush_when_due(EVENT_FLUSH_SECONDS)
             except Exception:
                 # The rows stay buffered for the next flush and /admin/stats shows the error.
                 logger.exception("writing events to the raw log failed; retrying")
+                self.stream.requeue(stream_rows)
                 self._stop.wait(EVENT_FLUSH_SECONDS)
+                continue
+            self._push_stream(stream_rows)
+
+    def _push_stream(self, rows: pd.DataFrame) -> None:
+        """Push drained stream rows to Feast's online store (the flusher thread, never the
+        request path); rows that fail go back to the state for the next tick."""
+        if rows.empty:
+            return
+        try:
+            self.stream_store.push(STREAM_PUSH_SOURCE, rows, to=PushMode.ONLINE)
+        except Exception:
+            logger.exception("pushing %d stream feature rows to Feast failed; retrying", len(rows))
+            self.stream.requeue(rows)
 
     def _log_events(self, rows: list[dict[str, object]]) -> int:
         """Buffer rows for the raw log; the sequence number of the last one."""
@@ -325,7 +364,9 @@ class RecloopService:
     @bentoml.on_shutdown
     def _close(self) -> None:
         self._stop.set()
+        stream_rows = self.stream.drain()
         self.events.flush()
+        self._push_stream(stream_rows)
 
     def __is_ready__(self) -> bool:
         return self.champion is not None
@@ -389,6 +430,7 @@ class RecloopService:
             return error(*problem)
         row = feedback_row(served, item_id, event_type, value, datetime.now(UTC))
         seq = self._log_events([row])
+        self.stream.add([row])
         if durable and not await anyio.to_thread.run_sync(
             self.events.wait_durable, seq, DURABLE_TIMEOUT_S
         ):
