@@ -28,6 +28,7 @@ from recloop.text_embeddings import ENCODER_ID, embed_items, embedding_matrix
 from recloop.training import (
     TrainingInputs,
     candidate_gates,
+    champion_served_share,
     fit_candidate,
     load_inputs,
     save_inputs,
@@ -78,6 +79,7 @@ class CandidateConfig(dg.Config):
     champion_tolerance: float = gates.GateConfig.champion_tolerance
     min_coverage: float = gates.GateConfig.min_coverage
     max_popularity_ratio: float = gates.GateConfig.max_popularity_ratio
+    max_champion_served_share: float = gates.GateConfig.max_champion_served_share
     # Negative control: shuffle which item each training label points at (validation
     # and test stay true). The gates must then block the candidate; a test proves they do.
     label_permutation_seed: int | None = None
@@ -208,7 +210,10 @@ def model_candidate(
         metadata={"training_set": training_set},
     )
     champion = registry.champion()
-    results = candidate_gates(candidate, registry.load(champion) if champion else None, gate_config)
+    served_share = champion_served_share(inputs.examples, champion)
+    results = candidate_gates(
+        candidate, registry.load(champion) if champion else None, gate_config, served_share
+    )
     passed = gates.verdict(results)
     gate = {"passed": passed, "results": [r.to_dict() for r in results]}
     version = registry.register(

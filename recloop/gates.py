@@ -21,6 +21,10 @@ class GateConfig:
     min_lift_over_popularity: float = 0.05
     # candidate NDCG@10 may fall at most this fraction below the champion's, same test set
     champion_tolerance: float = 0.02
+    # above this share of test labels answering the champion's own lists, comparing with
+    # the champion on them is biased in its favour (it chose what could be clicked): the
+    # comparison is skipped, recorded as such, and popularity remains the offline bar
+    max_champion_served_share: float = 0.5
     # share of the catalog that appears in some top-10 list
     min_coverage: float = 0.05
     # average recommended popularity at most this multiple of the popularity baseline's
@@ -60,11 +64,24 @@ def beats_popularity(
 
 
 def no_regression(
-    candidate: dict[str, float], champion: dict[str, float] | None, config: GateConfig
+    candidate: dict[str, float],
+    champion: dict[str, float] | None,
+    config: GateConfig,
+    champion_served_share: float = 0.0,
 ) -> GateResult:
     if champion is None:
         return GateResult(
             "no_regression_vs_champion", True, candidate[NDCG], 0.0, "no champion yet"
+        )
+    if champion_served_share > config.max_champion_served_share:
+        return GateResult(
+            "no_regression_vs_champion",
+            True,
+            candidate[NDCG],
+            0.0,
+            f"skipped: {champion_served_share:.0%} of the test labels answer the champion's own "
+            f"lists (> {config.max_champion_served_share:.0%}), where it would beat any "
+            f"candidate by construction (champion NDCG@10 {champion[NDCG]:.4f})",
         )
     threshold = champion[NDCG] * (1 - config.champion_tolerance)
     value = candidate[NDCG]

@@ -277,8 +277,21 @@ def shuffle_training_labels(inputs: TrainingInputs, seed: int) -> TrainingInputs
     return replace(inputs, examples=examples)
 
 
+def champion_served_share(examples: pd.DataFrame, champion_version: str | None) -> float:
+    """Share of the test part's labels that answered lists the champion served."""
+    test = examples.loc[examples["split"] == "test"]
+    if champion_version is None or test.empty or "model_version" not in test:
+        return 0.0
+    served = test["model_version"].eq(champion_version).fillna(False).astype(bool)
+    return float(served.mean())
+
+
 def candidate_gates(
-    candidate: Candidate, champion: ModelBundle | None, config: GateConfig, sample_users: int = 200
+    candidate: Candidate,
+    champion: ModelBundle | None,
+    config: GateConfig,
+    champion_served_share: float = 0.0,
+    sample_users: int = 200,
 ) -> list[GateResult]:
     """Every promotion gate for `candidate`; the champion is evaluated on the same test set."""
     metrics = candidate.metrics["all"]
@@ -295,7 +308,7 @@ def candidate_gates(
     scores = retriever.user_vectors(users, features) @ bundle.index.vectors.T
     return [
         beats_popularity(metrics, candidate.popularity_metrics, config),
-        no_regression(metrics, champion_metrics, config),
+        no_regression(metrics, champion_metrics, config, champion_served_share),
         *coverage_and_bias(metrics, candidate.popularity_metrics, config),
         *sanity(bundle.model, scores, len(bundle.index), len(bundle.item_ids), config),
     ]

@@ -63,7 +63,9 @@ def label_entities(interactions: pd.DataFrame) -> pd.DataFrame:
     so timestamps are truncated to microseconds here, once.
     """
     positives = interactions.loc[interactions["label"] == 1]
-    frame = positives[["event_id", "tenant_id", "user_id", "item_id", "event_timestamp"]].copy()
+    columns = ["event_id", "tenant_id", "user_id", "item_id", "event_timestamp", "model_version"]
+    frame = positives.reindex(columns=columns).copy()
+    frame["model_version"] = frame["model_version"].astype("string")
     frame["event_timestamp"] = pd.to_datetime(frame["event_timestamp"], utc=True).astype(
         "datetime64[us, UTC]"
     )

@@ -1,9 +1,12 @@
 """Promotion gates on hand-made metrics, and sanity on a sabotaged (NaN) model."""
 
 import numpy as np
+import pandas as pd
+import pytest
 import torch
 
 from recloop import gates
+from recloop.training import champion_served_share
 from tests.model_fixtures import tiny_bundle
 
 CONFIG = gates.GateConfig(min_lift_over_popularity=0.1, champion_tolerance=0.05)
@@ -49,3 +52,26 @@ def test_sanity_catches_nan_weights_constant_scores_and_a_short_index() -> None:
 
 def test_no_results_is_not_a_pass() -> None:
     assert not gates.verdict([])
+
+
+def test_the_champion_comparison_is_skipped_on_its_own_logged_clicks() -> None:
+    """Labels that answer the champion's lists favour the champion: above the configured
+    share the comparison says so and does not block; below it, it blocks as usual."""
+    config = gates.GateConfig()
+    candidate, champion = {"ndcg@10": 0.5}, {"ndcg@10": 0.7}
+    biased = gates.no_regression(candidate, champion, config, champion_served_share=0.9)
+    assert biased.passed and biased.detail.startswith("skipped: 90% of the test labels")
+    fair = gates.no_regression(candidate, champion, config, champion_served_share=0.3)
+    assert not fair.passed and fair.threshold == pytest.approx(0.7 * 0.98)
+
+
+def test_champion_served_share_counts_test_labels_of_that_version() -> None:
+    examples = pd.DataFrame(
+        {
+            "split": ["train", "test", "test", "test", "test"],
+            "model_version": ["tt-a", "tt-a", "tt-a", None, "tt-b"],
+        }
+    )
+    examples["model_version"] = examples["model_version"].astype("string")
+    assert champion_served_share(examples, "tt-a") == 0.5
+    assert champion_served_share(examples, None) == 0.0

@@ -11,6 +11,7 @@ select
         or (event_type = 'rating' and event_value >= {{ var('positive_rating_threshold') }})
         as integer
     ) as label,
+    model_version,
     event_timestamp
 from {{ ref('stg_events') }}
 where event_type in ('rating', 'click', 'purchase')
