@@ -28,7 +28,7 @@ $(STAMP): pyproject.toml constraints.txt
 	touch $@
 
 # dagster-dbt builds the asset graph from the manifest; `dbt parse` writes it.
-$(MANIFEST): $(STAMP) $(shell find dbt_project -name '*.sql' -o -name '*.yml' -o -name '*.csv' | grep -v target/)
+$(MANIFEST): $(STAMP) $(shell find dbt_project -name '*.sql' -o -name '*.py' -o -name '*.yml' -o -name '*.csv' | grep -v target/)
 	mkdir -p $(RECLOOP_DATA_DIR)
 	cd dbt_project && ../$(BIN)/dbt parse --quiet --profiles-dir .
 

@@ -10,6 +10,7 @@ from typing import Any
 import dagster as dg
 from dagster_dbt import DagsterDbtTranslator, DbtCliResource, DbtProject, dbt_assets
 
+from assets.automation import FRESH_FEATURES
 from assets.resources import RecloopResource
 from recloop.settings import DATA_DIR_ENV, Settings
 
@@ -62,7 +63,7 @@ class RecloopDbtTranslator(DagsterDbtTranslator):
         self, dbt_resource_props: Mapping[str, Any]
     ) -> dg.AutomationCondition | None:
         """Rebuild a model once its inputs changed (the features_automation sensor acts)."""
-        return dg.AutomationCondition.eager()
+        return FRESH_FEATURES
 
     def get_group_name(self, dbt_resource_props: Mapping[str, Any]) -> str | None:
         fqn = dbt_resource_props.get("fqn", [])

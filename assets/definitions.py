@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dagster as dg
 
+from assets.automation import features_automation_sensor
 from assets.dbt import dbt_cli_resource, recloop_dbt_models
 from assets.features import feast_feature_views, feast_online_store, stream_batch_parity
 from assets.ingest import build_ingest_assets
@@ -19,7 +20,6 @@ from assets.partitions import TENANTS, event_partitions
 from assets.resources import RecloopResource
 from assets.sensors import (
     VALIDATE_EVENTS_JOB,
-    features_automation_sensor,
     new_raw_data_sensor,
     tenant_discovery_sensor,
 )

@@ -6,6 +6,7 @@ import dagster as dg
 import pandas as pd
 from pydantic import Field
 
+from assets.automation import FRESH_FEATURES
 from assets.resources import RecloopResource
 from feature_repo.definitions import STREAM_MART, build_feature_objects
 from feature_repo.store import (
@@ -26,7 +27,7 @@ STREAM_PARITY = "stream_batch_parity"
     key="feast_feature_views",
     deps=["user_features", "item_features", STREAM_MART],
     group_name=FEATURES_GROUP,
-    automation_condition=dg.AutomationCondition.eager(),
+    automation_condition=FRESH_FEATURES,
     description="`feast apply` of feature_repo/definitions.py: entities, sources, views, services.",
 )
 def feast_feature_views(
@@ -53,7 +54,7 @@ def feast_feature_views(
     key="feast_online_store",
     deps=[feast_feature_views],
     group_name=FEATURES_GROUP,
-    automation_condition=dg.AutomationCondition.eager(),
+    automation_condition=FRESH_FEATURES,
     check_specs=[
         dg.AssetCheckSpec(
             ONLINE_PARITY,

@@ -57,16 +57,3 @@ def new_raw_data_sensor(context: dg.SensorEvaluationContext, recloop: RecloopRes
             )
         )
     return dg.SensorResult(run_requests=requests, cursor=json.dumps(current, sort_keys=True))
-
-
-# Declarative freshness: dbt models and the Feast assets carry AutomationCondition.eager()
-# (assets/dbt.py, assets/features.py); this sensor evaluates them, so features follow
-# newly validated events without a job per change. Training is not in its target:
-# retraining is the retrain sensors' decision (assets/monitoring.py).
-features_automation_sensor = dg.AutomationConditionSensorDefinition(
-    "features_automation",
-    target=dg.AssetSelection.groups("staging", "intermediate", "marts", "features"),
-    default_status=dg.DefaultSensorStatus.RUNNING,
-    minimum_interval_seconds=60,
-    description="Keeps dbt models and the Feast online store fresh after new validated events.",
-)
