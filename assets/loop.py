@@ -38,7 +38,7 @@ import numpy as np
 
 from assets.definitions import VALIDATE_EVENTS_JOB, build_definitions
 from assets.demo import QUIET_LOGS, build_features, train_and_promote
-from assets.monitoring import RETRAIN_JOB, drift_sensor
+from assets.monitoring import RETRAIN_JOB, drift_sensor, episode_path
 from assets.plots import loop_timeline_png
 from assets.resources import RecloopResource
 from assets.sensors import new_raw_data_sensor
@@ -78,6 +78,7 @@ class LoopConfig:
     k: int = 10
     drift_share: float = 0.5
     drift_window: int = 3_000  # impressions per drift window
+    post_drift_impressions: int = 60_000  # collected after detection, before the retrain
     seed: int = 0
     timeout_s: float = 1_200.0  # from drift to the swap
     tick_s: float = 5.0  # inline orchestrator: seconds between sensor evaluations
@@ -181,12 +182,13 @@ class Traffic:
         return Session(time.time(), phase, answer["model_version"], len(shown), len(clicked))
 
 
-def loop_settings(data_dir: Path, first_day: datetime, drift_window: int) -> Settings:
+def loop_settings(data_dir: Path, first_day: datetime, config: LoopConfig) -> Settings:
     return Settings(
         data_dir=data_dir.resolve(),
         partitions_start=first_day.date(),
-        drift_window=drift_window,
+        drift_window=config.drift_window,
         retrain_after_events=LOOP_RETRAIN_AFTER_EVENTS,
+        post_drift_impressions=config.post_drift_impressions,
     )
 
 
@@ -213,7 +215,7 @@ def prepare(config: LoopConfig) -> tuple[Settings, dg.DagsterInstance, Populatio
     frames = read_ml100k_wheel(fetch_recbole_wheel(layout.cache))
     shift = shift_to_end_before(frames, datetime.now(UTC))
     first = datetime.fromtimestamp(int(frames.ratings["timestamp"].min()), UTC) + shift
-    settings = loop_settings(layout.root, first, config.drift_window)
+    settings = loop_settings(layout.root, first, config)
     home = layout.root / "dagster"
     home.mkdir(parents=True, exist_ok=True)
     (home / "dagster.yaml").write_text(DAGSTER_YAML)
@@ -431,7 +433,12 @@ def run_loop(config: LoopConfig) -> dict:
     sessions = list(traffic.sessions)
     runs = retrain_runs(instance, started)
     promotions = [asdict(r) for r in registry.history() if r.at > _iso(started)]
-    detected_at = next((r["created"] for r in runs if r["trigger"] == "drift"), None)
+    episode = episode_path(DataLayout(settings.data_dir), first_champion)
+    detected_at = (
+        datetime.fromisoformat(json.loads(episode.read_text())["detected_at"]).timestamp()
+        if episode.exists()
+        else None
+    )
     after_drift = [s for s in sessions if s.phase == "after_drift"]
     before_detection = [s for s in after_drift if detected_at is None or s.at <= detected_at]
     before = [s for s in sessions if s.phase == "before_drift"]
@@ -458,7 +465,7 @@ def run_loop(config: LoopConfig) -> dict:
     loop["recovery"] = loop["ctr_after_retrain"] / loop["ctr_before_drift"]
     timeline = {
         "started": started,
-        "marks": _marks(drift_at, runs, promotions, swap_at if swapped else None),
+        "marks": _marks(drift_at, detected_at, runs, promotions, swap_at if swapped else None),
         "sessions": [asdict(s) for s in sessions],
     }
     config.artifacts.mkdir(parents=True, exist_ok=True)
@@ -480,9 +487,15 @@ def _blocked(instance: dg.DagsterInstance, since: float) -> bool:
 
 
 def _marks(
-    drift_at: float, runs: list[dict], promotions: list[dict], swap_at: float | None
+    drift_at: float,
+    detected_at: float | None,
+    runs: list[dict],
+    promotions: list[dict],
+    swap_at: float | None,
 ) -> list[dict]:
     marks = [{"at": drift_at, "what": "drift injected"}]
+    if detected_at:
+        marks.append({"at": detected_at, "what": "drift detected"})
     for run in runs:
         marks.append({"at": run["created"], "what": f"retrain requested ({run['trigger']})"})
         if run["ended"]:
@@ -545,6 +558,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rate", type=float, default=LoopConfig.rate, help="sessions per second")
     parser.add_argument("--drift-share", type=float, default=LoopConfig.drift_share)
     parser.add_argument("--drift-window", type=int, default=LoopConfig.drift_window)
+    parser.add_argument(
+        "--post-drift-impressions", type=int, default=LoopConfig.post_drift_impressions
+    )
     parser.add_argument("--seed", type=int, default=LoopConfig.seed)
     args = parser.parse_args(argv)
     warnings.filterwarnings("ignore", category=DeprecationWarning)
@@ -558,6 +574,7 @@ def main(argv: list[str] | None = None) -> int:
         rate=args.rate,
         drift_share=args.drift_share,
         drift_window=args.drift_window,
+        post_drift_impressions=args.post_drift_impressions,
         seed=args.seed,
     )
     loop = run_loop(config)

@@ -14,7 +14,7 @@ restart or a lost cursor never asks for the same retrain twice.
 """
 
 import json
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 
 import dagster as dg
@@ -33,13 +33,18 @@ from recloop.monitoring import (
     MonitoringConfig,
     ctr_series,
     drift_report,
+    impressions_since,
     served_windows,
 )
 from services.registry import Registry
 
 MONITORING_GROUP = "monitoring"
 RETRAIN_JOB = "refresh_and_retrain"
-NUMERIC_USER_FEATURES = [f"{USER_VIEW}__{column}" for column in activity_columns()]
+# Recency moves with the clock for every user (each midnight), so it would report
+# drift daily; the windowed counts and the mean rating do not.
+NUMERIC_USER_FEATURES = [
+    f"{USER_VIEW}__{column}" for column in activity_columns() if column != "days_since_last_event"
+]
 FEATURE_SAMPLE = 500
 
 
@@ -199,6 +204,27 @@ def current_drift(recloop: RecloopResource) -> tuple[DriftReport, pd.DataFrame, 
     return report, events, skew
 
 
+def episode_path(layout: DataLayout, champion: str) -> Path:
+    return layout.root / "monitoring" / "episodes" / f"{champion}.json"
+
+
+def record_episode(layout: DataLayout, report: DriftReport, since: str) -> None:
+    """Write when and why drift was first detected for this champion (once; kept for
+    audits and the loop's timeline)."""
+    path = episode_path(layout, report.model_version)
+    if not path.exists():
+        write_json_atomic(
+            {
+                "champion": report.model_version,
+                "detected_at": datetime.now(UTC).isoformat(),
+                "drift_since": since,
+                "window": report.window_id,
+                "reasons": list(report.reasons),
+            },
+            path,
+        )
+
+
 def _summary(report: DriftReport) -> str:
     if not report.enough_data:
         return f"{report.model_version}: waiting for 2 x {report.window_id} impressions"
@@ -279,24 +305,50 @@ def drift_report_asset(context: dg.AssetExecutionContext, recloop: RecloopResour
     default_status=dg.DefaultSensorStatus.STOPPED,
 )
 def drift_sensor(context: dg.SensorEvaluationContext, recloop: RecloopResource):
-    """Retrain once per champion when its drift report says the world moved."""
+    """Retrain once per champion when its drift report says the world moved, after
+    `post_drift_impressions` more impressions show the new behaviour: retraining at
+    the moment of detection would learn from data from before the drift."""
     evaluated = current_drift(recloop)
     if evaluated is None:
         return dg.SkipReason("no champion to monitor")
-    report = evaluated[0]
-    cursor = json.dumps({"window": report.window_id, "drifted": report.drifted})
+    report, events = evaluated[0], evaluated[1]
+    previous = json.loads(context.cursor) if context.cursor else {}
     if not report.drifted:
+        cursor = json.dumps({"champion": report.model_version, "window": report.window_id})
         return dg.SensorResult(skip_reason=_summary(report), cursor=cursor)
+    same_episode = previous.get("champion") == report.model_version and previous.get("drift_since")
+    since = previous["drift_since"] if same_episode else report.recent.first_event
+    cursor = json.dumps(
+        {"champion": report.model_version, "window": report.window_id, "drift_since": since}
+    )
     reasons = "; ".join(report.reasons)
+    record_episode(recloop.layout(), report, since)
+    collected = impressions_since(events, report.model_version, pd.Timestamp(since))
+    needed = recloop.post_drift_impressions
+    if collected < needed:
+        return dg.SensorResult(
+            skip_reason=f"drift on {report.model_version} since {since} ({reasons}); "
+            f"collecting post-drift data: {collected:,} of {needed:,} impressions",
+            cursor=cursor,
+        )
     context.log.info(f"drift on {report.model_version}: {reasons}")
+    holdout = MonitoringConfig.drift_retrain_holdout
     return dg.SensorResult(
         run_requests=[
             dg.RunRequest(
                 run_key=f"drift:{report.model_version}",
+                run_config={
+                    "ops": {
+                        "training_set": {
+                            "config": {"valid_fraction": holdout, "test_fraction": holdout}
+                        }
+                    }
+                },
                 tags={
                     "recloop/trigger": "drift",
                     "recloop/champion": report.model_version,
                     "recloop/window": report.window_id,
+                    "recloop/drift_since": since,
                     "recloop/reason": reasons[:1000],
                 },
             )

@@ -21,6 +21,7 @@ class RecloopResource(dg.ConfigurableResource):
     feast_project: str = "recloop"
     drift_window: int = Settings.drift_window
     retrain_after_events: int = Settings.retrain_after_events
+    post_drift_impressions: int = Settings.post_drift_impressions
 
     @classmethod
     def from_settings(cls, settings: Settings) -> RecloopResource:
@@ -31,6 +32,7 @@ class RecloopResource(dg.ConfigurableResource):
             feast_project=settings.feast_project,
             drift_window=settings.drift_window,
             retrain_after_events=settings.retrain_after_events,
+            post_drift_impressions=settings.post_drift_impressions,
         )
 
     def settings(self) -> Settings:
@@ -41,6 +43,7 @@ class RecloopResource(dg.ConfigurableResource):
             feast_project=self.feast_project,
             drift_window=self.drift_window,
             retrain_after_events=self.retrain_after_events,
+            post_drift_impressions=self.post_drift_impressions,
         )
 
     def layout(self) -> DataLayout:

@@ -46,6 +46,10 @@ class MonitoringConfig:
     score_psi: float = 0.25
     click_genre_js: float = 0.05
     features: DriftThresholds = field(default_factory=DriftThresholds)
+    # A drift retrain holds out this share of labels (newest) for validation and again for
+    # test, instead of 10 % each: after a drift the newest labels are the only ones that
+    # show the new behaviour, and the model has to learn from most of them.
+    drift_retrain_holdout: float = 0.03
 
 
 @dataclass(frozen=True)
@@ -141,6 +145,14 @@ def served_windows(
         mine.loc[mine["request_id"].isin(first)],
         mine.loc[mine["request_id"].isin(last - first)],
     )
+
+
+def impressions_since(events: pd.DataFrame, model_version: str, since: pd.Timestamp) -> int:
+    """Impressions `model_version` served at or after `since`."""
+    mine = events.loc[
+        (events["model_version"] == model_version) & (events["event_type"] == "impression")
+    ]
+    return int((pd.to_datetime(mine["event_timestamp"], utc=True) >= since).sum())
 
 
 def window_id(model_version: str, rows: pd.DataFrame) -> str:

@@ -18,6 +18,8 @@ PARTITIONS_START_ENV = "RECLOOP_PARTITIONS_START"
 FEAST_PROJECT_ENV = "RECLOOP_FEAST_PROJECT"
 DRIFT_WINDOW_ENV = "RECLOOP_DRIFT_WINDOW"
 RETRAIN_AFTER_EVENTS_ENV = "RECLOOP_RETRAIN_AFTER_EVENTS"
+POST_DRIFT_IMPRESSIONS_ENV = "RECLOOP_POST_DRIFT_IMPRESSIONS"
+RELOAD_INTERVAL_ENV = "RECLOOP_RELOAD_INTERVAL_S"
 
 DEFAULT_DATA_DIR = Path("data")
 DEFAULT_REDIS_URL = "127.0.0.1:6379"
@@ -38,10 +40,14 @@ class Settings:
     redis_url: str = DEFAULT_REDIS_URL
     partitions_start: date = DEFAULT_PARTITIONS_START
     feast_project: str = "recloop"
-    # Impressions per drift window (recloop.monitoring) and new events that trigger a
-    # retrain (assets.monitoring); the README's "Drift and retraining" explains both.
+    # Impressions per drift window (recloop.monitoring), new events that trigger a retrain,
+    # and impressions collected after a drift before its retrain (assets.monitoring); the
+    # README's "The closed loop" section explains them.
     drift_window: int = 3_000
     retrain_after_events: int = 50_000
+    post_drift_impressions: int = 50_000
+    # Seconds between two looks of the service at the registry's champion (hot swap).
+    reload_interval_s: float = 2.0
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -65,10 +71,12 @@ class Settings:
             for name, variable, default in (
                 ("drift_window", DRIFT_WINDOW_ENV, cls.drift_window),
                 ("retrain_after_events", RETRAIN_AFTER_EVENTS_ENV, cls.retrain_after_events),
+                ("post_drift_impressions", POST_DRIFT_IMPRESSIONS_ENV, cls.post_drift_impressions),
             )
         }
         return cls(
             **counts,
+            reload_interval_s=_positive_float(env, RELOAD_INTERVAL_ENV, cls.reload_interval_s),
             data_dir=data_dir,
             online_store=online_store,  # type: ignore[arg-type]
             redis_url=env.get(REDIS_URL_ENV) or DEFAULT_REDIS_URL,
@@ -86,6 +94,8 @@ class Settings:
             FEAST_PROJECT_ENV: self.feast_project,
             DRIFT_WINDOW_ENV: str(self.drift_window),
             RETRAIN_AFTER_EVENTS_ENV: str(self.retrain_after_events),
+            POST_DRIFT_IMPRESSIONS_ENV: str(self.post_drift_impressions),
+            RELOAD_INTERVAL_ENV: str(self.reload_interval_s),
         }
 
 
@@ -96,3 +106,16 @@ def _positive_int(env: Mapping[str, str], variable: str, default: int) -> int:
     if not text.isdigit() or int(text) < 1:
         raise SettingsError(f"{variable}={text!r}: expected a positive whole number")
     return int(text)
+
+
+def _positive_float(env: Mapping[str, str], variable: str, default: float) -> float:
+    text = env.get(variable)
+    if not text:
+        return default
+    try:
+        value = float(text)
+    except ValueError as exc:
+        raise SettingsError(f"{variable}={text!r}: expected a number, e.g. 2") from exc
+    if not value > 0:
+        raise SettingsError(f"{variable}={text!r}: expected a positive number")
+    return value

@@ -37,6 +37,7 @@ def loop(tmp_path_factory) -> tuple[LoopConfig, dict]:
         sessions_after_swap=300,
         rate=50.0,
         drift_window=1_500,
+        post_drift_impressions=15_000,
         drift_share=0.6,
         tick_s=3.0,
         timeout_s=900.0,
@@ -73,7 +74,7 @@ def test_the_timeline_is_written_with_its_marks(loop) -> None:
     config, result = loop
     timeline = json.loads(Path(result["timeline"]).read_text())
     kinds = [mark["what"] for mark in timeline["marks"]]
-    assert kinds[0] == "drift injected"
+    assert kinds[:2] == ["drift injected", "drift detected"]
     assert any(k.startswith("retrain requested (drift)") for k in kinds)
     assert len(timeline["sessions"]) == result["sessions"]
     assert Path(result["plot"]).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
