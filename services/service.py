@@ -20,11 +20,9 @@ protects /feedback and /admin when set).
 from __future__ import annotations
 
 import logging
-import os
 import threading
 import time
 import uuid
-from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
@@ -51,7 +49,7 @@ from recloop.event_log import (
 from recloop.feature_vectors import USER_COLUMNS, USER_VIEW, FeatureColumns, feature_refs
 from recloop.inference import Recommendation, Retriever, UnknownItemError
 from recloop.layout import DataLayout, check_tenant_id
-from recloop.settings import Settings, SettingsError
+from recloop.settings import Settings
 from recloop.stream_features import WINDOW, StreamState, recent_engagement_events
 from services.registry import Registry
 from services.serving_stack import ApiKeyAuth, BodySizeLimit, freeze_gc, service_config
@@ -64,22 +62,6 @@ EVENT_FLUSH_SECONDS = 1.0
 # A durable /feedback answers 503 if its batch is not on disk by then (the request
 # timeout, services/serving_stack.py, is 10 s).
 DURABLE_TIMEOUT_S = 5.0
-RELOAD_INTERVAL_ENV = "RECLOOP_RELOAD_INTERVAL_S"
-DEFAULT_RELOAD_INTERVAL_S = 2.0
-
-
-def reload_interval_s(env: Mapping[str, str]) -> float:
-    """Seconds between two looks at the registry's champion (RECLOOP_RELOAD_INTERVAL_S)."""
-    text = env.get(RELOAD_INTERVAL_ENV)
-    if not text:
-        return DEFAULT_RELOAD_INTERVAL_S
-    try:
-        seconds = float(text)
-    except ValueError as exc:
-        raise SettingsError(f"{RELOAD_INTERVAL_ENV}={text!r}: expected seconds, e.g. 2") from exc
-    if not seconds > 0:
-        raise SettingsError(f"{RELOAD_INTERVAL_ENV}={text!r}: expected a positive number")
-    return seconds
 
 
 class RecommendRequest(BaseModel):
@@ -226,7 +208,6 @@ class RecloopService:
         # One request is one small forward pass: intra-op threads only contend.
         torch.set_num_threads(1)
         self.settings = Settings.from_env()
-        self.reload_interval_s = reload_interval_s(os.environ)
         self.layout = DataLayout(self.settings.data_dir)
         self.registry = Registry(self.layout.registry)
         self.store = open_feature_store(self.settings)
@@ -318,7 +299,7 @@ class RecloopService:
                 logger.exception(
                     "could not swap in the registry's champion; serving %s", self._serving()
                 )
-            if self._stop.wait(self.reload_interval_s):
+            if self._stop.wait(self.settings.reload_interval_s):
                 return
 
     def _serving(self) -> str | None:
