@@ -91,6 +91,7 @@ class Session:
     model_version: str
     impressions: int
     clicks: int
+    drifted_user: bool
 
 
 @dataclass
@@ -100,6 +101,8 @@ class Traffic:
     url: str
     population: Population
     config: LoopConfig
+    consumed: dict[str, set[str]]  # items each user rated or clicked
+    drift_group: np.ndarray  # (n_users,) bool: the users whose tastes drift (or will)
     phase: str = "before_drift"
     sessions: list[Session] = field(default_factory=list)
     failures: list[str] = field(default_factory=list)
@@ -167,7 +170,11 @@ class Traffic:
         user_id = str(population.user_ids[user])
         answer = self._post(connection, "/recommend", {"user_id": user_id, "k": self.config.k})
         shown = [item["item_id"] for item in answer["items"]]
-        clicked = population.clicks(rng, user, shown)
+        with self._lock:
+            consumed = frozenset(self.consumed.setdefault(user_id, set()))
+        clicked = population.clicks(rng, user, shown, consumed)
+        with self._lock:
+            self.consumed[user_id].update(shown[position] for position in clicked)
         for position in clicked:
             self._post(
                 connection,
@@ -179,7 +186,14 @@ class Traffic:
                     "event_type": "click",
                 },
             )
-        return Session(time.time(), phase, answer["model_version"], len(shown), len(clicked))
+        return Session(
+            time.time(),
+            phase,
+            answer["model_version"],
+            len(shown),
+            len(clicked),
+            bool(self.drift_group[user]),
+        )
 
 
 def loop_settings(data_dir: Path, first_day: datetime, config: LoopConfig) -> Settings:
@@ -209,7 +223,9 @@ def abandon_unfinished_runs(instance: dg.DagsterInstance) -> None:
         instance.event_log_storage.free_concurrency_slots_for_run(run.run_id)
 
 
-def prepare(config: LoopConfig) -> tuple[Settings, dg.DagsterInstance, Population]:
+def prepare(
+    config: LoopConfig,
+) -> tuple[Settings, dg.DagsterInstance, Population, dict[str, set[str]]]:
     """The time-shifted pipeline and a champion (reused when the data dir has one)."""
     layout = DataLayout(config.data_dir.resolve())
     frames = read_ml100k_wheel(fetch_recbole_wheel(layout.cache))
@@ -223,7 +239,8 @@ def prepare(config: LoopConfig) -> tuple[Settings, dg.DagsterInstance, Populatio
     abandon_unfinished_runs(instance)
     if Registry(layout.registry).champion() is None:
         train_and_promote(build_features(settings, instance, shift), instance)
-    return settings, instance, Population.from_movielens(frames.ratings, frames.items)
+    rated = frames.ratings.groupby("user_id")["item_id"].agg(set).to_dict()
+    return settings, instance, Population.from_movielens(frames.ratings, frames.items), rated
 
 
 class InlineOrchestrator:
@@ -376,7 +393,7 @@ def ctr(sessions: list[Session]) -> float:
 
 def run_loop(config: LoopConfig) -> dict:
     """Everything in the module docstring; returns the `loop` summary."""
-    settings, instance, population = prepare(config)
+    settings, instance, population, rated = prepare(config)
     registry = Registry(DataLayout(settings.data_dir).registry)
     first_champion = registry.champion()
     orchestrator = (
@@ -386,7 +403,8 @@ def run_loop(config: LoopConfig) -> dict:
     )
     started = time.time()
     with serve(settings, {"RECLOOP_RELOAD_INTERVAL_S": "1"}) as url:
-        traffic = Traffic(url, population, config)
+        drifted = population.with_drift(config.drift_share, config.seed)
+        traffic = Traffic(url, population, config, rated, drifted.drifted_users)
         orchestrator.start()
         traffic.start()
         try:
@@ -399,7 +417,7 @@ def run_loop(config: LoopConfig) -> dict:
                 "traffic",
                 orchestrator.check,
             )
-            traffic.population = population.with_drift(config.drift_share, config.seed)
+            traffic.population = drifted
             traffic.phase = "after_drift"
             drift_at = time.time()
             print(
@@ -463,6 +481,13 @@ def run_loop(config: LoopConfig) -> dict:
         "swap_after_s": round(swap_at - drift_at, 1) if swapped else None,
     }
     loop["recovery"] = loop["ctr_after_retrain"] / loop["ctr_before_drift"]
+    loop["ctr_by_users"] = {
+        group: {
+            phase: ctr([s for s in sessions if s.phase == phase and s.drifted_user == drifted])
+            for phase in ("before_drift", "after_drift", "after_retrain")
+        }
+        for group, drifted in (("drifted", True), ("unchanged", False))
+    }
     timeline = {
         "started": started,
         "marks": _marks(drift_at, detected_at, runs, promotions, swap_at if swapped else None),

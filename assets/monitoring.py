@@ -40,10 +40,13 @@ from services.registry import Registry
 
 MONITORING_GROUP = "monitoring"
 RETRAIN_JOB = "refresh_and_retrain"
-# Recency moves with the clock for every user (each midnight), so it would report
-# drift daily; the windowed counts and the mean rating do not.
+# User features the drift sensor compares: those the world moves (ratings). Click and
+# impression counts are left out because the service's own lists drive them (a closed
+# loop shifts them by itself), recency because it moves with the clock every midnight.
 NUMERIC_USER_FEATURES = [
-    f"{USER_VIEW}__{column}" for column in activity_columns() if column != "days_since_last_event"
+    f"{USER_VIEW}__{column}"
+    for column in activity_columns()
+    if column.startswith("rating_count") or column == "mean_rating"
 ]
 FEATURE_SAMPLE = 500
 

@@ -10,6 +10,7 @@ p (0-based) is the position-based model
     relevance(u, i) = sigmoid(bias + affinity_weight * affinity(u, i) + quality_weight * quality(i))
 
 with affinity(u, i) = (preference_u . genres_i) / max(preference_u) in [0, 1].
+A user never clicks an item twice, nor one they rated: what they consumed is gone.
 Drift moves a share of users' preferences to other genres (a fixed permutation of
 the genre axes), which is what "tastes changed" looks like to a recommender.
 Everything is seeded; the service never sees these hidden quantities.
@@ -107,17 +108,27 @@ class Population:
         )
         return 1.0 / (1.0 + np.exp(-logit))
 
-    def click_probabilities(self, user: int, shown_item_ids: list[str]) -> np.ndarray:
-        """P(click) per position of a ranked list; items outside the catalog are never clicked."""
+    def click_probabilities(
+        self, user: int, shown_item_ids: list[str], consumed: frozenset[str] = frozenset()
+    ) -> np.ndarray:
+        """P(click) per position of a ranked list. Items outside the catalog, and items the
+        user already consumed (rated or clicked: nobody watches a film twice here), are
+        never clicked."""
         rows = pd.Index(self.item_ids).get_indexer(shown_item_ids)
         probabilities = np.zeros(len(rows))
-        known = rows >= 0
-        probabilities[known] = self.relevance(user, rows[known])
+        fresh = (rows >= 0) & ~np.isin(np.asarray(shown_item_ids, dtype=object), list(consumed))
+        probabilities[fresh] = self.relevance(user, rows[fresh])
         return probabilities * self.click_model.examination(np.arange(len(rows), dtype=float))
 
-    def clicks(self, rng: np.random.Generator, user: int, shown_item_ids: list[str]) -> list[int]:
+    def clicks(
+        self,
+        rng: np.random.Generator,
+        user: int,
+        shown_item_ids: list[str],
+        consumed: frozenset[str] = frozenset(),
+    ) -> list[int]:
         """Positions the user clicks in one response."""
-        probabilities = self.click_probabilities(user, shown_item_ids)
+        probabilities = self.click_probabilities(user, shown_item_ids, consumed)
         return np.flatnonzero(rng.random(len(probabilities)) < probabilities).tolist()
 
     def with_drift(self, share: float, seed: int) -> Population:

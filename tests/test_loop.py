@@ -95,7 +95,7 @@ def _evaluate(sensor, settings, instance, cursor=None):
 
 def test_retrain_sensors_ask_for_the_same_run_after_a_restart(loop) -> None:
     config, _ = loop
-    settings, instance, _ = prepare(config)
+    settings, instance, *_ = prepare(config)
     first = _evaluate(drift_sensor, settings, instance)
     again = _evaluate(drift_sensor, settings, instance, cursor=first.cursor)
     assert [r.run_key for r in first.run_requests] == [r.run_key for r in again.run_requests]
@@ -122,7 +122,7 @@ def test_nightly_retrain_runs_only_when_events_are_newer_than_the_champion(loop,
     quiet = _nightly(trained.settings, trained.instance)
     assert not quiet.run_requests and "nothing changed" in quiet.skip_message
     config, _ = loop  # traffic after the last retrain is newer than its champion's data
-    settings, instance, _ = prepare(config)
+    settings, instance, *_ = prepare(config)
     busy = _nightly(settings, instance)
     (request,) = busy.run_requests
     assert request.run_key.startswith("nightly:2026-11-23:")

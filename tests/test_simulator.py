@@ -87,3 +87,11 @@ def test_the_ideal_list_is_an_upper_bound_on_ctr(population: Population) -> None
     ideal = population.ideal_ctr(u, k=2)
     worst = population.click_probabilities(u, ["3", "4"]).mean()
     assert ideal >= population.click_probabilities(u, ["1", "2"]).mean() - 1e-12 > worst
+
+
+def test_consumed_items_are_never_clicked_again(population: Population) -> None:
+    u = list(population.user_ids).index("u")
+    probabilities = population.click_probabilities(u, ["1", "2"], consumed=frozenset({"1"}))
+    assert probabilities[0] == 0.0 and probabilities[1] > 0.0
+    rng = np.random.default_rng(0)
+    assert all(0 not in population.clicks(rng, u, ["1", "2"], frozenset({"1"})) for _ in range(200))
