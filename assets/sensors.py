@@ -11,9 +11,15 @@ from datetime import date
 
 import dagster as dg
 
-from assets.partitions import TENANTS, event_key
+from assets.partitions import TENANTS, event_key, split_event_key
 from assets.resources import RecloopResource
-from recloop.new_data import changed_partitions, raw_snapshot, run_key, unvalidated
+from recloop.new_data import (
+    changed_partitions,
+    partition_name,
+    raw_snapshot,
+    run_key,
+    unvalidated,
+)
 
 VALIDATE_EVENTS_JOB = "validate_events"
 
@@ -39,15 +45,30 @@ def tenant_discovery_sensor(context: dg.SensorEvaluationContext, recloop: Recloo
 )
 def new_raw_data_sensor(context: dg.SensorEvaluationContext, recloop: RecloopResource):
     """One validation run per raw event partition whose batch files changed since the
-    cursor and differ from what its last validation read."""
+    cursor and differ from what its last validation read. A partition whose validation
+    is still queued or running waits: the next run reads every batch anyway, so a live
+    partition (the service writes one batch a second) gets one run at a time, not a pile."""
     known = context.instance.get_dynamic_partitions(TENANTS.name)
     current = raw_snapshot(recloop.layout(), known)
     previous = json.loads(context.cursor) if context.cursor else {}
     changed = unvalidated(recloop.layout(), changed_partitions(previous, current))
-    if not changed:
-        return dg.SkipReason(f"no new raw batches in {len(current)} partitions")
+    busy = partitions_in_flight(context.instance)
+    waiting = {name for name in changed if name in busy}
+    # Waiting partitions keep their old digest, so a later tick still sees them changed.
+    cursor = {
+        name: previous.get(name, "") if name in waiting else digest
+        for name, digest in current.items()
+    }
+    if not set(changed) - waiting:
+        return dg.SensorResult(
+            skip_reason=f"no new raw batches to validate in {len(current)} partitions"
+            + (f" ({len(waiting)} waiting for a validation in flight)" if waiting else ""),
+            cursor=json.dumps(cursor, sort_keys=True),
+        )
     requests = []
     for name, digest in sorted(changed.items()):
+        if name in waiting:
+            continue
         tenant, day = name.split("/")
         requests.append(
             dg.RunRequest(
@@ -56,4 +77,24 @@ def new_raw_data_sensor(context: dg.SensorEvaluationContext, recloop: RecloopRes
                 tags={"recloop/raw_batches": digest[:16]},
             )
         )
-    return dg.SensorResult(run_requests=requests, cursor=json.dumps(current, sort_keys=True))
+    return dg.SensorResult(run_requests=requests, cursor=json.dumps(cursor, sort_keys=True))
+
+
+IN_FLIGHT = [
+    dg.DagsterRunStatus.QUEUED,
+    dg.DagsterRunStatus.NOT_STARTED,
+    dg.DagsterRunStatus.STARTING,
+    dg.DagsterRunStatus.STARTED,
+]
+
+
+def partitions_in_flight(instance: dg.DagsterInstance) -> set[str]:
+    """'<tenant>/<day>' of every validate_events run not finished yet."""
+    runs = instance.get_runs(dg.RunsFilter(job_name=VALIDATE_EVENTS_JOB, statuses=IN_FLIGHT))
+    names = set()
+    for run in runs:
+        key = run.tags.get("dagster/partition")
+        if key:
+            tenant, day = split_event_key(key)
+            names.add(partition_name(tenant, day.isoformat()))
+    return names

@@ -25,6 +25,7 @@ import pytest
 from recloop.ingest import event_partition_counts, validate_event_partition
 from recloop.layout import DataLayout, parquet_files
 from services.launcher import Server, run_service
+from tests.background import BackgroundLoad
 from tests.serving_copy import copy_for_serving
 from tests.trained_system import TrainedSystem, call, get
 
@@ -34,30 +35,16 @@ K = 5
 CRASH_ERRORS = (urllib.error.URLError, ConnectionError, TimeoutError, http.client.HTTPException)
 
 
-class Traffic:
+class Traffic(BackgroundLoad):
     """Client threads: recommend, then a durable click on one shown item, until stopped
     or the server is gone; records every click the service acknowledged as durable."""
 
     def __init__(self, url: str, durable: bool = True) -> None:
+        super().__init__(THREADS)
         self.url = url
         self.durable = durable
-        self.stop = threading.Event()
         self.killed = threading.Event()
         self.acked: list[tuple[str, str]] = []
-        self.failures: list[str] = []
-        self.threads = [
-            threading.Thread(target=self._run, args=(seed,), daemon=True) for seed in range(THREADS)
-        ]
-
-    def __enter__(self) -> Traffic:
-        for thread in self.threads:
-            thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop.set()
-        for thread in self.threads:
-            thread.join(60)
 
     def _run(self, seed: int) -> None:
         rng = random.Random(seed)

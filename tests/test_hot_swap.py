@@ -11,7 +11,6 @@ from __future__ import annotations
 import http.client
 import itertools
 import random
-import threading
 import time
 import urllib.error
 from collections.abc import Callable
@@ -22,6 +21,7 @@ from recloop.layout import DataLayout
 from recloop.model_artifact import WEIGHTS
 from services.launcher import Server, run_service
 from services.registry import Registry
+from tests.background import BackgroundLoad
 from tests.serving_copy import copy_for_serving
 from tests.trained_system import TrainedSystem, call
 
@@ -29,28 +29,14 @@ THREADS = 4
 TRANSPORT_ERRORS = (urllib.error.URLError, OSError, http.client.HTTPException)
 
 
-class Hammer:
+class Hammer(BackgroundLoad):
     """Threads that call /recommend back to back for as long as the block runs and keep
     (arrival time, model version) of every answer, and every failure."""
 
     def __init__(self, url: str) -> None:
+        super().__init__(THREADS)
         self.url = url
-        self.stop = threading.Event()
         self.seen: list[list[tuple[float, str]]] = [[] for _ in range(THREADS)]
-        self.failures: list[str] = []
-        self.threads = [
-            threading.Thread(target=self._run, args=(n,), daemon=True) for n in range(THREADS)
-        ]
-
-    def __enter__(self) -> Hammer:
-        for thread in self.threads:
-            thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop.set()
-        for thread in self.threads:
-            thread.join(60)
 
     def _run(self, n: int) -> None:
         rng = random.Random(n)

@@ -19,10 +19,14 @@ def tick(instance, settings, cursor=None):
         return new_raw_data_sensor(context)
 
 
+def skipped(result) -> bool:
+    return isinstance(result, dg.SkipReason) or not result.run_requests
+
+
 def test_each_new_batch_is_requested_once_with_a_content_run_key(
     tiny_log, tiny_settings, instance
 ) -> None:
-    assert isinstance(tick(instance, tiny_settings), dg.SkipReason)  # tenant not known yet
+    assert skipped(tick(instance, tiny_settings))  # tenant not known yet
     instance.add_dynamic_partitions(TENANTS.name, [TINY_TENANT])
 
     first = tick(instance, tiny_settings)
@@ -31,7 +35,7 @@ def test_each_new_batch_is_requested_once_with_a_content_run_key(
     ]
     keys = {r.run_key for r in first.run_requests}
     assert len(keys) == 3
-    assert isinstance(tick(instance, tiny_settings, first.cursor), dg.SkipReason)
+    assert skipped(tick(instance, tiny_settings, first.cursor))
 
     # a daemon restart that lost its cursor asks for the very same runs (Dagster dedups them)
     again = tick(instance, tiny_settings)
@@ -43,7 +47,7 @@ def test_each_new_batch_is_requested_once_with_a_content_run_key(
         assert job.execute_in_process(
             instance=instance, partition_key=request.partition_key
         ).success
-    assert isinstance(tick(instance, tiny_settings), dg.SkipReason)
+    assert skipped(tick(instance, tiny_settings))
 
     # a new batch in day 2 is one new run, for that day only
     partition = tiny_log.raw_events_partition(TINY_TENANT, TINY_DAYS[1])
@@ -64,3 +68,22 @@ def test_a_requested_partition_key_runs_the_validation_job(
     job = build_definitions(tiny_settings).resolve_job_def(VALIDATE_EVENTS_JOB)
     result = job.execute_in_process(instance=instance, partition_key=request.partition_key)
     assert result.success
+
+
+def test_a_partition_being_validated_waits_for_that_run(tiny_log, tiny_settings, instance) -> None:
+    instance.add_dynamic_partitions(TENANTS.name, [TINY_TENANT])
+    busy_key = event_key(TINY_TENANT, TINY_DAYS[0])
+    instance.add_run(
+        dg.DagsterRun(
+            job_name=VALIDATE_EVENTS_JOB,
+            run_id="in-flight",
+            status=dg.DagsterRunStatus.STARTED,
+            tags={"dagster/partition": busy_key},
+        )
+    )
+    first = tick(instance, tiny_settings)
+    assert busy_key not in [r.partition_key for r in first.run_requests]
+    assert len(first.run_requests) == 2
+    instance.report_run_failed(instance.get_run_by_id("in-flight"))
+    later = tick(instance, tiny_settings, first.cursor)  # the waiting day is still due
+    assert [r.partition_key for r in later.run_requests] == [busy_key]
