@@ -61,6 +61,9 @@ concurrency:
 run_monitoring:
   enabled: true
   free_slots_after_run_end_seconds: 10
+# Each run is a process that imports torch and Feast: on 2 cores, few at a time.
+run_queue:
+  max_concurrent_runs: 2
 telemetry:
   enabled: false
 """

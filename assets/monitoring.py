@@ -348,6 +348,8 @@ def drift_sensor(context: dg.SensorEvaluationContext, recloop: RecloopResource):
                     }
                 },
                 tags={
+                    # ahead of queued validation and freshness runs: the model is stale
+                    "dagster/priority": "10",
                     "recloop/trigger": "drift",
                     "recloop/champion": report.model_version,
                     "recloop/window": report.window_id,
