@@ -55,15 +55,15 @@ LOOP_SENSORS = (new_raw_data_sensor, drift_sensor)
 LOOP_RETRAIN_AFTER_EVENTS = 100_000_000
 DAGSTER_YAML = """\
 # Written by `make loop`: steps that open the DuckDB warehouse run one at a time.
+# Each run is a process that imports torch and Feast: on 2 cores, two at a time.
 concurrency:
   pools:
     default_limit: 1
+  runs:
+    max_concurrent_runs: 2
 run_monitoring:
   enabled: true
   free_slots_after_run_end_seconds: 10
-# Each run is a process that imports torch and Feast: on 2 cores, few at a time.
-run_queue:
-  max_concurrent_runs: 2
 telemetry:
   enabled: false
 """
