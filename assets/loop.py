@@ -50,6 +50,7 @@ from services.launcher import PROJECT_ROOT, serve
 from services.registry import Registry
 
 Orchestrator = Literal["daemon", "inline"]
+MAX_EXCLUDE = 1_000  # the service's limit on `exclude`
 LOOP_SENSORS = (new_raw_data_sensor, drift_sensor)
 # The loop isolates the drift trigger: new-data retraining would fire on the traffic too.
 LOOP_RETRAIN_AFTER_EVENTS = 100_000_000
@@ -171,10 +172,15 @@ class Traffic:
         phase: str,
     ) -> Session:
         user_id = str(population.user_ids[user])
-        answer = self._post(connection, "/recommend", {"user_id": user_id, "k": self.config.k})
-        shown = [item["item_id"] for item in answer["items"]]
         with self._lock:
             consumed = frozenset(self.consumed.setdefault(user_id, set()))
+        # The app knows what its user watched and asks the service to leave it out, as a
+        # real client would: a stale model then shows the next best, not the same list.
+        exclude = sorted(consumed)[:MAX_EXCLUDE]
+        answer = self._post(
+            connection, "/recommend", {"user_id": user_id, "k": self.config.k, "exclude": exclude}
+        )
+        shown = [item["item_id"] for item in answer["items"]]
         clicked = population.clicks(rng, user, shown, consumed)
         with self._lock:
             self.consumed[user_id].update(shown[position] for position in clicked)

@@ -42,7 +42,7 @@ class MonitoringConfig:
 
     window: int = 3_000
     ctr_drop: float = 0.15
-    ctr_p_value: float = 0.01
+    ctr_p_value: float = 0.001
     score_psi: float = 0.25
     click_genre_js: float = 0.05
     features: DriftThresholds = field(default_factory=DriftThresholds)
