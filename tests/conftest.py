@@ -112,5 +112,3 @@ def redis_project() -> str:
     client = redis.Redis(host="127.0.0.1", port=6379)
     for key in client.scan_iter(match=b"*" + project.encode(), count=1000):
         client.delete(key)
-
-
