@@ -228,9 +228,9 @@ def record_episode(layout: DataLayout, report: DriftReport, since: str) -> None:
         )
 
 
-def _summary(report: DriftReport) -> str:
+def _summary(report: DriftReport, window: int) -> str:
     if not report.enough_data:
-        return f"{report.model_version}: waiting for 2 x {report.window_id} impressions"
+        return f"{report.model_version}: waiting for 2 x {window:,} impressions to compare"
     return (
         f"{report.model_version}: CTR {report.reference.ctr:.4f} -> {report.recent.ctr:.4f}, "
         f"score PSI {report.score_psi:.3f}, click-genre JS {report.click_genre_js:.3f}"
@@ -273,7 +273,7 @@ def drift_report_asset(context: dg.AssetExecutionContext, recloop: RecloopResour
     mine = events.loc[events["model_version"] == report.model_version]
     bucket = max(len(mine) // 40, 100)
     metadata: dict[str, object] = {
-        "summary": _summary(report),
+        "summary": _summary(report, recloop.drift_window),
         "drifted": report.drifted,
         "reasons": dg.MetadataValue.json(list(report.reasons)),
         "report": dg.MetadataValue.path(str(path)),
@@ -318,7 +318,7 @@ def drift_sensor(context: dg.SensorEvaluationContext, recloop: RecloopResource):
     previous = json.loads(context.cursor) if context.cursor else {}
     if not report.drifted:
         cursor = json.dumps({"champion": report.model_version, "window": report.window_id})
-        return dg.SensorResult(skip_reason=_summary(report), cursor=cursor)
+        return dg.SensorResult(skip_reason=_summary(report, recloop.drift_window), cursor=cursor)
     same_episode = previous.get("champion") == report.model_version and previous.get("drift_since")
     since = previous["drift_since"] if same_episode else report.recent.first_event
     cursor = json.dumps(
