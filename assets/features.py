@@ -127,7 +127,11 @@ def stream_batch_parity(
 ) -> dg.AssetCheckResult:
     marts = recloop.layout().marts
     view = build_feature_objects(marts).user_stream
-    mart = pd.read_parquet(marts / f"{STREAM_MART}.parquet")
+    # The mart is the features' history; the online store holds each user's latest row.
+    history = pd.read_parquet(marts / f"{STREAM_MART}.parquet")
+    mart = history.sort_values("event_timestamp", kind="stable").drop_duplicates(
+        "user_id", keep="last"
+    )
     recent = mart[
         mart["event_timestamp"]
         > mart["event_timestamp"].max() - timedelta(hours=config.recent_hours)

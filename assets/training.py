@@ -73,6 +73,7 @@ class CandidateConfig(dg.Config):
     batch_size: int = TwoTowerConfig.batch_size
     epochs: int = TwoTowerConfig.epochs
     patience: int = TwoTowerConfig.patience
+    recent_dropout: float = TwoTowerConfig.recent_dropout
     seed: int = TwoTowerConfig.seed
     ann_min_items: int = 5_000
     min_lift_over_popularity: float = gates.GateConfig.min_lift_over_popularity

@@ -22,10 +22,9 @@ from typing import NamedTuple
 from feast import Entity, FeatureService, FeatureView, Field, FileSource, PushSource, ValueType
 from feast.types import Array, Float64, Int32, Int64, String
 
-from recloop.feature_vectors import ITEM_VIEW, USER_VIEW, activity_columns
+from recloop.feature_vectors import ITEM_VIEW, STREAM_VIEW, USER_VIEW, activity_columns
 from recloop.stream_features import WINDOW
 
-STREAM_VIEW = "user_stream"
 STREAM_PUSH_SOURCE = "user_stream_push"
 STREAM_MART = "user_stream_features"
 
@@ -45,6 +44,7 @@ class FeatureRepoObjects(NamedTuple):
     item_features: FeatureView
     user_stream: FeatureView
     retrieval_v1: FeatureService
+    retrieval_v2: FeatureService
 
     @property
     def views_with_join_keys(self) -> list[tuple[FeatureView, str]]:
@@ -126,7 +126,7 @@ def build_feature_objects(marts_dir: Path) -> FeatureRepoObjects:
         name="user_stream_source",
         path=str(marts_dir / f"{STREAM_MART}.parquet"),
         timestamp_field="event_timestamp",
-        description="dbt mart user_stream_features (one row per user, as of the latest engagement).",
+        description="dbt mart user_stream_features (one row per user per engagement time).",
     )
     user_stream_push = PushSource(
         name=STREAM_PUSH_SOURCE,
@@ -151,6 +151,12 @@ def build_feature_objects(marts_dir: Path) -> FeatureRepoObjects:
         features=[user_features, item_features],
         description="Features of the two-tower retrieval model, version 1.",
     )
+    retrieval_v2 = FeatureService(
+        name="retrieval_v2",
+        features=[user_features, item_features, user_stream],
+        description="Version 1 plus the user's last items from the streaming view (the "
+        "recent-history input of the user tower).",
+    )
     return FeatureRepoObjects(
         user,
         item,
@@ -162,4 +168,5 @@ def build_feature_objects(marts_dir: Path) -> FeatureRepoObjects:
         item_features,
         user_stream,
         retrieval_v1,
+        retrieval_v2,
     )

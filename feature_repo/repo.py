@@ -20,4 +20,5 @@ from feature_repo.definitions import build_feature_objects
     item_features,
     user_stream,
     retrieval_v1,
+    retrieval_v2,
 ) = build_feature_objects(Path(os.environ["RECLOOP_DATA_DIR"]) / "marts")

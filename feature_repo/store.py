@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Sequence
+from datetime import datetime, timedelta
 from itertools import islice
 from pathlib import Path
 
@@ -151,3 +152,22 @@ def read_online_as_of(
     # A key without a row gets the zero timestamp.
     frame["event_timestamp"] = pd.to_datetime(seconds.where(seconds > 0), unit="s", utc=True)
     return frame
+
+
+def without_stale_values(
+    features: dict[str, list], view: str, ttl: timedelta, now: datetime
+) -> dict[str, list]:
+    """Feast's online stores return a row whatever its age; the offline point-in-time join
+    gives null once it is older than the view's `ttl`. Make the online answer (a
+    `to_dict(include_event_timestamps=True)` dict) say the same: `view`'s values older
+    than `ttl` become None, and the timestamp entries are dropped."""
+    oldest = (now - ttl).timestamp()
+    fresh: dict[str, list] = {}
+    for name, values in features.items():
+        if name.endswith(TIMESTAMP_POSTFIX):
+            continue
+        stamps = features.get(name + TIMESTAMP_POSTFIX)
+        if name.startswith(f"{view}__") and stamps is not None:
+            values = [v if s >= oldest else None for v, s in zip(values, stamps, strict=True)]
+        fresh[name] = values
+    return fresh

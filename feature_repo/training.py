@@ -2,20 +2,32 @@
 
 Every feature value comes from `get_historical_features`, so a label only sees
 features stamped at or before its own time (Feast's PIT join; tests/test_pit_oracle.py
-checks that join against a brute-force oracle).
+checks that join against a brute-force oracle). The streaming view `user_stream` is
+joined as of a microsecond before: a label's own engagement (and any stamped with it)
+is not yet in the features, as it was not when the service ranked the list.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import timedelta
 
 import pandas as pd
 from feast import FeatureStore
 
-from recloop.feature_vectors import ITEM_COLUMNS, ITEM_VIEW, USER_COLUMNS, USER_VIEW, feature_refs
+from recloop.feature_vectors import (
+    ITEM_COLUMNS,
+    ITEM_VIEW,
+    STREAM_COLUMNS,
+    STREAM_VIEW,
+    USER_COLUMNS,
+    USER_VIEW,
+    feature_refs,
+)
 from recloop.training_set import TemporalCutoffs, label_entities, temporal_cutoffs
 
-FEATURE_SERVICE = "retrieval_v1"
+FEATURE_SERVICE = "retrieval_v2"
+STREAM_LOOKUP_BEFORE = timedelta(microseconds=1)
 
 
 def historical(
@@ -31,13 +43,25 @@ def historical(
     return joined
 
 
+def user_features_as_of(store: FeatureStore, entities: pd.DataFrame) -> pd.DataFrame:
+    """`user_features` as of each row's `event_timestamp` and `user_stream` as of just
+    before it: every user column the model reads, in the input's row order."""
+    joined = historical(store, entities, USER_VIEW, USER_COLUMNS)
+    earlier = entities.assign(event_timestamp=entities["event_timestamp"] - STREAM_LOOKUP_BEFORE)
+    stream = historical(store, earlier, STREAM_VIEW, STREAM_COLUMNS)
+    for column in STREAM_COLUMNS:
+        name = f"{STREAM_VIEW}__{column}"
+        joined[name] = stream[name].to_numpy()
+    return joined
+
+
 def labelled_examples(
     store: FeatureStore, interactions: pd.DataFrame, valid_fraction: float, test_fraction: float
 ) -> tuple[pd.DataFrame, TemporalCutoffs]:
     """Positive labels with user features as of each label, and a `split` column by time."""
     labels = label_entities(interactions)
     cutoffs = temporal_cutoffs(labels["event_timestamp"], valid_fraction, test_fraction)
-    examples = historical(store, labels, USER_VIEW, USER_COLUMNS)
+    examples = user_features_as_of(store, labels)
     examples["split"] = cutoffs.part_of(examples["event_timestamp"]).to_numpy()
     return examples, cutoffs
 
@@ -55,7 +79,7 @@ def user_snapshots(
         ignore_index=True,
     )
     entities["event_timestamp"] = entities["event_timestamp"].astype("datetime64[us, UTC]")
-    frame = historical(store, entities, USER_VIEW, USER_COLUMNS)
+    frame = user_features_as_of(store, entities)
     return frame.rename(columns={"event_timestamp": "as_of"})
 
 

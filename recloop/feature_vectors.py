@@ -16,9 +16,13 @@ import numpy as np
 import pandas as pd
 
 from recloop.nulls import is_missing
+from recloop.stream_features import FEATURE_COLUMNS, LAST_ITEMS
 
 USER_VIEW = "user_features"
 ITEM_VIEW = "item_features"
+# Pushed by the service as feedback arrives (recloop.stream_features); the mart holds its history.
+STREAM_VIEW = "user_stream"
+STREAM_COLUMNS = tuple(FEATURE_COLUMNS)
 # Must match `activity_windows()` in dbt_project/macros/activity_features.sql.
 ACTIVITY_WINDOWS_DAYS = (7, 30, 90)
 ACTIVITY_MEASURES = ("rating", "click", "impression")
@@ -102,6 +106,7 @@ class FeatureSpec:
     genre_vocabulary: tuple[str, ...]
     affinity_width: int
     text_dim: int
+    recent_width: int = LAST_ITEMS
 
     @classmethod
     def fit(cls, user_frame: pd.DataFrame, item_frame: pd.DataFrame, text_dim: int) -> FeatureSpec:
@@ -121,12 +126,33 @@ class FeatureSpec:
 
     @classmethod
     def from_dict(cls, raw: Mapping[str, object]) -> FeatureSpec:
-        return cls(tuple(raw["genre_vocabulary"]), int(raw["affinity_width"]), int(raw["text_dim"]))
+        return cls(
+            tuple(raw["genre_vocabulary"]),
+            int(raw["affinity_width"]),
+            int(raw["text_dim"]),
+            int(raw["recent_width"]),
+        )
 
     def user_vectors(self, frame: FeatureColumns) -> np.ndarray:
         """(rows, f_u) float32 from `user_features__*` columns; missing rows become zeros + flag."""
         affinity = _lists(_column(frame, USER_VIEW, "genre_affinity"), self.affinity_width)
         return np.hstack([_activity_block(frame, USER_VIEW), affinity]).astype(np.float32)
+
+    def recent_item_indices(
+        self, frame: FeatureColumns, item_index: Mapping[str, int]
+    ) -> np.ndarray:
+        """(rows, recent_width) int64: `user_stream__last_items` mapped through `item_index`,
+        most recent first, -1 pads. Items the model does not know are left out; a null
+        (no engagement in the hour, or a stale row) is a row of pads."""
+        values = _column(frame, STREAM_VIEW, "last_items")
+        out = np.full((len(values), self.recent_width), -1, dtype=np.int64)
+        for row, value in enumerate(values):
+            if is_missing(value):
+                continue
+            known = [item_index[str(i)] for i in value if str(i) in item_index]
+            known = known[: self.recent_width]
+            out[row, : len(known)] = known
+        return out
 
     def item_vectors(self, frame: FeatureColumns, text_embeddings: np.ndarray) -> np.ndarray:
         """(rows, f_i) float32 from `item_features__*` columns and one text embedding per row."""

@@ -1,6 +1,7 @@
 """Inference over a `ModelBundle`: the one code path for offline evaluation and serving.
 
-user features -> user tower -> index search -> drop seen and excluded items -> top k.
+user features (daily and streaming) -> user tower -> index search -> drop seen and
+excluded items -> top k.
 Users the model has never seen, or without features, get the most popular
 unseen items instead, and the result says so.
 """
@@ -56,8 +57,12 @@ class Retriever:
     def user_vectors(self, users: np.ndarray, features: FeatureColumns) -> np.ndarray:
         """(len(users), dim) for user indices, with Feast feature columns as of the request."""
         index = torch.from_numpy(users.astype(np.int64))
+        spec = self.bundle.spec
         vectors = self.bundle.model.users_with_summary(
-            index, torch.from_numpy(self.bundle.spec.user_vectors(features)), self.summaries[index]
+            index,
+            torch.from_numpy(spec.user_vectors(features)),
+            self.summaries[index],
+            torch.from_numpy(spec.recent_item_indices(features, self.item_index)),
         )
         return vectors.numpy()
 

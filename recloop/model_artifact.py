@@ -24,7 +24,8 @@ from recloop.layout import sha256_file
 from recloop.retrieval_index import RetrievalIndex
 from recloop.two_tower import TwoTowerConfig, TwoTowerModel
 
-FORMAT_VERSION = 1
+# 2: the user tower reads the recent-items summary (recloop.two_tower).
+FORMAT_VERSION = 2
 WEIGHTS = "weights.safetensors"
 INDEX = "index.bin"
 HISTORY = "history.npz"
@@ -115,6 +116,11 @@ def load_bundle(directory: Path, expected_version: str | None = None) -> ModelBu
     if expected_version is not None and manifest["version"] != expected_version:
         raise CorruptArtifactError(
             f"{directory}: holds version {manifest['version']}, expected {expected_version}"
+        )
+    if manifest.get("format_version") != FORMAT_VERSION:
+        raise CorruptArtifactError(
+            f"{directory}: model format {manifest.get('format_version')}, this recloop reads "
+            f"format {FORMAT_VERSION}; retrain the model (`make demo` or the training job)"
         )
     verify_files(directory, manifest)
     config = TwoTowerConfig(**manifest["config"])

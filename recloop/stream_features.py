@@ -2,18 +2,23 @@
 
 Engagement events are clicks, purchases and ratings (any rating: rating a film is
 engaging with it); impressions and views are not, since the user need not act.
-For each (tenant_id, user_id) with an engagement event, as of its latest one:
+As of a moment t at which a (tenant_id, user_id) has an engagement event:
 
-- `event_timestamp`: the time of that latest engagement event;
-- `engagements_1h`: engagement events in the hour up to and including it, i.e. with
-  a timestamp in (latest - 1 h, latest];
+- `event_timestamp`: t;
+- `engagements_1h`: engagement events in the hour up to and including t, i.e. with
+  a timestamp in (t - 1 h, t];
 - `last_items`: the item ids of the last 5 of those events, most recent first
   (an item engaged with twice appears twice).
 
-An event id counts once per user. Both features look only at the hour before the user's latest event, so a row is a
-fact about that moment: dbt (the `user_stream_features` mart) and the service (a
-`StreamState` fed event by event, pushed to Feast) compute the same row whenever
-they run. Events are ordered by (event_timestamp, event_id), so ties break alike.
+An event id counts once per user. Events are ordered by (event_timestamp, event_id),
+so ties break alike, and events stamped alike are taken together. A row only looks
+at the hour before its own time, so it is a fact about that moment:
+
+- `stream_feature_history` gives a row as of every distinct engagement time: the
+  feature's history, what the dbt mart `user_stream_features` holds and Feast's
+  point-in-time join reads for training labels;
+- `stream_feature_rows` gives each user's latest row: what the service (a
+  `StreamState` fed event by event) pushes to Feast's online store.
 """
 
 from __future__ import annotations
@@ -23,7 +28,9 @@ from collections.abc import Iterable, Mapping
 from datetime import datetime, timedelta
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
+import pyarrow as pa
 
 from recloop.layout import parquet_files
 
@@ -37,27 +44,76 @@ EVENT_COLUMNS = ["event_id", "tenant_id", "user_id", "item_id", "event_type", "e
 TIMESTAMP_DTYPE = "datetime64[us, UTC]"
 
 
-def stream_feature_rows(events: pd.DataFrame) -> pd.DataFrame:
-    """One row per (tenant_id, user_id) with an engagement event in `events` (columns
-    EVENT_COLUMNS; others ignored), sorted by key. Columns: ROW_COLUMNS."""
+def _engagements(events: pd.DataFrame) -> pd.DataFrame:
+    """The engagement events of `events`, once per (key, event id), in (key, time, id) order."""
     engaged = events.loc[events["event_type"].isin(ENGAGEMENT_TYPES), EVENT_COLUMNS]
     # A replayed or re-sent event counts once.
     engaged = engaged.drop_duplicates([*KEY_COLUMNS, "event_id"]).copy()
     engaged["event_timestamp"] = pd.to_datetime(engaged["event_timestamp"], utc=True).astype(
         TIMESTAMP_DTYPE
     )
-    engaged = engaged.sort_values([*KEY_COLUMNS, "event_timestamp", "event_id"], kind="stable")
-    latest = engaged.groupby(KEY_COLUMNS, sort=False)["event_timestamp"].transform("max")
-    window = engaged[engaged["event_timestamp"] > latest - WINDOW]
-    grouped = window.groupby(KEY_COLUMNS, sort=True)
-    rows = pd.DataFrame(
-        {
-            "event_timestamp": grouped["event_timestamp"].max(),
-            "engagements_1h": grouped.size().astype("int64"),
-            "last_items": grouped["item_id"].agg(lambda items: list(items.iloc[::-1][:LAST_ITEMS])),
-        }
-    ).reset_index()
-    return rows[ROW_COLUMNS].astype({"event_timestamp": TIMESTAMP_DTYPE})
+    return engaged.sort_values(
+        [*KEY_COLUMNS, "event_timestamp", "event_id"], kind="stable", ignore_index=True
+    )
+
+
+def stream_feature_history(events: pd.DataFrame) -> pd.DataFrame:
+    """One row per (tenant_id, user_id, distinct engagement time) in `events` (columns
+    EVENT_COLUMNS; others ignored): the features as of that time. Sorted by key and
+    time; columns ROW_COLUMNS.
+
+    Vectorized: each event's window start is one binary search over (user, time rank)
+    keys, and the last items are gathered from the sorted item column.
+    """
+    engaged = _engagements(events)
+    if engaged.empty:
+        return pd.DataFrame(
+            {
+                "tenant_id": pd.Series(dtype=object),
+                "user_id": pd.Series(dtype=object),
+                "event_timestamp": pd.Series(dtype=TIMESTAMP_DTYPE),
+                "engagements_1h": pd.Series(dtype="int64"),
+                "last_items": pd.Series(dtype=object),
+            }
+        )
+    group = engaged.groupby(KEY_COLUMNS, sort=False).ngroup().to_numpy(dtype=np.int64)
+    stamps = (
+        engaged["event_timestamp"].dt.tz_localize(None).to_numpy("datetime64[us]").astype(np.int64)
+    )
+    window_us = int(WINDOW / timedelta(microseconds=1))
+    # Ranks of the distinct times keep (group, time) keys small enough for int64.
+    times = np.unique(stamps)
+    rank = np.searchsorted(times, stamps)
+    first_inside = np.searchsorted(times, stamps - window_us, side="right")
+    stride = len(times) + 1
+    keys = group * stride + rank
+    start = np.searchsorted(keys, group * stride + first_inside, side="left")
+    # A row is as of a time: the last event of each (group, time) run sees every tie.
+    position = np.arange(len(engaged))
+    last_of_run = np.r_[keys[1:] != keys[:-1], True]
+    rows = position[last_of_run]
+    counts = rows - start[last_of_run] + 1
+    lengths = np.minimum(counts, LAST_ITEMS)
+    offsets = np.r_[0, np.cumsum(lengths)]
+    # Positions rows[r], rows[r] - 1, ... for each row r, most recent first.
+    gathered = np.repeat(rows, lengths) - (
+        np.arange(offsets[-1]) - np.repeat(offsets[:-1], lengths)
+    )
+    items = pa.ListArray.from_arrays(
+        pa.array(offsets, type=pa.int32()),
+        pa.array(engaged["item_id"].astype(str).to_numpy()[gathered], type=pa.string()),
+    )
+    history = engaged.loc[rows, [*KEY_COLUMNS, "event_timestamp"]].reset_index(drop=True)
+    history["engagements_1h"] = counts.astype("int64")
+    history["last_items"] = items.to_pylist()
+    return history[ROW_COLUMNS]
+
+
+def stream_feature_rows(events: pd.DataFrame) -> pd.DataFrame:
+    """Each (tenant_id, user_id)'s latest row of `stream_feature_history`, sorted by key."""
+    history = stream_feature_history(events)
+    latest = history.drop_duplicates(KEY_COLUMNS, keep="last")
+    return latest.sort_values(KEY_COLUMNS, ignore_index=True)
 
 
 class StreamState:

@@ -220,18 +220,21 @@ def fit_candidate(
     spec = FeatureSpec.fit(train, items, inputs.text_embeddings.shape[1])
     item_features = spec.item_vectors(items, inputs.text_embeddings)
     train_history = _pairs_matrix(train, user_index, item_index)
+    item_position = {item: n for n, item in enumerate(item_ids)}
     training_examples = TrainingExamples(
         users=user_index.get_indexer(train["user_id"]).astype(np.int64),
         items=item_index.get_indexer(train["item_id"]).astype(np.int64),
         user_features=spec.user_vectors(train),
+        recent=spec.recent_item_indices(train, item_position),
     )
     validation = evaluation_set(inputs, "valid", inputs.cutoffs.valid_start)
     valid_users = user_index.get_indexer(validation.user_ids)
     valid_features = spec.user_vectors(validation.features)
+    valid_recent = spec.recent_item_indices(validation.features, item_position)
     valid_seen = _pairs_matrix(validation.seen_pairs, user_index, item_index)[valid_users]
 
     def validate(model: TwoTowerModel) -> float:
-        scores = score_users(model, valid_users, valid_features, train_history)
+        scores = score_users(model, valid_users, valid_features, train_history, valid_recent)
         return ndcg_at_k(top_k_unseen(scores, valid_seen, K), validation.relevant)
 
     result = train_two_tower(

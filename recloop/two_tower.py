@@ -2,7 +2,12 @@
 
 User tower: id embedding + the user's features as of the training example or the
 request + the mean embedding of the user's history (minus the target item while
-training). Item tower: id embedding + item features (a snapshot kept in the model:
+training) + the mean embedding of the items the user engaged with in the last hour
+(Feast's streaming `user_stream.last_items`, as of just before the label or as of the
+request). The recent items let a served model follow a change of taste within
+seconds, where the id embedding and the history summary move only as much as a
+retrain can shift them; they are dropped from a share of training examples, so the
+tower also works for users with no recent engagement. Item tower: id embedding + item features (a snapshot kept in the model:
 activity, genres, release age, text embedding). Both end in L2-normalised vectors,
 so a dot product scores a pair. Id embeddings are dropped at random while training
 and masked for ids training never saw, so both towers also learn to place users
@@ -41,6 +46,9 @@ class TwoTowerConfig:
     batch_size: int = 1024
     epochs: int = 40
     patience: int = 4
+    # Share of training examples whose recent items are hidden: most served users (and
+    # every offline test user, as of a cut-off) have none.
+    recent_dropout: float = 0.5
     seed: int = 0
 
     def to_dict(self) -> dict[str, float | int]:
@@ -54,29 +62,33 @@ class TrainingExamples:
     users: np.ndarray  # (n,) int64 user index
     items: np.ndarray  # (n,) int64 item index
     user_features: np.ndarray  # (n, f_u) float32
+    recent: np.ndarray  # (n, width) int64 item indices engaged with just before, -1 pads
 
     def __len__(self) -> int:
         return len(self.users)
 
     @classmethod
     def from_matrix(cls, train: sp.csr_matrix, user_features: np.ndarray) -> TrainingExamples:
-        """Every stored pair of `train`, with per-user static features (n_users, f_u)."""
+        """Every stored pair of `train`, with per-user static features (n_users, f_u) and no
+        recent items (a matrix has no time)."""
         coo = train.tocoo()
         users = coo.row.astype(np.int64)
-        return cls(users, coo.col.astype(np.int64), user_features[users])
+        no_recent = np.full((len(users), 1), -1, dtype=np.int64)
+        return cls(users, coo.col.astype(np.int64), user_features[users], no_recent)
 
 
 class Tower(nn.Module):
     """id embedding (dropped at random in training) + features -> MLP -> unit vector.
 
-    ids: (batch,) long; features: (batch, f) float; extra: (batch, dim) or None -> (batch, dim)
+    ids: (batch,) long; features: (batch, f) float; extra: (batch, extra_width) or None
+    -> (batch, dim)
     """
 
-    def __init__(self, n_ids: int, n_features: int, config: TwoTowerConfig, with_extra: bool):
+    def __init__(self, n_ids: int, n_features: int, config: TwoTowerConfig, extra_width: int):
         super().__init__()
         self.id_embedding = nn.Embedding(n_ids, config.dim)
         nn.init.normal_(self.id_embedding.weight, std=0.05)
-        width = config.dim + n_features + (config.dim if with_extra else 0)
+        width = config.dim + n_features + extra_width
         self.mlp = nn.Sequential(
             nn.Linear(width, config.hidden), nn.GELU(), nn.Linear(config.hidden, config.dim)
         )
@@ -102,7 +114,7 @@ class Tower(nn.Module):
 
 
 class TwoTowerModel(nn.Module):
-    """Both towers plus the history summary that feeds the user tower.
+    """Both towers plus the history and recent-items summaries that feed the user tower.
 
     Item features are part of the model (a snapshot as of training); user features
     arrive with each call, as of the time of the request or the training example.
@@ -117,8 +129,9 @@ class TwoTowerModel(nn.Module):
         self.register_buffer("item_features", torch.from_numpy(item_features.astype(np.float32)))
         self.history_embedding = nn.Embedding(n_items, config.dim)
         nn.init.normal_(self.history_embedding.weight, std=0.05)
-        self.user_tower = Tower(n_users, n_user_features, config, with_extra=True)
-        self.item_tower = Tower(n_items, item_features.shape[1], config, with_extra=False)
+        # Extra input of the user tower: the history summary, then the recent-items summary.
+        self.user_tower = Tower(n_users, n_user_features, config, extra_width=2 * config.dim)
+        self.item_tower = Tower(n_items, item_features.shape[1], config, extra_width=0)
         self.register_buffer("known_items", torch.ones(n_items, dtype=torch.bool))
         self.register_buffer("known_users", torch.ones(n_users, dtype=torch.bool))
 
@@ -144,23 +157,39 @@ class TwoTowerModel(nn.Module):
             counts = counts - 1
         return total / counts.clamp(min=1.0)
 
+    def recent_summary(self, recent: torch.Tensor) -> torch.Tensor:
+        """Mean history embedding of each row's recent items; zeros for a row with none.
+
+        recent: (batch, width) long item indices, -1 for padding -> (batch, dim).
+        """
+        present = (recent >= 0).unsqueeze(2).float()
+        embedded = self.history_embedding(recent.clamp(min=0)) * present
+        return embedded.sum(dim=1) / present.sum(dim=1).clamp(min=1.0)
+
     def users(
         self,
         users: torch.Tensor,
         features: torch.Tensor,
         history: sp.csr_matrix,
+        recent: torch.Tensor,
         exclude: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """users: (batch,) indices; features: (batch, f_u) -> (batch, dim) unit vectors."""
+        """users: (batch,) indices; features: (batch, f_u); recent: (batch, width) item
+        indices (-1 pads) -> (batch, dim) unit vectors."""
         return self.users_with_summary(
-            users, features, self.history_summary(history, users, exclude)
+            users, features, self.history_summary(history, users, exclude), recent
         )
 
     def users_with_summary(
-        self, users: torch.Tensor, features: torch.Tensor, summary: torch.Tensor
+        self,
+        users: torch.Tensor,
+        features: torch.Tensor,
+        summary: torch.Tensor,
+        recent: torch.Tensor,
     ) -> torch.Tensor:
         """The user tower on a history summary computed beforehand (serving caches it)."""
-        return self.user_tower(users, features, summary, known=self.known_users[users])
+        extra = torch.cat([summary, self.recent_summary(recent)], dim=1)
+        return self.user_tower(users, features, extra, known=self.known_users[users])
 
     def items(self, items: torch.Tensor) -> torch.Tensor:
         return self.item_tower(items, self.item_features[items], known=self.known_items[items])
@@ -215,6 +244,7 @@ def train_two_tower(
     history = history.tocsr()
     users_all, items_all = examples.users, examples.items
     features_all = torch.from_numpy(examples.user_features.astype(np.float32))
+    recent_all = torch.from_numpy(examples.recent.astype(np.int64))
     counts = np.bincount(items_all, minlength=n_items)
     log_q = torch.from_numpy(np.log(np.maximum(counts, 1) / counts.sum()).astype(np.float32))
     optimizer = torch.optim.Adam(
@@ -232,8 +262,11 @@ def train_two_tower(
             batch = order[start : start + config.batch_size]
             users = torch.from_numpy(users_all[batch])
             items = torch.from_numpy(items_all[batch])
+            recent = recent_all[batch]
+            hidden = torch.from_numpy(rng.random(len(batch)) < config.recent_dropout)
+            recent = recent.masked_fill(hidden.unsqueeze(1), -1)
             loss = in_batch_softmax_loss(
-                model.users(users, features_all[batch], history, exclude=items),
+                model.users(users, features_all[batch], history, recent, exclude=items),
                 model.items(items),
                 items,
                 log_q[items],
@@ -258,14 +291,22 @@ def train_two_tower(
 
 @torch.no_grad()
 def score_users(
-    model: TwoTowerModel, users: np.ndarray, user_features: np.ndarray, history: sp.csr_matrix
+    model: TwoTowerModel,
+    users: np.ndarray,
+    user_features: np.ndarray,
+    history: sp.csr_matrix,
+    recent: np.ndarray | None = None,
 ) -> np.ndarray:
-    """(len(users), n_items) scores: user vectors against every item vector."""
+    """(len(users), n_items) scores: user vectors against every item vector. `recent`
+    (len(users), width) item indices with -1 pads; None: no recent items."""
     model.eval()
+    if recent is None:
+        recent = np.full((len(users), 1), -1, dtype=np.int64)
     user_vectors = model.users(
         torch.from_numpy(users.astype(np.int64)),
         torch.from_numpy(user_features.astype(np.float32)),
         history.tocsr(),
+        torch.from_numpy(recent.astype(np.int64)),
     )
     item_vectors = model.items(torch.arange(history.shape[1]))
     return (user_vectors @ item_vectors.T).numpy()

@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from recloop.feature_vectors import ITEM_VIEW, USER_VIEW, FeatureSpec, activity_columns
+from recloop.feature_vectors import ITEM_VIEW, STREAM_VIEW, USER_VIEW, FeatureSpec, activity_columns
 from recloop.model_artifact import ModelBundle, item_vectors_of
 from recloop.retrieval_index import RetrievalIndex
 from recloop.two_tower import TrainingExamples, TwoTowerConfig, train_two_tower
@@ -32,9 +32,14 @@ def feast_frame(view: str, ids: list[str], key: str, **extra: list[object]) -> p
     return frame
 
 
-def user_frame(user_ids: list[str]) -> pd.DataFrame:
+def user_frame(
+    user_ids: list[str], last_items: list[list[str] | None] | None = None
+) -> pd.DataFrame:
+    """User features, and the streaming `last_items` (null for everyone by default)."""
     affinity = [[1.0, 0.0] if int(u[1:]) < 4 else [0.0, 1.0] for u in user_ids]
-    return feast_frame(USER_VIEW, user_ids, "user_id", genre_affinity=affinity)
+    frame = feast_frame(USER_VIEW, user_ids, "user_id", genre_affinity=affinity)
+    frame[f"{STREAM_VIEW}__last_items"] = last_items or [None] * len(user_ids)
+    return frame
 
 
 def item_frame() -> pd.DataFrame:

@@ -14,6 +14,7 @@ from recloop.stream_features import (
     ROW_COLUMNS,
     StreamState,
     recent_engagement_events,
+    stream_feature_history,
     stream_feature_rows,
 )
 
@@ -124,6 +125,57 @@ def random_stream(seed: int, events: int, lateness: timedelta) -> list[dict[str,
     for position in sorted(repeats, reverse=True):
         ordered.insert(position + 3, ordered[position])
     return ordered
+
+
+def naive_history(events: list[dict[str, object]]) -> list[dict[str, object]]:
+    """The definition read literally: for every user and engagement time t, the events
+    of (t - 1 h, t] in (time, event id) order."""
+    engaged = {
+        (e["tenant_id"], e["user_id"], e["event_id"]): e
+        for e in events
+        if e["event_type"] in ("click", "purchase", "rating")
+    }
+    by_user: dict[tuple[str, str], list[dict[str, object]]] = {}
+    for e in engaged.values():
+        by_user.setdefault((e["tenant_id"], e["user_id"]), []).append(e)
+    rows = []
+    for (tenant, user), mine in sorted(by_user.items()):
+        mine.sort(key=lambda e: (e["event_timestamp"], e["event_id"]))
+        for at in sorted({e["event_timestamp"] for e in mine}):
+            window = [e for e in mine if at - timedelta(hours=1) < e["event_timestamp"] <= at]
+            rows.append(
+                {
+                    "tenant_id": tenant,
+                    "user_id": user,
+                    "event_timestamp": pd.Timestamp(at),
+                    "engagements_1h": len(window),
+                    "last_items": [e["item_id"] for e in reversed(window)][:5],
+                }
+            )
+    return rows
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_history_holds_a_row_as_of_every_engagement_time(seed: int) -> None:
+    stream = random_stream(seed, 800, timedelta(minutes=5))
+    history = stream_feature_history(pd.DataFrame(stream))
+    assert history.to_dict("records") == naive_history(stream)
+    assert len(history) > 200
+    # The latest row per user is what the service pushes.
+    latest = history.groupby(KEY_COLUMNS).tail(1).reset_index(drop=True)
+    pd.testing.assert_frame_equal(latest, stream_feature_rows(pd.DataFrame(stream)))
+
+
+def test_history_rows_of_tied_events_see_every_tie() -> None:
+    rows = stream_feature_history(
+        pd.DataFrame([event("b", 0, "second"), event("a", 0, "first"), event("c", 1, "third")])
+    ).to_dict("records")
+    assert [(r["engagements_1h"], r["last_items"]) for r in rows] == [
+        (2, ["second", "first"]),
+        (3, ["third", "second", "first"]),
+    ]
+    empty = stream_feature_history(pd.DataFrame([event("x", 0, event_type="view")]))
+    assert list(empty.columns) == ROW_COLUMNS and empty.empty
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])

@@ -19,7 +19,7 @@ from feature_repo.store import open_feature_store
 from recloop.ingest import validate_event_partition
 from recloop.layout import DataLayout, write_parquet_atomic
 from recloop.settings import Settings
-from recloop.stream_features import StreamState, stream_feature_rows
+from recloop.stream_features import StreamState, stream_feature_history, stream_feature_rows
 from tests.conftest import TINY_DAYS, TINY_TENANT
 
 MART = dg.AssetKey("user_stream_features")
@@ -106,21 +106,25 @@ def test_mart_equals_the_function_and_pushed_rows_pass_the_parity_check(
     mart = pd.read_parquet(tiny_log.marts / "user_stream_features.parquet")
     mart["last_items"] = mart["last_items"].map(list)
     events = validated_events(tiny_log)
-    pd.testing.assert_frame_equal(mart, stream_feature_rows(events))
-    first = mart.set_index("user_id").loc["1"]
+    pd.testing.assert_frame_equal(mart, stream_feature_history(events))
+    latest = mart.drop_duplicates(["tenant_id", "user_id"], keep="last").reset_index(drop=True)
+    pd.testing.assert_frame_equal(latest, stream_feature_rows(events))
+    first = latest.set_index("user_id").loc["1"]
     assert first["engagements_1h"] == 6
     assert first["last_items"] == ["8", "3", "6", "7", "5"]
     assert first["event_timestamp"] == day_start + timedelta(hours=23, minutes=1)
+    # The history keeps the rows as of earlier engagements, for point-in-time joins.
+    assert (mart["user_id"] == "1").sum() > 1
 
     state = StreamState()
     state.add_frame(events.sort_values("event_timestamp"))
     store.push(STREAM_PUSH_SOURCE, state.drain(), to=PushMode.ONLINE)
     passed = check(tiny_settings, recent_hours=1_000.0)
     assert passed.passed
-    assert passed.metadata["compared"].value == passed.metadata["checked"].value == len(mart)
+    assert passed.metadata["compared"].value == passed.metadata["checked"].value == len(latest)
     assert passed.metadata["mismatch_rate"].value == 0.0
 
-    tampered = mart[mart["user_id"] == "1"].assign(engagements_1h=99)
+    tampered = latest[latest["user_id"] == "1"].assign(engagements_1h=99)
     store.write_to_online_store(STREAM_VIEW, df=tampered)
     failed = check(tiny_settings, recent_hours=1_000.0)
     assert not failed.passed

@@ -119,7 +119,9 @@ def test_pushed_stream_features_match_the_batch_mart_across_a_restart(
     assert parity.passed
     assert (metadata["checked"], metadata["compared"], metadata["mismatches"]) == (3, 3, 0)
     assert metadata["mismatch_rate"] == 0.0
-    mart = pd.read_parquet(settings.data_dir / "marts" / "user_stream_features.parquet")
+    history = pd.read_parquet(settings.data_dir / "marts" / "user_stream_features.parquet")
+    assert history.loc[history["user_id"] == a, "engagements_1h"].tail(3).tolist() == [1, 2, 3]
+    mart = history.drop_duplicates("user_id", keep="last")
     assert mart.set_index("user_id").loc[a, "engagements_1h"] == 3
 
     store = open_feature_store(settings)

@@ -20,6 +20,7 @@ from feature_repo.definitions import FEATURE_TTL
 from recloop.layout import DataLayout
 from recloop.model_artifact import WEIGHTS
 from recloop.settings import Settings
+from recloop.stream_features import WINDOW
 from recloop.validation import validate_events
 from services.launcher import serve
 from services.registry import Registry
@@ -52,39 +53,73 @@ def test_champion_is_registered_with_its_evidence(trained) -> None:
         "index_covers_catalog",
     }
     assert metadata["metrics"]["all"]["ndcg@10"] > metadata["popularity"]["ndcg@10"]
-    assert metadata["feature_service"] == "retrieval_v1"
+    assert metadata["feature_service"] == "retrieval_v2"
     assert metadata["cutoffs"]["valid_start"] < metadata["cutoffs"]["test_start"]
     assert registry.labels(champion)["gate"] == "passed"
     assert registry.load(champion).index.kind == "exact"
 
 
-def test_training_examples_only_see_features_stamped_before_their_label(trained) -> None:
-    champion = trained.registry.champion()
-    directory = Path(trained.registry.metadata(champion)["training_set"])
-    examples = pd.read_parquet(directory / "examples.parquet").sample(2_000, random_state=0)
-    mart = pd.read_parquet(trained.settings.data_dir / "marts" / "user_features.parquet")
-    columns = ["event_id", "user_id", "event_timestamp", "user_features__rating_count_total"]
-    labels = examples[columns].assign(
-        event_timestamp=examples["event_timestamp"].astype("datetime64[ns, UTC]")
-    )
-    rows = mart[["user_id", "event_timestamp", "rating_count_total"]].assign(
-        event_timestamp=mart["event_timestamp"].astype("datetime64[ns, UTC]")
-    )
-    # the brute-force answer: the user's latest feature row at or before the label, within the TTL
-    oracle = pd.merge_asof(
-        labels.sort_values("event_timestamp"),
-        rows.sort_values("event_timestamp"),
+def _as_of_oracle(
+    trained: TrainedSystem, seed: int, example_column: str, mart: str, column: str, **as_of
+) -> pd.DataFrame:
+    """2,000 sampled training examples beside the brute-force answer: `mart`'s `column`
+    from the user's row that `pd.merge_asof(**as_of)` picks for each label."""
+    directory = Path(trained.registry.metadata(trained.registry.champion())["training_set"])
+    examples = pd.read_parquet(directory / "examples.parquet").sample(2_000, random_state=seed)
+    rows = pd.read_parquet(trained.settings.data_dir / "marts" / f"{mart}.parquet")
+    labels = examples[["event_id", "user_id", "event_timestamp", example_column]]
+    nanoseconds = {"event_timestamp": "datetime64[ns, UTC]"}
+    return pd.merge_asof(
+        labels.astype(nanoseconds).sort_values("event_timestamp"),
+        rows[["user_id", "event_timestamp", column]]
+        .astype(nanoseconds)
+        .sort_values("event_timestamp"),
         on="event_timestamp",
         by="user_id",
         direction="backward",
+        **as_of,
+    )
+
+
+def test_training_examples_only_see_features_stamped_before_their_label(trained) -> None:
+    # the user's latest feature row at or before the label, within the TTL
+    oracle = _as_of_oracle(
+        trained,
+        0,
+        "user_features__rating_count_total",
+        "user_features",
+        "rating_count_total",
         tolerance=FEATURE_TTL,
     )
     expected = oracle["rating_count_total"].fillna(-1).to_numpy()
     actual = oracle["user_features__rating_count_total"].fillna(-1).to_numpy()
     assert len(oracle) == 2_000 and (actual == -1).sum() < 2_000
     assert (expected == actual).all()
+    directory = Path(trained.registry.metadata(trained.registry.champion())["training_set"])
     split = pd.read_parquet(directory / "examples.parquet")["split"].value_counts()
     assert split["train"] > split["valid"] > 0 and split["test"] > 0
+
+
+def test_training_examples_see_the_stream_as_it_was_just_before_their_label(trained) -> None:
+    # the latest stream row strictly before the label, at most an hour old
+    oracle = _as_of_oracle(
+        trained,
+        1,
+        "user_stream__last_items",
+        "user_stream_features",
+        "last_items",
+        allow_exact_matches=False,
+        tolerance=WINDOW,
+    )
+
+    def items(value: object) -> list[str]:
+        return [] if value is None or (isinstance(value, float) and value != value) else list(value)
+
+    expected = oracle["last_items"].map(items)
+    actual = oracle["user_stream__last_items"].map(items)
+    assert (expected == actual).all()
+    # MovieLens users rate in sessions: most labels have recent items.
+    assert (actual.map(len) > 0).mean() > 0.5
 
 
 def test_shuffled_labels_are_blocked_and_the_champion_keeps_serving(trained, server) -> None:

@@ -53,3 +53,44 @@ def test_loss_masks_duplicate_items_in_the_batch() -> None:
     loss = in_batch_softmax_loss(users, vectors, items, torch.zeros(2), temperature=1.0)
     # each row's only unmasked column is its own positive, so the loss is exactly 0
     assert float(loss) == 0.0
+
+
+def test_recent_items_turn_the_user_towards_what_they_just_engaged_with() -> None:
+    """Users whose history is genre A, but who just engaged with a B item, want B next:
+    the training examples say so, and only the recent-items input can tell them apart."""
+    users, items, recent = [], [], []
+    for user in range(8):
+        liked = [0, 1] if user < 4 else [2, 3]
+        other = [2, 3] if user < 4 else [0, 1]
+        for target in liked:  # a session in the user's usual genre
+            (
+                users.append(user),
+                items.append(target),
+                recent.append([liked[1 - liked.index(target)]]),
+            )
+        for target in other:  # a session that switched: the previous item was the other genre
+            (
+                users.append(user),
+                items.append(target),
+                recent.append([other[1 - other.index(target)]]),
+            )
+    examples = TrainingExamples(
+        np.array(users), np.array(items), USER_FEATURES[users], np.array(recent, dtype=np.int64)
+    )
+    config = TwoTowerConfig(
+        dim=16,
+        hidden=32,
+        batch_size=8,
+        epochs=200,
+        patience=200,
+        lr=0.01,
+        recent_dropout=0.0,
+        seed=3,
+    )
+    model = train_two_tower(examples, TRAIN, GENRES, config, progress=False).model
+    group_a = np.arange(4)
+    usual = score_users(model, group_a, USER_FEATURES[:4], TRAIN, np.full((4, 1), 0))
+    switched = score_users(model, group_a, USER_FEATURES[:4], TRAIN, np.full((4, 1), 2))
+    # After an A item the user wants the other A item; after a B item, the other B item.
+    assert (usual[:, 1] > usual[:, [2, 3]].max(axis=1)).all()
+    assert (switched[:, 3] > switched[:, [0, 1]].max(axis=1)).all()
