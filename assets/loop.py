@@ -297,7 +297,11 @@ class InlineOrchestrator:
         tags = {**request.tags, "dagster/run_key": request.run_key}
         kwargs = {"partition_key": request.partition_key} if request.partition_key else {}
         result = job.execute_in_process(
-            instance=self.instance, tags=tags, run_config=QUIET_LOGS, raise_on_error=False, **kwargs
+            instance=self.instance,
+            tags=tags,
+            run_config={**QUIET_LOGS, **(request.run_config or {})},
+            raise_on_error=False,
+            **kwargs,
         )
         if not result.success and job_name == VALIDATE_EVENTS_JOB:
             raise RuntimeError(f"validation run {result.run_id} failed: the loop cannot go on")
@@ -387,6 +391,7 @@ def retrain_runs(instance: dg.DagsterInstance, since: float) -> list[dict]:
                 "run_key": run.tags.get("dagster/run_key"),
                 "trigger": run.tags.get("recloop/trigger"),
                 "reason": run.tags.get("recloop/reason"),
+                "drift_since": run.tags.get("recloop/drift_since"),
                 "status": run.status.value,
                 "created": created,
                 "ended": record.end_time,

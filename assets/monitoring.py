@@ -343,7 +343,11 @@ def drift_sensor(context: dg.SensorEvaluationContext, recloop: RecloopResource):
                 run_config={
                     "ops": {
                         "training_set": {
-                            "config": {"valid_fraction": holdout, "test_fraction": holdout}
+                            "config": {
+                                "valid_fraction": holdout,
+                                "test_fraction": holdout,
+                                "holdout_since": since,
+                            }
                         }
                     }
                 },

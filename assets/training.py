@@ -12,6 +12,7 @@ from pathlib import Path
 import dagster as dg
 import duckdb
 import pandas as pd
+from pydantic import Field
 
 from assets.dbt import WAREHOUSE_POOL
 from assets.monitoring import newest_validated_event
@@ -59,6 +60,11 @@ CHECK_OF_GATE = {
 class TrainingSetConfig(dg.Config):
     valid_fraction: float = 0.1
     test_fraction: float = 0.1
+    holdout_since: str | None = Field(
+        None,
+        description="ISO 8601 time: the fractions are of the labels from then on, and all "
+        "earlier labels train (a drift retrain passes the drift's start)",
+    )
 
 
 class CandidateConfig(dg.Config):
@@ -138,8 +144,9 @@ def training_set(
     layout = recloop.layout()
     store = recloop.feature_store()
     interactions = pd.read_parquet(layout.marts / "user_item_interactions.parquet")
+    since = pd.Timestamp(config.holdout_since) if config.holdout_since else None
     examples, cutoffs = labelled_examples(
-        store, interactions, config.valid_fraction, config.test_fraction
+        store, interactions, config.valid_fraction, config.test_fraction, since
     )
     with duckdb.connect(str(layout.warehouse), read_only=True) as warehouse:
         catalog = warehouse.execute("select item_id from int_items order by item_id").df()
@@ -158,6 +165,7 @@ def training_set(
             "path": str(directory),
             "examples": len(examples),
             "feature_service": FEATURE_SERVICE,
+            "holdout_since": config.holdout_since or "",
             "split": dg.MetadataValue.json(summary),
             **{f"{part}_rows": info["rows"] for part, info in summary["parts"].items()},
         }

@@ -56,11 +56,18 @@ def user_features_as_of(store: FeatureStore, entities: pd.DataFrame) -> pd.DataF
 
 
 def labelled_examples(
-    store: FeatureStore, interactions: pd.DataFrame, valid_fraction: float, test_fraction: float
+    store: FeatureStore,
+    interactions: pd.DataFrame,
+    valid_fraction: float,
+    test_fraction: float,
+    holdout_since: pd.Timestamp | None = None,
 ) -> tuple[pd.DataFrame, TemporalCutoffs]:
-    """Positive labels with user features as of each label, and a `split` column by time."""
+    """Positive labels with user features as of each label, and a `split` column by time
+    (`recloop.training_set.temporal_cutoffs`)."""
     labels = label_entities(interactions)
-    cutoffs = temporal_cutoffs(labels["event_timestamp"], valid_fraction, test_fraction)
+    cutoffs = temporal_cutoffs(
+        labels["event_timestamp"], valid_fraction, test_fraction, holdout_since
+    )
     examples = user_features_as_of(store, labels)
     examples["split"] = cutoffs.part_of(examples["event_timestamp"]).to_numpy()
     return examples, cutoffs

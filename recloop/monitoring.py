@@ -46,10 +46,11 @@ class MonitoringConfig:
     score_psi: float = 0.25
     click_genre_js: float = 0.05
     features: DriftThresholds = field(default_factory=DriftThresholds)
-    # A drift retrain holds out this share of labels (newest) for validation and again for
-    # test, instead of 10 % each: after a drift the newest labels are the only ones that
-    # show the new behaviour, and the model has to learn from most of them.
-    drift_retrain_holdout: float = 0.03
+    # A drift retrain holds out this share of the labels since the drift began (newest) for
+    # validation and again for test, and trains on everything else: the post-drift labels
+    # are the only ones that show the new behaviour, so the model has to learn from most of
+    # them and be judged on the rest. (A share of all labels would hold out every one.)
+    drift_retrain_holdout: float = 0.15
 
 
 @dataclass(frozen=True)

@@ -37,16 +37,28 @@ class TemporalCutoffs:
 
 
 def temporal_cutoffs(
-    timestamps: pd.Series | np.ndarray, valid_fraction: float = 0.1, test_fraction: float = 0.1
+    timestamps: pd.Series | np.ndarray,
+    valid_fraction: float = 0.1,
+    test_fraction: float = 0.1,
+    holdout_since: pd.Timestamp | None = None,
 ) -> TemporalCutoffs:
-    """Cut-offs at the time quantiles that leave `valid_fraction` and `test_fraction` of rows."""
+    """Cut-offs at the time quantiles that leave `valid_fraction` and `test_fraction` of rows.
+
+    With `holdout_since`, the fractions are of the rows stamped at or after it, and
+    everything before it trains: after a drift, the post-drift labels are few beside the
+    history, and a model must both learn from most of them and be judged on them.
+    """
     if not (0 < valid_fraction and 0 < test_fraction and valid_fraction + test_fraction < 1):
         raise ValueError(
             f"split fractions must be positive and sum below 1, got valid={valid_fraction}, test={test_fraction}"
         )
-    stamps = np.sort(pd.to_datetime(pd.Series(timestamps), utc=True).to_numpy())
+    series = pd.to_datetime(pd.Series(timestamps), utc=True)
+    if holdout_since is not None:
+        series = series[series >= pd.Timestamp(holdout_since).tz_convert("UTC")]
+    stamps = np.sort(series.to_numpy())
     if len(stamps) < 3:
-        raise ValueError(f"a temporal split needs at least 3 examples, got {len(stamps)}")
+        since = f" since {holdout_since.isoformat()}" if holdout_since is not None else ""
+        raise ValueError(f"a temporal split needs at least 3 examples{since}, got {len(stamps)}")
     n = len(stamps)
     return TemporalCutoffs(
         valid_start=pd.Timestamp(stamps[int(n * (1 - valid_fraction - test_fraction))]).tz_convert(

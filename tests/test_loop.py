@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import dagster as dg
+import pandas as pd
 import pytest
 
 from assets.definitions import build_definitions
@@ -68,6 +69,21 @@ def test_no_request_failed_and_the_service_swapped_to_a_gated_champion(loop) -> 
         assert champion == result["champion_before"]
         blocked = [v for v in registry.versions() if registry.labels(v).get("gate") == "failed"]
         assert blocked
+
+
+def test_the_drift_retrain_trained_on_most_post_drift_labels(loop) -> None:
+    config, result = loop
+    registry = Registry(DataLayout(config.data_dir.resolve()).registry)
+    (retrained,) = [v for v in registry.versions() if v != result["champion_before"]]
+    examples = pd.read_parquet(
+        Path(registry.metadata(retrained)["training_set"]) / "examples.parquet"
+    )
+    drift_run = next(r for r in result["retrain_runs"] if r["trigger"] == "drift")
+    since = pd.Timestamp(drift_run["drift_since"])
+    after = examples[pd.to_datetime(examples["event_timestamp"], utc=True) >= since]
+    shares = after["split"].value_counts(normalize=True)
+    assert len(after) > 500, len(after)
+    assert shares["train"] > 0.6 and shares["valid"] > 0.1 and shares["test"] > 0.1, shares
 
 
 def test_the_timeline_is_written_with_its_marks(loop) -> None:

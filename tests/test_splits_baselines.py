@@ -12,6 +12,7 @@ from recloop.splits import (
     recbole_split_counts,
     temporal_split,
 )
+from recloop.training_set import temporal_cutoffs
 
 
 def interactions(n_users: int = 30, per_user: int = 12, n_items: int = 40, seed: int = 1):
@@ -62,6 +63,20 @@ def test_temporal_split_never_trains_on_the_future() -> None:
     assert split.train.timestamps.max() < split.valid.timestamps.min()
     assert split.valid.timestamps.max() < split.test.timestamps.min()
     assert len(split.train) + len(split.valid) + len(split.test) == 30 * 12
+
+
+def test_holdout_since_a_drift_takes_its_fractions_of_the_labels_after_it() -> None:
+    history = pd.date_range("2026-01-01", periods=900, freq="h", tz="UTC")
+    after_drift = pd.date_range("2026-03-01", periods=100, freq="min", tz="UTC")
+    stamps = pd.Series(history.append(after_drift))
+    everywhere = temporal_cutoffs(stamps, 0.1, 0.1)
+    assert everywhere.valid_start < after_drift[0]  # 10 % of all: every post-drift label held out
+    since = temporal_cutoffs(stamps, 0.1, 0.1, holdout_since=after_drift[0])
+    parts = since.part_of(stamps).value_counts()
+    assert (parts["train"], parts["valid"], parts["test"]) == (980, 10, 10)
+    assert since.valid_start == after_drift[80]
+    with pytest.raises(ValueError, match="at least 3 examples since 2026-04-01"):
+        temporal_cutoffs(stamps, 0.1, 0.1, holdout_since=pd.Timestamp("2026-04-01", tz="UTC"))
 
 
 def test_unknown_catalog_items_are_an_error() -> None:
