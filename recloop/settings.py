@@ -20,9 +20,11 @@ DRIFT_WINDOW_ENV = "RECLOOP_DRIFT_WINDOW"
 RETRAIN_AFTER_EVENTS_ENV = "RECLOOP_RETRAIN_AFTER_EVENTS"
 POST_DRIFT_IMPRESSIONS_ENV = "RECLOOP_POST_DRIFT_IMPRESSIONS"
 RELOAD_INTERVAL_ENV = "RECLOOP_RELOAD_INTERVAL_S"
+EXPERIMENTS_DIR_ENV = "RECLOOP_EXPERIMENTS_DIR"
 
 DEFAULT_DATA_DIR = Path("data")
 DEFAULT_REDIS_URL = "127.0.0.1:6379"
+DEFAULT_EXPERIMENTS_DIR = Path("experiments")
 # MovieLens-100K, the demo data set, starts on 1997-09-20.
 DEFAULT_PARTITIONS_START = date(1997, 9, 1)
 
@@ -48,12 +50,17 @@ class Settings:
     post_drift_impressions: int = 50_000
     # Seconds between two looks of the service at the registry's champion (hot swap).
     reload_interval_s: float = 2.0
+    # The live experiment specs (`*.yaml` at its top level; experiments/README.md).
+    experiments_dir: Path = DEFAULT_EXPERIMENTS_DIR
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
         """Build settings from `RECLOOP_*` variables; unset ones take defaults."""
         env = os.environ if env is None else env
         data_dir = Path(env.get(DATA_DIR_ENV) or DEFAULT_DATA_DIR).expanduser().resolve()
+        experiments_dir = (
+            Path(env.get(EXPERIMENTS_DIR_ENV) or DEFAULT_EXPERIMENTS_DIR).expanduser().resolve()
+        )
         online_store = env.get(ONLINE_STORE_ENV, "sqlite").strip().lower()
         if online_store not in ("sqlite", "redis"):
             raise SettingsError(
@@ -78,6 +85,7 @@ class Settings:
             **counts,
             reload_interval_s=_positive_float(env, RELOAD_INTERVAL_ENV, cls.reload_interval_s),
             data_dir=data_dir,
+            experiments_dir=experiments_dir,
             online_store=online_store,  # type: ignore[arg-type]
             redis_url=env.get(REDIS_URL_ENV) or DEFAULT_REDIS_URL,
             partitions_start=start,
@@ -96,6 +104,7 @@ class Settings:
             RETRAIN_AFTER_EVENTS_ENV: str(self.retrain_after_events),
             POST_DRIFT_IMPRESSIONS_ENV: str(self.post_drift_impressions),
             RELOAD_INTERVAL_ENV: str(self.reload_interval_s),
+            EXPERIMENTS_DIR_ENV: str(self.experiments_dir),
         }
 
 
