@@ -757,3 +757,10 @@ def test_experiments_directory_setting(tmp_path: Path) -> None:
     settings = Settings.from_env({"RECLOOP_EXPERIMENTS_DIR": str(tmp_path / "specs")})
     assert settings.experiments_dir == tmp_path / "specs"
     assert Settings.from_env(settings.to_env()) == settings
+
+
+def test_the_readme_example_is_valid(tmp_path: Path) -> None:
+    readme = (REPO / "experiments" / "README.md").read_text()
+    example = readme.split("```yaml\n", 1)[1].split("```", 1)[0]
+    spec = spec_from(tmp_path, example, "two_tower_vs_popularity_ab")
+    assert spec.variants["two_tower"].policy == {"kind": "softmax", "temperature": 0.5, "top_n": 50}
