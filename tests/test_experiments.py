@@ -185,7 +185,7 @@ def test_valid_spec_is_typed(tmp_path: Path) -> None:
             "activity_threshold",
             23,
             "audience.activity_threshold",
-            "expected integer, got the string 'five'",
+            "expected an integer, got the string 'five'",
             id="wrong-type",
         ),
         pytest.param(
@@ -214,6 +214,15 @@ def test_valid_spec_is_typed(tmp_path: Path) -> None:
             "test.allocation",
             "allocations sum to 90, expected 100",
             id="allocation-sum",
+        ),
+        pytest.param(
+            "    popularity: 30",
+            "    popularity: .nan",
+            ".nan",
+            17,
+            "test.allocation.popularity",
+            ".nan is not allowed: numbers must be finite",
+            id="not-a-number",
         ),
         pytest.param(
             "    popularity: 30",
@@ -430,7 +439,7 @@ def test_every_problem_of_a_file_is_reported(tmp_path: Path) -> None:
     path = write_spec(tmp_path, text)
     assert problems(path) == [
         f"{path}:1:7: name: 'wrong' differs from the file name 'base_spec'",
-        f"{path}:15:12: variants.two_tower.params.dim: expected integer, got the string 'big'",
+        f"{path}:15:12: variants.two_tower.params.dim: expected an integer, got the string 'big'",
         f"{path}:23:5: test.allocation: allocations sum to 90, expected 100",
     ]
 

@@ -16,6 +16,7 @@ import hashlib
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from math import isfinite
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Literal
@@ -38,6 +39,7 @@ MISNAMED_SUFFIX = ".yml"
 BASIS_POINTS = 10_000
 _STR_TAG = "tag:yaml.org,2002:str"
 _MERGE_TAG = "tag:yaml.org,2002:merge"
+_FLOAT_TAG = "tag:yaml.org,2002:float"
 
 
 @dataclass(frozen=True)
@@ -117,12 +119,26 @@ class Audience:
     _allowed: Mapping[str, frozenset[tuple[bool, object]]] = field(
         init=False, repr=False, compare=False
     )
+    # The user event counts accepted, as [low, high).
+    event_range: tuple[float, float] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         allowed = {
             name: frozenset(map(_scalar_key, values)) for name, values in self.context.items()
         }
         object.__setattr__(self, "_allowed", allowed)
+        threshold = self.activity_threshold
+        if self.users == "all":
+            if threshold is not None:
+                raise ValueError("activity_threshold applies only to users 'new' or 'existing'")
+            event_range = (0.0, float("inf"))
+        elif threshold is None:
+            raise ValueError(f"users {self.users!r} needs an activity_threshold")
+        elif self.users == "new":
+            event_range = (0.0, float(threshold))
+        else:
+            event_range = (float(threshold), float("inf"))
+        object.__setattr__(self, "event_range", event_range)
 
     def matches(self, tenant: str, context: Mapping[str, object], user_events: int | None) -> bool:
         """Whether a request belongs to the audience.
@@ -133,10 +149,8 @@ class Audience:
         if self.tenants is not None and tenant not in self.tenants:
             return False
         if self.users != "all":
-            if user_events is None:
-                return False
-            is_new = user_events < self.activity_threshold  # type: ignore[operator]
-            if is_new != (self.users == "new"):
+            low, high = self.event_range
+            if user_events is None or not low <= user_events < high:
                 return False
         for name, allowed in self._allowed.items():
             value = context.get(name)
@@ -144,21 +158,13 @@ class Audience:
                 return False
         return True
 
-    def event_range(self) -> tuple[float, float]:
-        """The user event counts this audience accepts, as [low, high)."""
-        if self.users == "new":
-            return (0, self.activity_threshold)  # type: ignore[return-value]
-        if self.users == "existing":
-            return (self.activity_threshold, float("inf"))  # type: ignore[return-value]
-        return (0, float("inf"))
-
     def overlaps(self, other: Audience) -> bool:
         """Whether some request could belong to both audiences."""
         if self.tenants is not None and other.tenants is not None:
             if not self.tenants & other.tenants:
                 return False
-        low, high = self.event_range()
-        other_low, other_high = other.event_range()
+        low, high = self.event_range
+        other_low, other_high = other.event_range
         if max(low, other_low) >= min(high, other_high):
             return False
         return all(
@@ -317,7 +323,8 @@ def _parse_yaml(source: bytes, file: Path) -> tuple[_Document | None, list[SpecP
 
 
 def _key_problems(document: _Document) -> list[SpecProblem]:
-    """Duplicate keys (PyYAML keeps the last silently) and keys that are not strings."""
+    """Duplicate keys (PyYAML keeps the last silently), keys that are not strings and
+    .nan/.inf (which pass every JSON Schema bound)."""
     problems = []
     seen: set[int] = set()
 
@@ -325,7 +332,18 @@ def _key_problems(document: _Document) -> list[SpecProblem]:
         if id(node) in seen:  # an alias: already checked where its anchor is
             return
         seen.add(id(node))
-        if isinstance(node, yaml.SequenceNode):
+        if node.tag == _FLOAT_TAG and node.value.lower().lstrip("+-") in (".nan", ".inf"):
+            mark = node.start_mark
+            problems.append(
+                SpecProblem(
+                    document.file,
+                    mark.line + 1,
+                    mark.column + 1,
+                    format_path(path),
+                    f"{node.value} is not allowed: numbers must be finite",
+                )
+            )
+        elif isinstance(node, yaml.SequenceNode):
             for index, item in enumerate(node.value):
                 walk(item, (*path, index))
         elif isinstance(node, yaml.MappingNode):
@@ -372,6 +390,17 @@ def _suggest(word: object, choices: Iterable[str]) -> str:
     return f" (did you mean {close[0]!r}?)" if close else ""
 
 
+# JSON Schema's type names, as a YAML author knows them.
+_YAML_TYPES = {
+    "object": "a mapping",
+    "array": "a list",
+    "string": "a string",
+    "integer": "an integer",
+    "number": "a number",
+    "boolean": "true or false",
+}
+
+
 def _describe(value: object) -> str:
     if value is None:
         return "null"
@@ -391,7 +420,7 @@ def _schema_problems(document: _Document, error: ValidationError) -> Iterator[Sp
     path = tuple(error.absolute_path)
     schema = error.schema if isinstance(error.schema, Mapping) else {}
     hint = schema.get("description")
-    if "propertyNames" in error.relative_schema_path or "propertyNames" in error.schema_path:
+    if "propertyNames" in error.schema_path:
         key = error.instance
         yield document.problem((*path, key), f"{key!r} is not a valid name: {hint}", at_key=True)
     elif error.validator == "additionalProperties":
@@ -405,8 +434,12 @@ def _schema_problems(document: _Document, error: ValidationError) -> Iterator[Sp
             if name not in error.instance:
                 yield document.problem(path, f"missing required field {name!r}")
     elif error.validator == "type":
-        expected = error.validator_value
-        expected = " or ".join(expected) if isinstance(expected, list) else expected
+        types = (
+            error.validator_value
+            if isinstance(error.validator_value, list)
+            else [error.validator_value]
+        )
+        expected = " or ".join(_YAML_TYPES.get(name, name) for name in types)
         yield document.problem(path, f"expected {expected}, got {_describe(error.instance)}")
     elif error.validator == "enum":
         choices = [str(choice) for choice in error.validator_value]
@@ -444,70 +477,74 @@ def parse_timestamp(text: str) -> datetime:
 
 def _semantic_problems(document: _Document) -> Iterator[SpecProblem]:
     data = _mapping(document.data)
-    problem = document.problem
-
     stem = document.file.stem
     if isinstance(data.get("name"), str) and data["name"] != stem:
-        yield problem(("name",), f"{data['name']!r} differs from the file name {stem!r}")
+        yield document.problem(("name",), f"{data['name']!r} differs from the file name {stem!r}")
+    yield from _date_problems(document, data)
+    audience = _mapping(data.get("audience"))
+    if audience.get("users", "all") == "all" and "activity_threshold" in audience:
+        message = "applies only to users: new or existing"
+        yield document.problem(("audience", "activity_threshold"), message, at_key=True)
+    test = _mapping(data.get("test"))
+    yield from _metric_problems(document, test.get("kind"), data.get("primary_metric"))
+    if not isinstance(data.get("variants"), Mapping):
+        return  # the schema pass reported it; references cannot be checked
+    variants = data["variants"]
+    for name, raw in variants.items():
+        yield from _variant_problems(document, name, _mapping(raw), variants)
+    served: list[str] | None = None
+    if test.get("kind") == "ab" and isinstance(test.get("allocation"), Mapping):
+        served = list(test["allocation"])
+        yield from _allocation_problems(document, test["allocation"], variants)
+    elif test.get("kind") == "interleaving" and isinstance(test.get("variants"), list):
+        served = [name for name in test["variants"] if isinstance(name, str)]
+        for index, name in enumerate(test["variants"]):
+            if isinstance(name, str) and name not in variants:
+                message = f"unknown variant {name!r}{_suggest(name, variants)}"
+                yield document.problem(("test", "variants", index), message)
+    if served is not None:
+        yield from _unserved_problems(document, variants, served)
 
+
+def _date_problems(document: _Document, data: Mapping[str, Any]) -> Iterator[SpecProblem]:
     moments = {}
     for key in ("start", "stop"):
         if isinstance(data.get(key), str):
             try:
                 moments[key] = parse_timestamp(data[key])
             except ValueError as exc:
-                yield problem((key,), f"{data[key]!r} is not a valid timestamp: {exc}")
+                yield document.problem((key,), f"{data[key]!r} is not a valid timestamp: {exc}")
     if len(moments) == 2 and moments["start"] >= moments["stop"]:
-        yield problem(("stop",), f"stop {data['stop']} is not after start {data['start']}")
+        message = f"stop {data['stop']} is not after start {data['start']}"
+        yield document.problem(("stop",), message)
 
-    variants = _mapping(data.get("variants"))
-    for name, raw in variants.items():
-        yield from _variant_problems(document, name, _mapping(raw), variants)
 
-    test = _mapping(data.get("test"))
-    served: list[str] = []
-    if test.get("kind") == "ab":
-        allocation = _mapping(test.get("allocation"))
-        served = list(allocation)
-        yield from _allocation_problems(document, allocation, variants)
-    elif test.get("kind") == "interleaving" and isinstance(test.get("variants"), list):
-        served = [name for name in test["variants"] if isinstance(name, str)]
-        for index, name in enumerate(served):
-            if name not in variants:
-                message = f"unknown variant {name!r}{_suggest(name, variants)}"
-                yield problem(("test", "variants", index), message)
-
-    metric = data.get("primary_metric")
-    if test.get("kind") in ("ab", "interleaving") and isinstance(metric, str):
-        interleaving = test["kind"] == "interleaving"
-        if interleaving and metric not in INTERLEAVING_METRICS:
-            yield problem(
-                ("primary_metric",),
-                f"an interleaving test measures {', '.join(INTERLEAVING_METRICS)}, not {metric!r}",
-            )
-        if not interleaving and metric in INTERLEAVING_METRICS:
-            yield problem(("primary_metric",), f"{metric!r} applies to interleaving tests only")
-
-    if test.get("kind") in ("ab", "interleaving"):
-        used = set(served)
-        for raw in variants.values():
-            fallback = _mapping(raw).get("fallback")
-            used.update(fallback if isinstance(fallback, list) else ())
-        for name in variants:
-            if name not in used:
-                yield problem(
-                    ("variants", name),
-                    "never served: put it in the test or in another variant's fallback",
-                    at_key=True,
-                )
-
-    audience = _mapping(data.get("audience"))
-    if audience.get("users", "all") == "all" and "activity_threshold" in audience:
-        yield problem(
-            ("audience", "activity_threshold"),
-            "applies only to users: new or existing",
-            at_key=True,
+def _metric_problems(document: _Document, kind: object, metric: object) -> Iterator[SpecProblem]:
+    if kind not in ("ab", "interleaving") or not isinstance(metric, str):
+        return
+    if kind == "interleaving" and metric not in INTERLEAVING_METRICS:
+        expected = ", ".join(INTERLEAVING_METRICS)
+        message = f"an interleaving test measures {expected}, not {metric!r}"
+        yield document.problem(("primary_metric",), message)
+    if kind == "ab" and metric in INTERLEAVING_METRICS:
+        yield document.problem(
+            ("primary_metric",), f"{metric!r} applies to interleaving tests only"
         )
+
+
+def _unserved_problems(
+    document: _Document, variants: Mapping[str, Any], served: list[str]
+) -> Iterator[SpecProblem]:
+    """A variant neither in the test nor in a fallback would be trained for nothing."""
+    used = set(served)
+    for raw in variants.values():
+        fallback = _mapping(raw).get("fallback")
+        if isinstance(fallback, list):
+            used.update(other for other in fallback if isinstance(other, str))
+    for name in variants:
+        if name not in used:
+            message = "never served: put it in the test or in another variant's fallback"
+            yield document.problem(("variants", name), message, at_key=True)
 
 
 def _variant_problems(
@@ -523,7 +560,8 @@ def _variant_problems(
         for key in ("params", "feature_service"):
             if key in variant:
                 yield document.problem((*path, key), "applies only to algorithm variants", True)
-    algorithm = ALGORITHMS.get(variant.get("algorithm"))  # type: ignore[arg-type]
+    algorithm_name = variant.get("algorithm")
+    algorithm = ALGORITHMS.get(algorithm_name) if isinstance(algorithm_name, str) else None
     if algorithm is not None:
         if algorithm.uses_feature_service and "feature_service" not in variant:
             yield document.problem(
@@ -554,7 +592,7 @@ def _allocation_problems(
         if name not in variants:
             message = f"unknown variant {name!r}{_suggest(name, variants)}"
             yield document.problem((*path, name), message, at_key=True)
-        if isinstance(percent, int | float) and not isinstance(percent, bool):
+        if isinstance(percent, int | float) and not isinstance(percent, bool) and isfinite(percent):
             basis_points = round(percent * 100)
             if abs(basis_points - percent * 100) > 1e-6:
                 yield document.problem((*path, name), f"{percent} is finer than 0.01 percent")
