@@ -145,6 +145,22 @@ def test_two_tower_params_schema_matches_its_config() -> None:
                 assert TwoTowerConfig(**variant.params).dim > 0
 
 
+def test_policy_shapes_match_the_policies_module() -> None:
+    from recloop.policies import POLICY_KINDS, policy_from_config
+
+    policy_schema = experiment_schema()["$defs"]["policy"]
+    assert policy_schema["properties"]["kind"]["enum"] == list(POLICY_KINDS)
+    policies = [
+        variant.policy
+        for spec in load_specs(SPEC_DIRECTORIES[1])
+        for variant in spec.variants.values()
+        if variant.policy is not None
+    ]
+    assert {policy["kind"] for policy in policies} == set(POLICY_KINDS)
+    for policy in policies:
+        assert policy_from_config(policy).kind == policy["kind"]
+
+
 def test_valid_spec_is_typed(tmp_path: Path) -> None:
     spec = spec_from(tmp_path)
     assert spec.test.allocation == {"two_tower": 7_000, "popularity": 3_000}
