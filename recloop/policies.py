@@ -43,6 +43,7 @@ one from a request id, so a request's list can be replayed in any process.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
@@ -259,40 +260,33 @@ def _check_top_n(value: object) -> None:
 POLICY_KINDS: dict[str, type[Policy]] = {
     policy.kind: policy for policy in (Greedy, Softmax, EpsilonGreedy)
 }
-_REQUIRED_FIELDS: dict[str, frozenset[str]] = {
-    "greedy": frozenset(),
-    "softmax": frozenset({"temperature"}),
-    "epsilon_greedy": frozenset({"epsilon"}),
-}
-_OPTIONAL_FIELDS: dict[str, frozenset[str]] = {
-    "greedy": frozenset(),
-    "softmax": frozenset({"top_n"}),
-    "epsilon_greedy": frozenset({"top_n"}),
-}
 
 
 def policy_from_config(config: Mapping[str, object]) -> Policy:
     """A policy from a plain dict, e.g. {"kind": "softmax", "temperature": 0.5, "top_n": 50}.
 
-    Unknown and missing fields are errors, not defaults: a typo in an experiment's YAML
+    Unknown fields and missing required ones are errors: a typo in an experiment's YAML
     must not silently serve a different policy.
     """
     if "kind" not in config:
         raise ValueError(f"policy config needs a 'kind' field, one of {sorted(POLICY_KINDS)}")
     kind = config["kind"]
-    if kind not in POLICY_KINDS:
+    if not isinstance(kind, str) or kind not in POLICY_KINDS:
         raise ValueError(f"policy field 'kind' must be one of {sorted(POLICY_KINDS)}, got {kind!r}")
-    fields = set(config) - {"kind"}
-    missing = _REQUIRED_FIELDS[kind] - fields
+    policy = POLICY_KINDS[kind]
+    declared = {field.name: field for field in dataclasses.fields(policy)}
+    required = {name for name, field in declared.items() if field.default is dataclasses.MISSING}
+    given = set(config) - {"kind"}
+    missing = required - given
     if missing:
         raise ValueError(f"policy kind {kind!r} needs the field(s) {sorted(missing)}")
-    unknown = fields - _REQUIRED_FIELDS[kind] - _OPTIONAL_FIELDS[kind]
+    unknown = given - set(declared)
     if unknown:
-        allowed = sorted(_REQUIRED_FIELDS[kind] | _OPTIONAL_FIELDS[kind])
+        allowed = sorted(declared)
         raise ValueError(
             f"policy kind {kind!r} has unknown field(s) {sorted(unknown)}; allowed: {allowed}"
         )
-    return POLICY_KINDS[kind](**{field: config[field] for field in fields})
+    return policy(**{name: config[name] for name in given})
 
 
 def _plackett_luce_marginals(logits: np.ndarray, length: int, rows: np.ndarray) -> np.ndarray:

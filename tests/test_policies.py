@@ -229,6 +229,7 @@ def test_config_round_trip(config: dict[str, object]) -> None:
     [
         ({"temperature": 0.5}, "'kind'"),
         ({"kind": "thompson"}, "'kind'"),
+        ({"kind": ["softmax"]}, "'kind'"),
         ({"kind": "softmax"}, "'temperature'"),
         ({"kind": "softmax", "temperature": 0}, "'temperature'"),
         ({"kind": "softmax", "temperature": -1.0}, "'temperature'"),
