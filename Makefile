@@ -17,7 +17,7 @@ SERVE_PORT ?= 3000
 # The project's tools (dbt, dagster, feast) first, whether or not the venv is activated.
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: install demo loop test dev serve bento bench bench-quality bench-serve lint clean
+.PHONY: install demo loop experiments test dev serve bento bench bench-quality bench-serve lint clean
 
 install: $(STAMP) $(MANIFEST)
 
@@ -39,6 +39,10 @@ demo: install
 # The closed loop (assets/loop.py): simulated users, drift, sensors, retraining, hot swap.
 loop: install
 	$(BIN)/python -m assets.loop
+
+# Two online tests from YAML specs with simulated users (assets/experiment_demo.py).
+experiments: install
+	$(BIN)/python -m assets.experiment_demo
 
 test: install
 	$(BIN)/python -m pytest

@@ -6,6 +6,7 @@ import dagster as dg
 
 from assets.automation import features_automation_sensor
 from assets.dbt import dbt_cli_resource, recloop_dbt_models
+from assets.experiments import build_experiment_definitions, load_valid_specs
 from assets.features import feast_feature_views, feast_online_store, stream_batch_parity
 from assets.ingest import build_ingest_assets
 from assets.monitoring import (
@@ -40,8 +41,10 @@ TRAINING_JOB = "train_and_promote"
 def build_definitions(settings: Settings) -> dg.Definitions:
     """Everything Dagster loads, for one set of settings (tests pass temporary ones)."""
     events = event_partitions(settings.partitions_start)
+    experiments = build_experiment_definitions(load_valid_specs(settings.experiments_dir))
     return dg.Definitions(
         assets=[
+            *experiments.assets,
             *build_ingest_assets(events),
             recloop_dbt_models,
             feast_feature_views,
@@ -66,7 +69,8 @@ def build_definitions(settings: Settings) -> dg.Definitions:
                 FEATURES_JOB,
                 selection=dg.AssetSelection.all()
                 - dg.AssetSelection.assets("validated_events", "validated_users", "validated_items")
-                - dg.AssetSelection.groups(TRAINING_GROUP, MONITORING_GROUP),
+                - dg.AssetSelection.groups(TRAINING_GROUP, MONITORING_GROUP)
+                - experiments.selection,
             ),
             dg.define_asset_job(TRAINING_JOB, selection=dg.AssetSelection.groups(TRAINING_GROUP)),
             dg.define_asset_job(
@@ -74,17 +78,20 @@ def build_definitions(settings: Settings) -> dg.Definitions:
                 description="Refresh features (dbt, Feast) and retrain, gate and maybe promote.",
                 selection=dg.AssetSelection.all()
                 - dg.AssetSelection.assets("validated_events", "validated_users", "validated_items")
-                - dg.AssetSelection.groups(MONITORING_GROUP),
+                - dg.AssetSelection.groups(MONITORING_GROUP)
+                - experiments.selection,
             ),
+            *experiments.jobs,
         ],
         sensors=[
+            *experiments.sensors,
             tenant_discovery_sensor,
             new_raw_data_sensor,
             drift_sensor,
             retrain_on_new_data_sensor,
             features_automation_sensor,
         ],
-        schedules=[nightly_retrain],
+        schedules=[nightly_retrain, *experiments.schedules],
         resources={
             "recloop": RecloopResource.from_settings(settings),
             "dbt": dbt_cli_resource(),

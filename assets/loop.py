@@ -42,6 +42,7 @@ from assets.monitoring import RETRAIN_JOB, drift_sensor, episode_path
 from assets.plots import loop_timeline_png
 from assets.resources import RecloopResource
 from assets.sensors import new_raw_data_sensor
+from recloop.experiments import directory_digest
 from recloop.layout import DataLayout, write_json_atomic
 from recloop.movielens import fetch_recbole_wheel, read_ml100k_wheel, shift_to_end_before
 from recloop.settings import Settings
@@ -51,7 +52,7 @@ from services.registry import Registry
 
 Orchestrator = Literal["daemon", "inline"]
 MAX_EXCLUDE = 1_000  # the service's limit on `exclude`
-LOOP_SENSORS = (new_raw_data_sensor, drift_sensor)
+LOOP_SENSORS = (new_raw_data_sensor.name, drift_sensor.name)
 # The loop isolates the drift trigger: new-data retraining would fire on the traffic too.
 LOOP_RETRAIN_AFTER_EVENTS = 100_000_000
 DAGSTER_YAML = """\
@@ -96,6 +97,7 @@ class Session:
     impressions: int
     clicks: int
     drifted_user: bool
+    variant: str = "champion"  # the response's variant ("<experiment>:<variant>" in a test)
 
 
 @dataclass
@@ -202,6 +204,7 @@ class Traffic:
             len(shown),
             len(clicked),
             bool(self.drift_group[user]),
+            answer["variant"],
         )
 
 
@@ -253,11 +256,20 @@ def prepare(
 
 
 class InlineOrchestrator:
-    """Evaluates the loop's sensors every `tick_s` and executes their runs in process,
-    honouring run keys as the daemon does."""
+    """Evaluates the named sensors every `tick_s` and executes their runs in process,
+    honouring run keys as the daemon does. The definitions are rebuilt when the
+    experiment specs change, as the daemon's reload of the code location would."""
 
-    def __init__(self, settings: Settings, instance: dg.DagsterInstance, tick_s: float):
+    def __init__(
+        self,
+        settings: Settings,
+        instance: dg.DagsterInstance,
+        tick_s: float,
+        sensors: tuple[str, ...] = LOOP_SENSORS,
+    ):
+        self.settings, self.sensor_names = settings, sensors
         self.defs = build_definitions(settings)
+        self.specs_digest = self._specs_digest()
         self.resources = {"recloop": RecloopResource.from_settings(settings)}
         self.instance, self.tick_s = instance, tick_s
         self.failure: BaseException | None = None
@@ -273,8 +285,19 @@ class InlineOrchestrator:
         self._stop.set()
         self._thread.join()
 
+    def _specs_digest(self) -> str:
+        directory = self.settings.experiments_dir
+        return directory_digest(directory) if directory.is_dir() else ""
+
     def tick(self) -> None:
-        for sensor in LOOP_SENSORS:
+        digest = self._specs_digest()
+        if digest != self.specs_digest:
+            self.defs, self.specs_digest = build_definitions(self.settings), digest
+        defined = {sensor.name: sensor for sensor in self.defs.sensors or []}
+        for name in self.sensor_names:
+            if name not in defined:
+                continue  # e.g. the spec sensor, while no spec needs training
+            sensor = defined[name]
             with (
                 dg.partition_loading_context(dynamic_partitions_store=self.instance),
                 dg.build_sensor_context(
@@ -290,7 +313,7 @@ class InlineOrchestrator:
                 if request.run_key in self.run_keys:
                     continue
                 self.run_keys.add(request.run_key)
-                self._execute(sensor.job_name, request)
+                self._execute(request.job_name or sensor.job_name, request)
 
     def _execute(self, job_name: str, request: dg.RunRequest) -> None:
         job = self.defs.resolve_job_def(job_name)
@@ -320,9 +343,11 @@ class InlineOrchestrator:
 
 
 class DaemonOrchestrator:
-    """A real `dagster-daemon` on the loop's instance, with the loop's sensors started."""
+    """A real `dagster-daemon` on the loop's instance, with the named sensors started
+    (sensors that run by default, like the experiment ones, need no start)."""
 
-    def __init__(self, settings: Settings, home: Path):
+    def __init__(self, settings: Settings, home: Path, sensors: tuple[str, ...] = LOOP_SENSORS):
+        self.sensors = sensors
         self.env = {**os.environ, **settings.to_env(), "DAGSTER_HOME": str(home)}
         self.log = home / "daemon.log"
         self.proc: subprocess.Popen | None = None
@@ -332,9 +357,9 @@ class DaemonOrchestrator:
 
     def start(self) -> None:
         workspace = str(PROJECT_ROOT / "workspace.yaml")
-        for sensor in LOOP_SENSORS:
+        for sensor in self.sensors:
             subprocess.run(
-                self._dagster("sensor", "start", sensor.name, "-w", workspace),
+                self._dagster("sensor", "start", sensor, "-w", workspace),
                 env=self.env,
                 cwd=PROJECT_ROOT,
                 check=True,
@@ -551,10 +576,11 @@ def _marks(
     return sorted(marks, key=lambda m: m["at"])
 
 
-def merge_into_summary(loop: dict, artifacts: Path) -> Path:
+def merge_into_summary(part: dict, artifacts: Path, key: str = "loop") -> Path:
+    """Add `part` under `key` to artifacts/demo_summary.json (made by `make demo`)."""
     path = artifacts / "demo_summary.json"
     summary = json.loads(path.read_text()) if path.exists() else {}
-    summary["loop"] = loop
+    summary[key] = part
     write_json_atomic(summary, path)
     return path
 

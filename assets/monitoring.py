@@ -27,7 +27,6 @@ from assets.resources import RecloopResource
 from recloop.drift import feature_drift
 from recloop.feature_vectors import USER_VIEW, activity_columns, feature_refs
 from recloop.layout import DataLayout, write_json_atomic, write_parquet_atomic
-from recloop.model_artifact import read_manifest
 from recloop.monitoring import (
     DriftReport,
     MonitoringConfig,
@@ -126,7 +125,7 @@ class ChampionState:
         registry = Registry(layout.registry)
         self.version = registry.champion()
         metadata = registry.metadata(self.version) if self.version else {}
-        manifest = read_manifest(registry.path(self.version)) if self.version else {}
+        manifest = registry.manifest(self.version) if self.version else {}
         self.tenant = str((manifest.get("metadata", {}).get("tenants") or [""])[0])
         self.training_set = metadata.get("training_set")
         self.data_end = pd.Timestamp(metadata["data_end"]) if "data_end" in metadata else None

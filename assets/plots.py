@@ -12,6 +12,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  (the backend must be chosen first)
 from matplotlib.figure import Figure  # noqa: E402
 
+from recloop.readout import ExperimentReadout  # noqa: E402
+
 
 def png_markdown(figure: Figure, title: str) -> dg.MetadataValue:
     """A finished figure as Markdown with an inline PNG (closes the figure)."""
@@ -75,3 +77,38 @@ def loop_timeline_png(timeline: dict, path: Path, bucket_s: float = 10.0) -> Pat
     figure.savefig(path)
     plt.close(figure)
     return path
+
+
+def variant_table(readout: ExperimentReadout) -> str:
+    """Markdown table of an A/B readout: per-variant counts and CTR, then the comparisons."""
+    lines = [
+        "| variant | users | requests | impressions | clicks | CTR | 95 % CI |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for v in readout.variants:
+        lines.append(
+            f"| {v.variant} | {v.users:,} | {v.requests:,} | {v.impressions:,} | {v.clicks:,} | "
+            f"{v.ctr.value:.4f} | {v.ctr.ci_low:.4f} to {v.ctr.ci_high:.4f} |"
+        )
+    for c in readout.comparisons:
+        lines.append("")
+        lines.append(
+            f"{c.treatment} vs {c.control}: {c.absolute_difference:+.4f} "
+            f"({c.relative_difference:+.1%}), p = {c.p_value:.2g}: {c.verdict}"
+        )
+    return "\n".join(lines)
+
+
+def ctr_by_variant(readout: ExperimentReadout) -> dg.MetadataValue:
+    """CTR per variant with its interval, as bars."""
+    names = [v.variant.split(":", 1)[1] for v in readout.variants]
+    values = [v.ctr.value for v in readout.variants]
+    errors = [
+        [v.ctr.value - v.ctr.ci_low for v in readout.variants],
+        [v.ctr.ci_high - v.ctr.value for v in readout.variants],
+    ]
+    figure, axis = plt.subplots(figsize=(5, 3), dpi=100)
+    axis.bar(names, values, yerr=errors, capsize=6, color="tab:blue")
+    axis.set_ylabel("CTR (95 % CI)")
+    axis.set_title(readout.experiment)
+    return png_markdown(figure, "CTR by variant")

@@ -23,6 +23,7 @@ from feature_repo.training import (
     item_snapshot,
     labelled_examples,
     user_snapshots,
+    uses_stream,
 )
 from recloop import gates
 from recloop.text_embeddings import ENCODER_ID, embed_items, embedding_matrix
@@ -35,7 +36,7 @@ from recloop.training import (
     save_inputs,
     shuffle_training_labels,
 )
-from recloop.training_set import split_summary
+from recloop.training_set import TemporalCutoffs, split_summary
 from recloop.two_tower import TwoTowerConfig
 from services.registry import PromotionError, Registry
 
@@ -128,6 +129,36 @@ def item_text_embeddings(
     return run.embeddings
 
 
+def build_training_inputs(
+    recloop: RecloopResource,
+    text_embeddings: pd.DataFrame,
+    valid_fraction: float,
+    test_fraction: float,
+    holdout_since: pd.Timestamp | None = None,
+    feature_service: str = FEATURE_SERVICE,
+) -> tuple[Path, pd.DataFrame, TemporalCutoffs]:
+    """Point-in-time training inputs from Feast with `feature_service`'s views, saved under
+    `training/<content hash>/`: the directory, the examples and the cut-offs."""
+    layout = recloop.layout()
+    store = recloop.feature_store()
+    with_stream = uses_stream(store, feature_service)
+    interactions = pd.read_parquet(layout.marts / "user_item_interactions.parquet")
+    examples, cutoffs = labelled_examples(
+        store, interactions, valid_fraction, test_fraction, holdout_since, with_stream
+    )
+    with duckdb.connect(str(layout.warehouse), read_only=True) as warehouse:
+        catalog = warehouse.execute("select item_id from int_items order by item_id").df()
+    items = item_snapshot(store, catalog, cutoffs.valid_start)
+    inputs = TrainingInputs(
+        examples=examples,
+        user_snapshots=user_snapshots(store, examples["user_id"], cutoffs, with_stream),
+        items=items,
+        text_embeddings=embedding_matrix(text_embeddings, items["item_id"].tolist()),
+        cutoffs=cutoffs,
+    )
+    return save_inputs(inputs, layout.training), examples, cutoffs
+
+
 @dg.asset(
     key="training_set",
     deps=["user_item_interactions", "feast_feature_views"],
@@ -141,24 +172,10 @@ def training_set(
     recloop: RecloopResource,
     item_text_embeddings: pd.DataFrame,
 ) -> str:
-    layout = recloop.layout()
-    store = recloop.feature_store()
-    interactions = pd.read_parquet(layout.marts / "user_item_interactions.parquet")
     since = pd.Timestamp(config.holdout_since) if config.holdout_since else None
-    examples, cutoffs = labelled_examples(
-        store, interactions, config.valid_fraction, config.test_fraction, since
+    directory, examples, cutoffs = build_training_inputs(
+        recloop, item_text_embeddings, config.valid_fraction, config.test_fraction, since
     )
-    with duckdb.connect(str(layout.warehouse), read_only=True) as warehouse:
-        catalog = warehouse.execute("select item_id from int_items order by item_id").df()
-    items = item_snapshot(store, catalog, cutoffs.valid_start)
-    inputs = TrainingInputs(
-        examples=examples,
-        user_snapshots=user_snapshots(store, examples["user_id"], cutoffs),
-        items=items,
-        text_embeddings=embedding_matrix(item_text_embeddings, items["item_id"].tolist()),
-        cutoffs=cutoffs,
-    )
-    directory = save_inputs(inputs, layout.training)
     summary = split_summary(examples, cutoffs)
     context.add_output_metadata(
         {
@@ -173,14 +190,14 @@ def training_set(
     return str(directory)
 
 
-def _code_version() -> str:
+def code_version() -> str:
     result = subprocess.run(
         ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=False
     )
     return result.stdout.strip() if result.returncode == 0 else "unknown"
 
 
-def _flat_metrics(metrics: dict[str, dict[str, float]], prefix: str) -> dict[str, float]:
+def flat_metrics(metrics: dict[str, dict[str, float]], prefix: str) -> dict[str, float]:
     return {
         f"{prefix}{segment}/{name}": float(value)
         for segment, values in metrics.items()
@@ -238,7 +255,7 @@ def model_candidate(
             # Retraining sensors and the nightly schedule count events after this as new.
             "data_end": data_end.isoformat(),
             "feature_service": FEATURE_SERVICE,
-            "code_version": _code_version(),
+            "code_version": code_version(),
             "config": config.two_tower_config().to_dict(),
             "best_epoch": candidate.bundle.metadata["best_epoch"],
         },
@@ -267,8 +284,8 @@ def model_candidate(
             "training_curve": training_curve(
                 candidate.history, int(candidate.bundle.metadata["best_epoch"])
             ),
-            **_flat_metrics(candidate.metrics, ""),
-            **_flat_metrics({"all": candidate.popularity_metrics}, "popularity/"),
+            **flat_metrics(candidate.metrics, ""),
+            **flat_metrics({"all": candidate.popularity_metrics}, "popularity/"),
         },
     )
     yield from checks

@@ -27,6 +27,12 @@ from recloop.stream_features import WINDOW
 
 STREAM_PUSH_SOURCE = "user_stream_push"
 STREAM_MART = "user_stream_features"
+BATCH_LISTS_VIEW = "batch_lists"
+BATCH_LISTS_PUSH_SOURCE = "batch_lists_push"
+BATCH_LISTS_FILE = "batch_lists.parquet"
+# A batch list older than this is not served (the service checks; Feast's online TTL is
+# not enforced, feast#6821): a refresh schedule that stopped must not serve forever.
+BATCH_LISTS_TTL = timedelta(days=7)
 
 # Offline joins look back this far for the latest feature row. Rows are daily, so
 # this only matters when the pipeline stops: features older than this are null.
@@ -45,6 +51,10 @@ class FeatureRepoObjects(NamedTuple):
     user_stream: FeatureView
     retrieval_v1: FeatureService
     retrieval_v2: FeatureService
+    recommendation_list: Entity
+    batch_lists_source: FileSource
+    batch_lists_push: PushSource
+    batch_lists: FeatureView
 
     @property
     def views_with_join_keys(self) -> list[tuple[FeatureView, str]]:
@@ -56,8 +66,12 @@ class FeatureRepoObjects(NamedTuple):
 
     @property
     def views(self) -> list[FeatureView]:
-        """Every online feature view: the materialized ones and the pushed `user_stream`."""
-        return [*(view for view, _ in self.views_with_join_keys), self.user_stream]
+        """Every online feature view: the materialized ones and the pushed ones."""
+        return [
+            *(view for view, _ in self.views_with_join_keys),
+            self.user_stream,
+            self.batch_lists,
+        ]
 
 
 def activity_fields() -> list[Field]:
@@ -157,6 +171,36 @@ def build_feature_objects(marts_dir: Path) -> FeatureRepoObjects:
         description="Version 1 plus the user's last items from the streaming view (the "
         "recent-history input of the user tower).",
     )
+    recommendation_list = Entity(
+        name="recommendation_list",
+        join_keys=["list_id"],
+        value_type=ValueType.STRING,
+        description="A precomputed list, named by the experiment variant it serves "
+        "('<experiment>:<variant>').",
+    )
+    batch_lists_source = FileSource(
+        name="batch_lists_source",
+        path=str(marts_dir / BATCH_LISTS_FILE),
+        timestamp_field="event_timestamp",
+        description="The lists last pushed, one row per user per list (written with each push).",
+    )
+    batch_lists_push = PushSource(
+        name=BATCH_LISTS_PUSH_SOURCE,
+        batch_source=batch_lists_source,
+        description="Top-k lists of batch-mode experiment variants, pushed on their schedule.",
+    )
+    batch_lists = FeatureView(
+        name=BATCH_LISTS_VIEW,
+        entities=[user, recommendation_list],
+        ttl=BATCH_LISTS_TTL,
+        schema=[
+            Field(name="item_ids", dtype=Array(String)),
+            Field(name="scores", dtype=Array(Float64)),
+            Field(name="model_version", dtype=String),
+        ],
+        source=batch_lists_push,
+        online=True,
+    )
     return FeatureRepoObjects(
         user,
         item,
@@ -169,4 +213,8 @@ def build_feature_objects(marts_dir: Path) -> FeatureRepoObjects:
         user_stream,
         retrieval_v1,
         retrieval_v2,
+        recommendation_list,
+        batch_lists_source,
+        batch_lists_push,
+        batch_lists,
     )

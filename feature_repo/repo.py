@@ -21,4 +21,8 @@ from feature_repo.definitions import build_feature_objects
     user_stream,
     retrieval_v1,
     retrieval_v2,
+    recommendation_list,
+    batch_lists_source,
+    batch_lists_push,
+    batch_lists,
 ) = build_feature_objects(Path(os.environ["RECLOOP_DATA_DIR"]) / "marts")

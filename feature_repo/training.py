@@ -14,6 +14,7 @@ from datetime import timedelta
 
 import pandas as pd
 from feast import FeatureStore
+from feast.errors import FeastObjectNotFoundException
 
 from recloop.feature_vectors import (
     ITEM_COLUMNS,
@@ -30,6 +31,29 @@ FEATURE_SERVICE = "retrieval_v2"
 STREAM_LOOKUP_BEFORE = timedelta(microseconds=1)
 
 
+def uses_stream(store: FeatureStore, feature_service: str) -> bool:
+    """Whether the two-tower inputs of `feature_service` include the streaming view.
+
+    The model reads `user_features` and `item_features` in any case; a service without
+    `user_stream` (retrieval_v1) trains a model without the recent-items input.
+    """
+    try:
+        service = store.get_feature_service(feature_service)
+    except FeastObjectNotFoundException as exc:
+        raise ValueError(
+            f"feature service {feature_service!r} is not in the Feast registry "
+            "(feature_repo/definitions.py; run the build_features job to apply it)"
+        ) from exc
+    views = {projection.name for projection in service.feature_view_projections}
+    missing = {USER_VIEW, ITEM_VIEW} - views
+    if missing:
+        raise ValueError(
+            f"feature service {feature_service!r} lacks {sorted(missing)}: the two-tower "
+            "model needs user_features and item_features"
+        )
+    return STREAM_VIEW in views
+
+
 def historical(
     store: FeatureStore, entities: pd.DataFrame, view: str, columns: Sequence[str]
 ) -> pd.DataFrame:
@@ -43,10 +67,14 @@ def historical(
     return joined
 
 
-def user_features_as_of(store: FeatureStore, entities: pd.DataFrame) -> pd.DataFrame:
-    """`user_features` as of each row's `event_timestamp` and `user_stream` as of just
-    before it: every user column the model reads, in the input's row order."""
+def user_features_as_of(
+    store: FeatureStore, entities: pd.DataFrame, with_stream: bool = True
+) -> pd.DataFrame:
+    """`user_features` as of each row's `event_timestamp` and (`with_stream`) `user_stream`
+    as of just before it: every user column the model reads, in the input's row order."""
     joined = historical(store, entities, USER_VIEW, USER_COLUMNS)
+    if not with_stream:
+        return joined
     earlier = entities.assign(event_timestamp=entities["event_timestamp"] - STREAM_LOOKUP_BEFORE)
     stream = historical(store, earlier, STREAM_VIEW, STREAM_COLUMNS)
     for column in STREAM_COLUMNS:
@@ -61,6 +89,7 @@ def labelled_examples(
     valid_fraction: float,
     test_fraction: float,
     holdout_since: pd.Timestamp | None = None,
+    with_stream: bool = True,
 ) -> tuple[pd.DataFrame, TemporalCutoffs]:
     """Positive labels with user features as of each label, and a `split` column by time
     (`recloop.training_set.temporal_cutoffs`)."""
@@ -68,13 +97,13 @@ def labelled_examples(
     cutoffs = temporal_cutoffs(
         labels["event_timestamp"], valid_fraction, test_fraction, holdout_since
     )
-    examples = user_features_as_of(store, labels)
+    examples = user_features_as_of(store, labels, with_stream)
     examples["split"] = cutoffs.part_of(examples["event_timestamp"]).to_numpy()
     return examples, cutoffs
 
 
 def user_snapshots(
-    store: FeatureStore, user_ids: pd.Series, cutoffs: TemporalCutoffs
+    store: FeatureStore, user_ids: pd.Series, cutoffs: TemporalCutoffs, with_stream: bool = True
 ) -> pd.DataFrame:
     """Each user's features as of each cut-off (column `as_of`)."""
     users = pd.Series(sorted(user_ids.astype(str).unique()), name="user_id")
@@ -86,7 +115,7 @@ def user_snapshots(
         ignore_index=True,
     )
     entities["event_timestamp"] = entities["event_timestamp"].astype("datetime64[us, UTC]")
-    frame = user_features_as_of(store, entities)
+    frame = user_features_as_of(store, entities, with_stream)
     return frame.rename(columns={"event_timestamp": "as_of"})
 
 

@@ -133,6 +133,11 @@ def add_experiment_commands(commands: argparse._SubParsersAction) -> None:
         if name == "plan":
             action.add_argument("--json", action="store_true", help="machine-readable output")
     actions.add_parser("schema", help="print the spec JSON Schema (recloop/experiment.schema.json)")
+    actions.add_parser(
+        "simulate",
+        help="an A/B and an interleaving test with simulated users, end to end "
+        "(`recloop experiments simulate --help`; make experiments)",
+    )
 
 
 def _shown(path: Path) -> Path:
@@ -198,6 +203,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from assets.loop import main as simulate
 
         return simulate(argv[1:])
+    if argv[:2] == ["experiments", "simulate"]:  # options: assets/experiment_demo.py
+        from assets.experiment_demo import main as simulate_experiments
+
+        return simulate_experiments(argv[2:])
     args = build_parser().parse_args(argv)
     if args.command == "fetch" and args.tenant is None:
         args.tenant = args.dataset.replace("-", "")

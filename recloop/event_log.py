@@ -46,7 +46,13 @@ EVENT_COLUMNS = tuple(EVENT_SCHEMA.names)
 
 @dataclass(frozen=True)
 class ServedList:
-    """A response the service gave: kept so feedback can be tied back to it."""
+    """A response the service gave: kept so feedback can be tied back to it.
+
+    `model_version` and `variant` describe the response; a list merged from several
+    models (an experiment's fallback or interleaving) says per position which model
+    and which variant supplied each item (`item_versions`, `item_variants`), and a list
+    drawn by an exploration policy carries each item's propensity.
+    """
 
     request_id: str
     tenant_id: str
@@ -54,6 +60,18 @@ class ServedList:
     item_ids: tuple[str, ...]
     model_version: str
     variant: str
+    item_versions: tuple[str, ...] | None = None
+    item_variants: tuple[str, ...] | None = None
+    propensities: tuple[float | None, ...] | None = None
+
+    def version_at(self, position: int) -> str:
+        return self.item_versions[position] if self.item_versions else self.model_version
+
+    def variant_at(self, position: int) -> str:
+        return self.item_variants[position] if self.item_variants else self.variant
+
+    def propensity_at(self, position: int) -> float | None:
+        return self.propensities[position] if self.propensities else None
 
 
 def impression_rows(
@@ -71,10 +89,10 @@ def impression_rows(
             "value": float(score),
             "event_timestamp": at,
             "request_id": served.request_id,
-            "model_version": served.model_version,
-            "variant": served.variant,
+            "model_version": served.version_at(position),
+            "variant": served.variant_at(position),
             "position": position,
-            "propensity": None,
+            "propensity": served.propensity_at(position),
         }
         for position, (item_id, score) in enumerate(zip(served.item_ids, scores, strict=True))
     ]
@@ -83,6 +101,9 @@ def impression_rows(
 def feedback_row(
     served: ServedList, item_id: str, event_type: str, value: float | None, at: datetime
 ) -> dict[str, object]:
+    """Feedback on a shown item carries that position's model, variant and propensity,
+    so a click is credited to what showed the item."""
+    position = served.item_ids.index(item_id)
     return {
         "event_id": uuid.uuid4().hex,
         "tenant_id": served.tenant_id,
@@ -92,10 +113,10 @@ def feedback_row(
         "value": value,
         "event_timestamp": at,
         "request_id": served.request_id,
-        "model_version": served.model_version,
-        "variant": served.variant,
-        "position": served.item_ids.index(item_id),
-        "propensity": None,
+        "model_version": served.version_at(position),
+        "variant": served.variant_at(position),
+        "position": position,
+        "propensity": served.propensity_at(position),
     }
 
 
@@ -272,6 +293,7 @@ SERVED_COLUMNS = [
     "position",
     "model_version",
     "variant",
+    "propensity",
 ]
 
 
@@ -311,19 +333,31 @@ def _served_in(table: pa.Table, tenant: str) -> list[ServedList]:
         [
             ("item_id", "list"),
             ("user_id", "first"),
-            ("model_version", "first"),
-            ("variant", "first"),
+            ("model_version", "list"),
+            ("variant", "list"),
+            ("propensity", "list"),
         ]
     )
     columns = grouped.to_pydict()
     return [
-        ServedList(request_id, tenant, user_id, tuple(items), model_version, variant)
-        for request_id, items, user_id, model_version, variant in zip(
+        ServedList(
+            request_id,
+            tenant,
+            user_id,
+            tuple(items),
+            versions[0],
+            variants[0],
+            tuple(versions) if len(set(versions)) > 1 else None,
+            tuple(variants) if len(set(variants)) > 1 else None,
+            tuple(propensities) if any(p is not None for p in propensities) else None,
+        )
+        for request_id, items, user_id, versions, variants, propensities in zip(
             columns["request_id"],
             columns["item_id_list"],
             columns["user_id_first"],
-            columns["model_version_first"],
-            columns["variant_first"],
+            columns["model_version_list"],
+            columns["variant_list"],
+            columns["propensity_list"],
             strict=True,
         )
     ]

@@ -119,7 +119,9 @@ class FeatureSpec:
         }
         if len(widths) > 1:
             raise ValueError(f"genre_affinity lists have different lengths: {sorted(widths)}")
-        return cls(tuple(vocabulary), widths.pop() if widths else 0, text_dim)
+        # Trained without the streaming view (a feature service without it): no recent items.
+        recent = LAST_ITEMS if f"{STREAM_VIEW}__last_items" in user_frame else 0
+        return cls(tuple(vocabulary), widths.pop() if widths else 0, text_dim, recent)
 
     def to_dict(self) -> dict[str, object]:
         return asdict(self)
@@ -143,7 +145,12 @@ class FeatureSpec:
     ) -> np.ndarray:
         """(rows, recent_width) int64: `user_stream__last_items` mapped through `item_index`,
         most recent first, -1 pads. Items the model does not know are left out; a null
-        (no engagement in the hour, or a stale row) is a row of pads."""
+        (no engagement in the hour, or a stale row) is a row of pads. A spec without
+        recent items (recent_width 0) reads nothing."""
+        if self.recent_width == 0:
+            return np.full(
+                (len(_column(frame, USER_VIEW, "genre_affinity")), 0), -1, dtype=np.int64
+            )
         values = _column(frame, STREAM_VIEW, "last_items")
         out = np.full((len(values), self.recent_width), -1, dtype=np.int64)
         for row, value in enumerate(values):

@@ -148,3 +148,16 @@ def sanity(
 
 def verdict(results: list[GateResult]) -> bool:
     return bool(results) and all(r.passed for r in results)
+
+
+def full_lists(lengths: np.ndarray, k: int) -> GateResult:
+    """Every test user gets k items: the bar for a baseline variant (popularity), which
+    is not expected to beat anything offline but must never serve a short list."""
+    short = int((np.asarray(lengths) < k).sum())
+    return GateResult(
+        "full_lists",
+        short == 0,
+        float(short),
+        0.0,
+        f"{short} of {len(lengths)} test users got fewer than {k} items",
+    )

@@ -1,15 +1,20 @@
-"""Inference over a `ModelBundle`: the one code path for offline evaluation and serving.
+"""Inference: the one code path for offline evaluation and serving.
 
-user features (daily and streaming) -> user tower -> index search -> drop seen and
-excluded items -> top k.
-Users the model has never seen, or without features, get the most popular
-unseen items instead, and the result says so.
+Two-tower (`Retriever` over a `ModelBundle`): user features (daily and streaming) ->
+user tower -> index search -> drop seen and excluded items -> top k. Users the model
+has never seen, or without features, get the most popular unseen items instead, and
+the result says so. Popularity (`PopularityRetriever`, an experiment's baseline): the
+most counted items the user has not interacted with.
+
+`rank_with_policy` puts an exploration policy (recloop.policies) over either: it
+retrieves the policy's candidate pool and draws the list with its propensities.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
 import scipy.sparse as sp
@@ -17,6 +22,8 @@ import torch
 
 from recloop.feature_vectors import FeatureColumns
 from recloop.model_artifact import ModelBundle
+from recloop.policies import Policy
+from recloop.popularity_model import PopularityModel
 
 POPULARITY_FALLBACK = "popularity"
 
@@ -26,6 +33,29 @@ class Recommendation:
     item_ids: list[str]
     scores: list[float]
     fallback: str | None  # None when the model ranked the items
+    # P(this item at this position) under the serving policy; None when no policy drew
+    # the list (a fallback, or a list merged from several).
+    propensities: list[float] | None = None
+
+
+class Servable(Protocol):
+    """What the service and offline evaluation need of any model kind."""
+
+    @property
+    def version(self) -> str: ...
+
+    @property
+    def needs_features(self) -> bool: ...
+
+    def knows_user(self, user_id: str) -> bool: ...
+
+    def interactions(self, user_id: str) -> int:
+        """How many items the model knows the user interacted with (0 if unknown)."""
+        ...
+
+    def recommend(
+        self, user_id: str, features: FeatureColumns | None, k: int, exclude: Iterable[str] = ()
+    ) -> Recommendation: ...
 
 
 class UnknownItemError(KeyError):
@@ -52,6 +82,16 @@ class Retriever:
     @property
     def version(self) -> str:
         return self.bundle.version
+
+    @property
+    def needs_features(self) -> bool:
+        return True
+
+    def knows_user(self, user_id: str) -> bool:
+        return user_id in self.user_index
+
+    def interactions(self, user_id: str) -> int:
+        return _row_length(self.known_history, self.user_index.get(user_id))
 
     @torch.inference_mode()
     def user_vectors(self, users: np.ndarray, features: FeatureColumns) -> np.ndarray:
@@ -129,3 +169,84 @@ class Retriever:
         item = self.item_index[item_id]
         top, scores = self._search_unseen(self.bundle.index.vectors[item][None, :], {item}, k)
         return Recommendation([str(self.bundle.item_ids[i]) for i in top], scores, None)
+
+
+def _row_length(history: sp.csr_matrix, row: int | None) -> int:
+    return 0 if row is None else int(history.indptr[row + 1] - history.indptr[row])
+
+
+class PopularityRetriever:
+    """Serves a `PopularityModel`: the most counted items the user has not had. `history`
+    overrides the interactions known at query time (offline evaluation)."""
+
+    def __init__(self, model: PopularityModel, history: sp.csr_matrix | None = None):
+        self.model = model
+        self.known_history = model.history if history is None else history.tocsr()
+        self.user_index = {str(u): i for i, u in enumerate(model.user_ids)}
+        self.item_index = {str(i): n for n, i in enumerate(model.item_ids)}
+        self.order = np.argsort(-model.counts, kind="stable")
+        self.scores = model.counts / max(float(model.counts.sum()), 1.0)
+
+    @property
+    def version(self) -> str:
+        return self.model.version
+
+    @property
+    def needs_features(self) -> bool:
+        return False
+
+    def knows_user(self, user_id: str) -> bool:
+        return user_id in self.user_index
+
+    def interactions(self, user_id: str) -> int:
+        return _row_length(self.known_history, self.user_index.get(user_id))
+
+    def recommend(
+        self, user_id: str, features: FeatureColumns | None, k: int, exclude: Iterable[str] = ()
+    ) -> Recommendation:
+        """Top `k` by count, without the user's known items and `exclude`; `features` unused."""
+        user = self.user_index.get(user_id)
+        history = self.known_history
+        banned = {self.item_index[i] for i in exclude if i in self.item_index}
+        if user is not None:
+            banned |= set(history.indices[history.indptr[user] : history.indptr[user + 1]].tolist())
+        top = [int(i) for i in self.order if i not in banned][:k]
+        return Recommendation(
+            [str(self.model.item_ids[i]) for i in top], [float(self.scores[i]) for i in top], None
+        )
+
+
+def servable(model: ModelBundle | PopularityModel) -> Retriever | PopularityRetriever:
+    """The serving wrapper of a registry model of either kind."""
+    if isinstance(model, PopularityModel):
+        return PopularityRetriever(model)
+    return Retriever(model)
+
+
+def rank_with_policy(
+    model: Servable,
+    policy: Policy,
+    user_id: str,
+    features: FeatureColumns | None,
+    k: int,
+    exclude: Iterable[str],
+    rng: np.random.Generator,
+) -> Recommendation:
+    """The policy's list from the model's top `policy.pool_size(k)` candidates, with the
+    propensity of each shown item. A popularity fallback (unknown user) is served as it
+    is, without propensities: no policy drew it."""
+    pool = model.recommend(user_id, features, policy.pool_size(k), exclude)
+    if pool.fallback is not None or not pool.item_ids:
+        return Recommendation(pool.item_ids[:k], pool.scores[:k], pool.fallback)
+    ranking = policy.rank(
+        np.asarray(pool.item_ids, dtype=object),
+        np.asarray(pool.scores),
+        min(k, len(pool.item_ids)),
+        rng,
+    )
+    return Recommendation(
+        [str(i) for i in ranking.item_ids],
+        [float(s) for s in ranking.scores],
+        None,
+        [float(p) for p in ranking.propensities],
+    )

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -52,7 +53,7 @@ class ModelBundle:
     version: str = ""
 
 
-def _manifest_version(manifest: dict[str, object]) -> str:
+def manifest_version(manifest: dict[str, object]) -> str:
     body = json.dumps({k: v for k, v in manifest.items() if k != "version"}, sort_keys=True)
     return "tt-" + hashlib.sha256(body.encode()).hexdigest()[:16]
 
@@ -82,18 +83,21 @@ def save_bundle(bundle: ModelBundle, directory: Path) -> str:
         "metadata": bundle.metadata,
         "files": {name: sha256_file(directory / name) for name in (WEIGHTS, INDEX, HISTORY)},
     }
-    manifest["version"] = _manifest_version(manifest)
+    manifest["version"] = manifest_version(manifest)
     (directory / MANIFEST).write_text(json.dumps(manifest, indent=1, sort_keys=True))
     bundle.version = str(manifest["version"])
     return bundle.version
 
 
-def read_manifest(directory: Path) -> dict[str, object]:
+def read_manifest(
+    directory: Path, version_of: Callable[[dict[str, object]], str] = manifest_version
+) -> dict[str, object]:
+    """The manifest, checked against its own version (`version_of` hashes it)."""
     path = directory / MANIFEST
     if not path.is_file():
         raise CorruptArtifactError(f"{path}: manifest missing")
     manifest = json.loads(path.read_text())
-    if _manifest_version(manifest) != manifest.get("version"):
+    if version_of(manifest) != manifest.get("version"):
         raise CorruptArtifactError(f"{path}: manifest content does not match its version")
     return manifest
 

@@ -97,6 +97,11 @@ class Policy(ABC):
     def to_config(self) -> dict[str, object]:
         """The dict `policy_from_config` turns back into this policy."""
 
+    @abstractmethod
+    def pool_size(self, k: int) -> int:
+        """How many candidates (by score) a k-item list is drawn from: what the caller
+        must retrieve."""
+
 
 def _check_candidates(scores: np.ndarray, k: int) -> np.ndarray:
     scores = np.asarray(scores, dtype=np.float64)
@@ -159,6 +164,9 @@ class Greedy(Policy):
     def to_config(self) -> dict[str, object]:
         return {"kind": self.kind}
 
+    def pool_size(self, k: int) -> int:
+        return k
+
 
 @dataclass(frozen=True)
 class Softmax(Policy):
@@ -196,6 +204,9 @@ class Softmax(Policy):
 
     def to_config(self) -> dict[str, object]:
         return {"kind": self.kind, "temperature": self.temperature, "top_n": self.top_n}
+
+    def pool_size(self, k: int) -> int:
+        return self.top_n
 
     def _logits(self, pool_scores: np.ndarray) -> np.ndarray:
         # shifted so the best is 0: the same distribution, no overflow at low temperature
@@ -236,6 +247,9 @@ class EpsilonGreedy(Policy):
 
     def to_config(self) -> dict[str, object]:
         return {"kind": self.kind, "epsilon": self.epsilon, "top_n": self.top_n}
+
+    def pool_size(self, k: int) -> int:
+        return self.top_n
 
 
 def _is_number(value: object) -> bool:

@@ -33,7 +33,7 @@ from recloop.gates import (
     no_regression,
     sanity,
 )
-from recloop.inference import Retriever
+from recloop.inference import PopularityRetriever, Retriever
 from recloop.layout import sha256_file
 from recloop.metrics import (
     EvaluationInputs,
@@ -43,6 +43,7 @@ from recloop.metrics import (
     ndcg_at_k,
 )
 from recloop.model_artifact import ModelBundle, item_vectors_of
+from recloop.popularity_model import PopularityModel
 from recloop.retrieval_index import DEFAULT_ANN_MIN_ITEMS, RetrievalIndex
 from recloop.training_set import TemporalCutoffs
 from recloop.two_tower import (
@@ -177,6 +178,27 @@ def segment_metrics(top: np.ndarray, evaluation: EvaluationSet) -> dict[str, dic
     cold_users = np.array([u not in seen_users for u in evaluation.user_ids])
     results = evaluate_segments(top, evaluation.relevant, inputs, {"cold_users": cold_users})
     return {**results, **evaluate_item_segments(top, evaluation.relevant, inputs)}
+
+
+def evaluate_popularity(
+    model: PopularityModel, evaluation: EvaluationSet, k: int = K
+) -> tuple[dict[str, dict], np.ndarray]:
+    """Metrics of a popularity variant on `evaluation` through its serving path, and the
+    length of each test user's list (a short list fails the `full_lists` gate)."""
+    seen = _pairs_matrix(
+        evaluation.seen_pairs,
+        pd.Index(model.user_ids.astype(str)),
+        pd.Index(model.item_ids.astype(str)),
+    )
+    retriever = PopularityRetriever(model, history=seen)
+    catalog_index = pd.Index(evaluation.catalog)
+    top = np.full((len(evaluation.user_ids), k), -1, dtype=np.int64)
+    lengths = np.zeros(len(evaluation.user_ids), dtype=np.int64)
+    for row, user in enumerate(evaluation.user_ids):
+        items = catalog_index.get_indexer(retriever.recommend(str(user), None, k).item_ids)
+        top[row, : len(items)] = items
+        lengths[row] = len(items)
+    return segment_metrics(top, evaluation), lengths
 
 
 def popularity_metrics(evaluation: EvaluationSet, k: int = K) -> dict[str, float]:

@@ -46,6 +46,8 @@ from recloop.event_log import (
     impression_rows,
     logged_served_lists,
 )
+from recloop.experiment_serving import VariantList, serve_route
+from recloop.experiments import Route
 from recloop.feature_vectors import (
     STREAM_VIEW,
     USER_COLUMNS,
@@ -57,6 +59,7 @@ from recloop.inference import Recommendation, Retriever, UnknownItemError
 from recloop.layout import DataLayout, check_tenant_id
 from recloop.settings import Settings
 from recloop.stream_features import WINDOW, StreamState, recent_engagement_events
+from services.experiments import BatchLists, ExperimentLoader, ExperimentSet
 from services.registry import Registry
 from services.serving_stack import ApiKeyAuth, BodySizeLimit, freeze_gc, service_config
 
@@ -105,12 +108,17 @@ class RankedItem(BaseModel):
     item_id: str
     score: float
     position: int
+    model_version: str | None = Field(None, description="the model that supplied this item")
+    variant: str | None = Field(None, description="what this item is credited to in the log")
 
 
 class RecommendResponse(BaseModel):
     request_id: str
-    model_version: str
-    variant: str
+    model_version: str = Field(description="the model(s) that produced the list, '+'-joined")
+    variant: str = Field(
+        description="'champion', or '<experiment>:<variant>' (interleaving: both, '+'-joined)"
+    )
+    experiment: str | None = Field(None, description="the online test the request is part of")
     fallback: str | None = Field(description="null when the model ranked; 'popularity' otherwise")
     items: list[RankedItem]
 
@@ -155,9 +163,18 @@ class ModelStats(BaseModel):
     load_error: str | None = Field(description="why it failed; the previous champion serves")
 
 
+class ExperimentStats(BaseModel):
+    live: list[str] = Field(description="specs routing requests now (active dates permitting)")
+    waiting: dict[str, list[str]] = Field(description="specs not routed yet, and why")
+    error: str | None = Field(
+        description="why the spec files were not reloaded; the live set stays"
+    )
+
+
 class StatsResponse(BaseModel):
     events: EventStats
     models: ModelStats
+    experiments: ExperimentStats
     served_lists: int = Field(description="responses that feedback may answer")
     restored_served_lists: int = Field(description="of those, rebuilt from the log at start")
 
@@ -195,13 +212,24 @@ def error(status: int, message: str) -> JSONResponse:
 NO_CHAMPION = "no champion model yet: run the train_and_promote job (or `make demo`)"
 
 
-def _items(result: Recommendation) -> list[RankedItem]:
+def _items(result: Recommendation, served: ServedList | None = None) -> list[RankedItem]:
     return [
-        RankedItem(item_id=item_id, score=round(score, 6), position=position)
+        RankedItem(
+            item_id=item_id,
+            score=round(score, 6),
+            position=position,
+            model_version=served.version_at(position) if served else None,
+            variant=served.variant_at(position) if served else None,
+        )
         for position, (item_id, score) in enumerate(
             zip(result.item_ids, result.scores, strict=True)
         )
     ]
+
+
+def _joined(values: list[str]) -> str:
+    """Distinct values in order of first appearance, '+'-joined."""
+    return "+".join(dict.fromkeys(values))
 
 
 API_ROUTES = ("/recommend", "/feedback", "/similar_items")
@@ -230,6 +258,10 @@ class RecloopService:
         self.stream = StreamState()
         self.stream_store = open_feature_store(self.settings)
         self.champion: Champion | None = None
+        # Online tests (services/experiments.py): reloaded by the watcher thread.
+        self.experiment_loader = ExperimentLoader(self.settings.experiments_dir, self.registry)
+        self.experiments = ExperimentSet.empty()
+        self.batch_lists = BatchLists(self.store)
         self.swaps = 0
         self.load_failures = 0
         self.load_error: str | None = None
@@ -299,7 +331,8 @@ class RecloopService:
 
     def _watch_registry(self) -> None:
         """Serve what the promotion log names: the first champion, then every promotion
-        or rollback. A version that failed to load is retried only by /admin/reload."""
+        or rollback; and the experiment specs and their deployed variants as they change.
+        A version that failed to load is retried only by /admin/reload."""
         while True:
             try:
                 if self.registry.champion() != self.failed_version:
@@ -308,6 +341,10 @@ class RecloopService:
                 logger.exception(
                     "could not swap in the registry's champion; serving %s", self._serving()
                 )
+            try:
+                self.experiments = self.experiment_loader.refresh(self.experiments)
+            except Exception:
+                logger.exception("could not reload the experiments; the previous ones stay live")
             if self._stop.wait(self.settings.reload_interval_s):
                 return
 
@@ -385,28 +422,81 @@ class RecloopService:
         champion = self.champion
         if champion is None:
             return self._not_ready()
-        retriever = champion.retriever
+        retriever, experiments = champion.retriever, self.experiments
+        now = datetime.now(UTC)
+        route = None
+        if experiments.router.specs:
+            events = (
+                retriever.interactions(user_id) if experiments.router.needs_user_events else None
+            )
+            route = experiments.router.route(user_id, champion.tenant, context, events, now)
+        request_id = uuid.uuid4().hex
         known = user_id in retriever.user_index
-        result = retriever.recommend(
-            user_id, self._user_features(user_id) if known else None, k, exclude
-        )
-        served = ServedList(
-            request_id=uuid.uuid4().hex,
-            tenant_id=champion.tenant,
-            user_id=user_id,
-            item_ids=tuple(result.item_ids),
-            model_version=retriever.version,
-            variant=DEFAULT_VARIANT,
-        )
+        features = self._user_features(user_id) if known or route is not None else None
+        if route is None:
+            result = retriever.recommend(user_id, features if known else None, k, exclude)
+            served = ServedList(
+                request_id=request_id,
+                tenant_id=champion.tenant,
+                user_id=user_id,
+                item_ids=tuple(result.item_ids),
+                model_version=retriever.version,
+                variant=DEFAULT_VARIANT,
+            )
+        else:
+            result, served = self._experiment_list(
+                route, champion, features, user_id, k, exclude, request_id, now
+            )
         self.served.remember(served)
-        self._log_events(impression_rows(served, result.scores, datetime.now(UTC)))
+        self._log_events(impression_rows(served, result.scores, now))
         return RecommendResponse(
-            request_id=served.request_id,
+            request_id=request_id,
             model_version=served.model_version,
             variant=served.variant,
+            experiment=route.experiment if route else None,
             fallback=result.fallback,
-            items=_items(result),
+            items=_items(result, served),
         )
+
+    def _experiment_list(
+        self,
+        route: Route,
+        champion: Champion,
+        features: FeatureColumns | None,
+        user_id: str,
+        k: int,
+        exclude: list[str],
+        request_id: str,
+        now: datetime,
+    ) -> tuple[Recommendation, ServedList]:
+        """The routed variants' list (services/experiments.py, recloop.experiment_serving)."""
+        sources = self.experiments.sources
+
+        def variant_list(variant: str, size: int) -> VariantList:
+            return sources[(route.experiment, variant)].list_for(
+                champion.retriever,
+                self.batch_lists,
+                user_id,
+                features,
+                size,
+                exclude,
+                request_id,
+                now,
+            )
+
+        response = serve_route(route, variant_list, k, request_id)
+        served = ServedList(
+            request_id=request_id,
+            tenant_id=champion.tenant,
+            user_id=user_id,
+            item_ids=tuple(response.item_ids),
+            model_version=_joined(response.item_versions) or champion.retriever.version,
+            variant=_joined(list(route.labels)),
+            item_versions=tuple(response.item_versions),
+            item_variants=tuple(response.item_variants),
+            propensities=tuple(response.propensities),
+        )
+        return Recommendation(response.item_ids, response.scores, None), served
 
     @bentoml.api(route="/feedback", input_spec=FeedbackRequest, output_spec=FeedbackResponse)
     async def feedback(
@@ -483,6 +573,15 @@ class RecloopService:
                 load_failures=self.load_failures,
                 failed_version=self.failed_version,
                 load_error=self.load_error,
+            ),
+            experiments=ExperimentStats(
+                live=[spec.name for spec in self.experiments.router.specs],
+                waiting={
+                    name: list(reasons)
+                    for name, reasons in self.experiments.waiting.items()
+                    if reasons
+                },
+                error=self.experiments.error,
             ),
             served_lists=len(self.served),
             restored_served_lists=self.restored_served_lists,

@@ -692,7 +692,14 @@ def test_asset_keys_depend_on_the_variant(tmp_path: Path) -> None:
         role: ("experiments", "new_users_recent_popularity", "recent_popularity", role)
         for role in ("training_set", "model", "evaluation", "batch_lists")
     }
-    assert list(variant_asset_keys(spec, "champion")) == ["training_set", "evaluation"]
+    assert variant_asset_keys(spec, "champion") == {}
+    ab = {spec.name: spec for spec in load_specs(SPEC_DIRECTORIES[1])}["two_tower_vs_popularity_ab"]
+    assert list(variant_asset_keys(ab, "two_tower")) == [
+        "training_set",
+        "model",
+        "evaluation",
+        "deployment",
+    ]
 
 
 def test_plan_data_holds_the_routing_table() -> None:

@@ -19,19 +19,25 @@ ASSET_PREFIX = "experiments"
 def variant_asset_keys(spec: ExperimentSpec, variant_name: str) -> dict[str, tuple[str, ...]]:
     """Role -> asset key path of the assets one variant needs.
 
-    training_set: point-in-time examples with the variant's features (a `model` variant's
-    evaluation data); model: the trained candidate (algorithm variants only); evaluation:
-    offline metrics and gates on the test part; batch_lists: the precomputed top-k lists
-    (batch variants only).
+    An `algorithm` variant: training_set (point-in-time examples with the variant's
+    features), model (the trained candidate), evaluation (offline metrics on the test
+    part; the gates are blocking checks on it), then what puts it live: deployment
+    (realtime) or batch_lists (batch: the precomputed top-k lists, pushed to the online
+    store and refreshed on `refresh_cron`). A `model` variant serves an existing model:
+    only batch_lists when it runs in batch mode, nothing otherwise.
     """
     variant = spec.variants[variant_name]
-    roles = ["training_set"]
-    if variant.trains:
-        roles.append("model")
-    roles.append("evaluation")
+    roles = ["training_set", "model", "evaluation"] if variant.trains else []
     if variant.inference == "batch":
         roles.append("batch_lists")
+    elif variant.trains:
+        roles.append("deployment")
     return {role: (ASSET_PREFIX, spec.name, variant_name, role) for role in roles}
+
+
+def readout_asset_key(spec: ExperimentSpec) -> tuple[str, ...]:
+    """The experiment's readout: per-variant results, significance, SRM, OPE, plots."""
+    return (ASSET_PREFIX, spec.name, "readout")
 
 
 def format_time(moment: datetime) -> str:

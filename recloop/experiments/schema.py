@@ -161,6 +161,11 @@ def _test() -> dict[str, Any]:
                     {
                         "kind": kind,
                         "salt": salt,
+                        "control": {
+                            **_ref("name"),
+                            "description": "the variant the others are compared with in the "
+                            "readout (default: the first of the allocation)",
+                        },
                         "allocation": {
                             "type": "object",
                             "minProperties": 1,

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import difflib
 import hashlib
+import json
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -99,6 +100,21 @@ class Variant:
     def trains(self) -> bool:
         """Whether the experiment trains this variant (rather than serving an existing model)."""
         return self.algorithm is not None
+
+    @property
+    def training_digest(self) -> str:
+        """A hash of what decides the trained model (algorithm, params, feature service):
+        a deployed model serves the variant only while this is unchanged, so editing the
+        allocation or the dates keeps it, and editing a hyperparameter retrains."""
+        body = json.dumps(
+            {
+                "algorithm": self.algorithm,
+                "params": dict(self.params),
+                "feature_service": self.feature_service,
+            },
+            sort_keys=True,
+        )
+        return hashlib.sha256(body.encode()).hexdigest()[:16]
 
 
 def _scalar_key(value: object) -> tuple[bool, object]:
@@ -193,6 +209,12 @@ class ABTest:
     salt: str
     # Variant -> basis points (1/100 of a percent), in spec order; the values sum to 10,000.
     allocation: Mapping[str, int]
+    # The variant the readout compares the others with.
+    control: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.control:
+            object.__setattr__(self, "control", next(iter(self.allocation)))
 
     @property
     def kind(self) -> Literal["ab"]:
@@ -496,6 +518,10 @@ def _semantic_problems(document: _Document) -> Iterator[SpecProblem]:
     if test.get("kind") == "ab" and isinstance(test.get("allocation"), Mapping):
         served = list(test["allocation"])
         yield from _allocation_problems(document, test["allocation"], variants)
+        control = test.get("control")
+        if isinstance(control, str) and control not in test["allocation"]:
+            message = f"{control!r} is not in the allocation{_suggest(control, served)}"
+            yield document.problem(("test", "control"), message)
     elif test.get("kind") == "interleaving" and isinstance(test.get("variants"), list):
         served = [name for name in test["variants"] if isinstance(name, str)]
         for index, name in enumerate(test["variants"]):
@@ -615,7 +641,7 @@ def _build(document: _Document, digest: str) -> ExperimentSpec:
         allocation = {
             name: round(percent * 100) for name, percent in test_data["allocation"].items()
         }
-        test = ABTest(test_data["salt"], MappingProxyType(allocation))
+        test = ABTest(test_data["salt"], MappingProxyType(allocation), test_data.get("control", ""))
     else:
         first, second = test_data["variants"]
         test = InterleavingTest(
