@@ -36,12 +36,14 @@ from dagster._core.definitions.unresolved_asset_job_definition import (
 from feast.data_source import PushMode
 
 from assets.dbt import WAREHOUSE_POOL
-from assets.plots import ctr_by_variant, variant_table
+from assets.offpolicy import OPE_GATE, logged_events, ope_gate_result, ope_next_to_truth
+from assets.plots import ctr_by_variant, ope_table, variant_table
 from assets.resources import RecloopResource
 from assets.training import build_training_inputs, code_version, flat_metrics
 from feature_repo.definitions import BATCH_LISTS_PUSH_SOURCE
 from feature_repo.store import without_stale_values
 from recloop import gates
+from recloop.experiment_serving import variant_policy
 from recloop.experiments import (
     ABTest,
     ExperimentSpec,
@@ -54,8 +56,9 @@ from recloop.experiments import (
 )
 from recloop.experiments.spec import spec_files
 from recloop.feature_vectors import STREAM_VIEW, USER_COLUMNS, USER_VIEW, feature_refs
-from recloop.inference import servable
+from recloop.inference import Servable, servable
 from recloop.layout import write_json_atomic, write_parquet_atomic
+from recloop.policies import Policy
 from recloop.popularity_model import PopularityModel, fit_popularity
 from recloop.readout import ExperimentReadout, experiment_readout
 from recloop.stream_features import WINDOW
@@ -79,10 +82,6 @@ logger = logging.getLogger(__name__)
 
 EXPERIMENTS_GROUP = "experiments"
 READOUT_GROUP = "experiment_readouts"
-READOUT_COLUMNS = (
-    "event_id, user_id, item_id, event_type, event_timestamp, request_id, model_version, "
-    "variant, position, propensity"
-)
 # Readouts refresh on their own clock: they read traffic, not a pipeline output.
 READOUT_FRESHNESS = dg.AutomationCondition.on_cron("*/10 * * * *")
 SPECS_SENSOR = "experiment_specs_sensor"
@@ -142,8 +141,12 @@ def popularity_training_set(recloop: RecloopResource) -> tuple[Path, pd.DataFram
     return save_inputs(inputs, layout.training), labels
 
 
-def _evaluate(variant: Variant, version: str, registry: Registry, inputs: TrainingInputs) -> dict:
-    """Offline metrics on the test part and the gate verdict, for either model kind."""
+def _evaluate(
+    recloop: RecloopResource, variant: Variant, version: str, inputs: TrainingInputs
+) -> dict:
+    """Offline metrics on the test part and the gate verdict, for either model kind; a
+    challenger (not the popularity baseline) also faces the off-policy gate."""
+    registry = Registry(recloop.layout().registry)
     model = registry.load(version)
     test = evaluation_set(inputs, "test", inputs.cutoffs.test_start)
     baseline = popularity_metrics(test)
@@ -154,10 +157,20 @@ def _evaluate(variant: Variant, version: str, registry: Registry, inputs: Traini
         metrics = evaluate_bundle(model, test)
         candidate = Candidate(model, metrics, baseline, test)
         # No champion comparison: the online test is where the variant meets the champion.
+        config = gates.GateConfig()
         results = [
-            r
-            for r in candidate_gates(candidate, None, gates.GateConfig())
-            if r.name != "no_regression_vs_champion"
+            *(
+                r
+                for r in candidate_gates(candidate, None, config)
+                if r.name != "no_regression_vs_champion"
+            ),
+            ope_gate_result(
+                recloop,
+                servable(model),
+                variant_policy(variant),
+                config.ope_min_ess,
+                config.ope_tolerance,
+            ),
         ]
     passed = gates.verdict(results)
     return {
@@ -176,6 +189,8 @@ def _gate_checks(spec: ExperimentSpec, variant: Variant) -> dict[str, str]:
         "beats_popularity": "NDCG@10 beats popularity's by the configured margin.",
         "coverage_and_bias": "Catalog coverage and popularity bias within bounds.",
         "sanity": "Finite weights, scores that vary, an index that holds the whole catalog.",
+        OPE_GATE: "Off-policy estimate on logged exploration traffic not below what it earned "
+        "(skipped while the log holds too little exploration).",
     }
 
 
@@ -187,6 +202,7 @@ CHECK_OF_GATE = {
     "scores_not_constant": "sanity",
     "index_covers_catalog": "sanity",
     "full_lists": "full_lists",
+    OPE_GATE: OPE_GATE,
 }
 
 
@@ -348,8 +364,7 @@ def _variant_assets(spec: ExperimentSpec, variant: Variant) -> list[dg.AssetsDef
             model: str,
             training_set: str,
         ):
-            registry = Registry(recloop.layout().registry)
-            result = _evaluate(variant, model, registry, load_inputs(Path(training_set)))
+            result = _evaluate(recloop, variant, model, load_inputs(Path(training_set)))
             results = result["gate"]["results"]
             yield dg.Output(
                 result,
@@ -434,17 +449,7 @@ def _variant_assets(spec: ExperimentSpec, variant: Variant) -> list[dg.AssetsDef
 
 def experiment_events(root: Path, spec: ExperimentSpec) -> pd.DataFrame:
     """The spec's validated impressions and engagements (every tenant), by its label."""
-    pattern = root / "validated" / "events" / "tenant=*" / "date=*" / "*.parquet"
-    if not any(root.glob(str(pattern.relative_to(root)))):
-        return pd.DataFrame(columns=[c.strip() for c in READOUT_COLUMNS.split(",")])
-    with duckdb.connect() as conn:
-        conn.execute("set TimeZone = 'UTC'")
-        return conn.execute(
-            f"select {READOUT_COLUMNS} from read_parquet($pattern, union_by_name = true) "
-            "where starts_with(variant, $prefix) and event_timestamp >= $start "
-            "and event_type in ('impression', 'click', 'purchase')",
-            {"pattern": str(pattern), "prefix": f"{spec.name}:", "start": spec.start},
-        ).df()
+    return logged_events(root, spec.start, variant_prefix=f"{spec.name}:")
 
 
 def experiment_readout_of(spec: ExperimentSpec, events: pd.DataFrame) -> ExperimentReadout:
@@ -475,6 +480,10 @@ def _readout_asset(spec: ExperimentSpec) -> dg.AssetsDefinition:
         events = experiment_events(recloop.layout().root, spec)
         result = experiment_readout_of(spec, events)
         report = result.to_dict()
+        ope = []
+        if isinstance(spec.test, ABTest):
+            ope = ope_next_to_truth(recloop, events, _ope_targets(recloop, spec))
+        report["ope"] = ope
         path = recloop.layout().root / "experiments" / "readouts" / f"{spec.name}.json"
         write_json_atomic(report, path)
         metadata: dict[str, object] = {
@@ -489,16 +498,38 @@ def _readout_asset(spec: ExperimentSpec) -> dg.AssetsDefinition:
                 name = summary.variant.split(":", 1)[1]
                 metadata[f"{name}/ctr"] = _number(summary.ctr.value)
                 metadata[f"{name}/impressions"] = summary.impressions
+        if ope:
+            metadata["ope"] = dg.MetadataValue.md(ope_table(ope))
         if result.sample_ratio is not None:
             metadata["sample_ratio_mismatch"] = result.sample_ratio.mismatch
             metadata["sample_ratio_p"] = _number(result.sample_ratio.p_value)
         if result.interleaving is not None:
-            metadata["preference_delta"] = _number(result.interleaving.delta)
+            metadata["preference_delta"] = _number(result.interleaving.delta.value)
             metadata["sign_test_p"] = _number(result.interleaving.sign_test_p_value)
             metadata["winner"] = result.interleaving.winner or ""
         return dg.MaterializeResult(metadata=metadata)
 
     return readout
+
+
+def _ope_targets(
+    recloop: RecloopResource, spec: ExperimentSpec
+) -> dict[str, tuple[Servable, Policy]]:
+    """The realtime variants' models and policies, as the service serves them now."""
+    registry = Registry(recloop.layout().registry)
+    targets = {}
+    for name in spec.test.served:
+        variant = spec.variants[name]
+        if variant.inference == "batch":
+            continue
+        if variant.trains:
+            version = registry.deployed_version(spec.name, name, variant.training_digest)
+        else:
+            version = registry.champion() if variant.model == "champion" else variant.model
+        if version is not None:
+            model = servable(registry.load(version))
+            targets[variant_label(spec.name, name)] = (model, variant_policy(variant))
+    return targets
 
 
 def _number(value: float) -> float:

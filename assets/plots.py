@@ -92,9 +92,11 @@ def variant_table(readout: ExperimentReadout) -> str:
         )
     for c in readout.comparisons:
         lines.append("")
+        absolute, relative = c.absolute_difference, c.relative_difference
         lines.append(
-            f"{c.treatment} vs {c.control}: {c.absolute_difference:+.4f} "
-            f"({c.relative_difference:+.1%}), p = {c.p_value:.2g}: {c.verdict}"
+            f"{c.treatment} vs {c.control}: CTR {absolute.value:+.4f} "
+            f"[{absolute.ci_low:+.4f}, {absolute.ci_high:+.4f}] ({relative.value:+.1%}), "
+            f"p = {c.p_value:.2g}: {c.verdict}"
         )
     return "\n".join(lines)
 
@@ -112,3 +114,21 @@ def ctr_by_variant(readout: ExperimentReadout) -> dg.MetadataValue:
     axis.set_ylabel("CTR (95 % CI)")
     axis.set_title(readout.experiment)
     return png_markdown(figure, "CTR by variant")
+
+
+def ope_table(rows: list[dict]) -> str:
+    """Markdown: each variant's off-policy estimates from another variant's traffic, next to
+    what it earned online (clicks per request)."""
+    lines = [
+        "| target | from the traffic of | online | logging | IPS | SNIPS (95 % CI) | DR | ESS | usable |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        low, high = r["snips"]["ci"]
+        lines.append(
+            f"| {r['target']} | {r['logs_of']} | {r['online_clicks_per_request']:.3f} | "
+            f"{r['logging_clicks_per_request']:.3f} | {r['ips']['value']:.3f} | "
+            f"{r['snips']['value']:.3f} ({low:.3f} to {high:.3f}) | {r['dr']['value']:.3f} | "
+            f"{r['snips']['ess']:.0f} | {'yes' if r['enough_overlap'] else 'no: too little overlap'} |"
+        )
+    return "\n".join(lines)

@@ -16,6 +16,7 @@ from pydantic import Field
 
 from assets.dbt import WAREHOUSE_POOL
 from assets.monitoring import newest_validated_event
+from assets.offpolicy import OPE_GATE, ope_gate_result
 from assets.plots import training_curve
 from assets.resources import RecloopResource
 from feature_repo.training import (
@@ -26,6 +27,8 @@ from feature_repo.training import (
     uses_stream,
 )
 from recloop import gates
+from recloop.inference import Retriever
+from recloop.policies import Greedy
 from recloop.text_embeddings import ENCODER_ID, embed_items, embedding_matrix
 from recloop.training import (
     TrainingInputs,
@@ -46,6 +49,8 @@ GATE_CHECKS = {
     "no_regression_vs_champion": "NDCG@10 within tolerance of the champion's, same test set.",
     "coverage_and_bias": "Catalog coverage and popularity bias within bounds.",
     "sanity": "Finite weights, scores that vary, an index that holds the whole catalog.",
+    OPE_GATE: "Off-policy estimate on logged exploration traffic not below what it earned "
+    "(skipped while the log holds too little exploration).",
 }
 CHECK_OF_GATE = {
     "beats_popularity": "beats_popularity",
@@ -55,6 +60,7 @@ CHECK_OF_GATE = {
     "finite_weights": "sanity",
     "scores_not_constant": "sanity",
     "index_covers_catalog": "sanity",
+    OPE_GATE: OPE_GATE,
 }
 
 
@@ -88,6 +94,8 @@ class CandidateConfig(dg.Config):
     min_coverage: float = gates.GateConfig.min_coverage
     max_popularity_ratio: float = gates.GateConfig.max_popularity_ratio
     max_champion_served_share: float = gates.GateConfig.max_champion_served_share
+    ope_min_ess: float = gates.GateConfig.ope_min_ess
+    ope_tolerance: float = gates.GateConfig.ope_tolerance
     # Negative control: shuffle which item each training label points at (validation
     # and test stay true). The gates must then block the candidate; a test proves they do.
     label_permutation_seed: int | None = None
@@ -237,9 +245,18 @@ def model_candidate(
     )
     champion = registry.champion()
     served_share = champion_served_share(inputs.examples, champion)
-    results = candidate_gates(
-        candidate, registry.load(champion) if champion else None, gate_config, served_share
-    )
+    results = [
+        *candidate_gates(
+            candidate, registry.load(champion) if champion else None, gate_config, served_share
+        ),
+        ope_gate_result(
+            recloop,
+            Retriever(candidate.bundle),
+            Greedy(),
+            gate_config.ope_min_ess,
+            gate_config.ope_tolerance,
+        ),
+    ]
     passed = gates.verdict(results)
     gate = {"passed": passed, "results": [r.to_dict() for r in results]}
     version = registry.register(

@@ -13,8 +13,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from recloop.experiments import Route, fill_with_fallback, team_draft
+from recloop.experiments import Route, Variant, fill_with_fallback, team_draft
 from recloop.inference import Recommendation
+from recloop.policies import Greedy, Policy, policy_from_config
 
 
 @dataclass(frozen=True)
@@ -37,6 +38,11 @@ class ExperimentResponse:
 
 
 VariantLists = Callable[[str, int], VariantList]
+
+
+def variant_policy(variant: Variant) -> Policy:
+    """The variant's serving policy: its spec's `policy`, greedy when it sets none."""
+    return policy_from_config(variant.policy) if variant.policy else Greedy()
 
 
 @dataclass(frozen=True)

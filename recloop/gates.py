@@ -31,6 +31,11 @@ class GateConfig:
     max_popularity_ratio: float = 1.0
     # scores across (user, item) pairs must vary at least this much (std)
     min_score_std: float = 1e-4
+    # off-policy gate (recloop.ope.ope_gate): decided only with this effective sample
+    # size of logged exploration; then the candidate's SNIPS lower bound must reach the
+    # logged clicks per request less this fraction
+    ope_min_ess: float = 200.0
+    ope_tolerance: float = 0.05
 
     def to_dict(self) -> dict[str, float]:
         return asdict(self)

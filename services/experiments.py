@@ -29,7 +29,7 @@ from feast import FeatureStore
 
 from feature_repo.definitions import BATCH_LISTS_TTL, BATCH_LISTS_VIEW
 from feature_repo.store import without_stale_values
-from recloop.experiment_serving import VariantList
+from recloop.experiment_serving import VariantList, variant_policy
 from recloop.experiments import (
     ExperimentSpec,
     Router,
@@ -41,7 +41,7 @@ from recloop.experiments import (
 )
 from recloop.feature_vectors import FeatureColumns, feature_refs
 from recloop.inference import Recommendation, Servable, rank_with_policy, servable
-from recloop.policies import Greedy, Policy, policy_from_config, request_rng
+from recloop.policies import Policy, request_rng
 from services.registry import PromotionError, Registry
 
 logger = logging.getLogger(__name__)
@@ -212,7 +212,7 @@ class ExperimentLoader:
 
     def _resolve(self, spec: ExperimentSpec, variant: Variant) -> tuple[VariantSource | None, str]:
         label = variant_label(spec.name, variant.name)
-        policy = policy_from_config(variant.policy) if variant.policy else Greedy()
+        policy = variant_policy(variant)
         if variant.model == CHAMPION and variant.inference == "realtime":
             return VariantSource(label, policy), ""
         if variant.model is not None and variant.inference == "realtime":

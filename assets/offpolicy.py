@@ -1,0 +1,157 @@
+"""Off-policy evaluation of registry models on the logged traffic (recloop.ope_logged).
+
+A target is a model served with a policy: for each logged request it ranks the
+candidate pool from the user's features as of the request (Feast's point-in-time
+join, as training does) without what the user had engaged with by then, and the
+policy gives every candidate's probability at every position. Used twice:
+
+- `ope_gate_result`: the promotion gate `ope_vs_logged` of a candidate, decided only
+  when the log holds enough exploration (effective sample size) for it;
+- `ope_next_to_truth`: in an experiment's readout, each variant's value estimated from
+  another variant's traffic, beside what it earned online.
+"""
+
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import duckdb
+import numpy as np
+import pandas as pd
+
+from assets.resources import RecloopResource
+from feature_repo.training import user_features_as_of
+from recloop.gates import GateConfig, GateResult
+from recloop.inference import Servable
+from recloop.ope import ope_gate
+from recloop.ope_logged import (
+    LoggedSlates,
+    RewardModel,
+    TargetPolicy,
+    estimate,
+    logged_slates,
+    logged_value,
+    target_log,
+)
+from recloop.policies import Policy
+
+OPE_GATE = "ope_vs_logged"
+# Logged requests a gate or a readout evaluates (a seeded sample): about a millisecond
+# of ranking each.
+MAX_REQUESTS = 2_000
+# The gate looks at this much recent traffic.
+GATE_WINDOW = timedelta(days=7)
+LOG_COLUMNS = (
+    "event_id, user_id, item_id, event_type, event_timestamp, request_id, model_version, "
+    "variant, position, propensity"
+)
+
+
+def logged_events(root: Path, since: datetime, variant_prefix: str = "") -> pd.DataFrame:
+    """Validated impressions and engagements that answer a served request, every tenant,
+    since `since` (and only variants starting with `variant_prefix`)."""
+    pattern = root / "validated" / "events" / "tenant=*" / "date=*" / "*.parquet"
+    if not any(root.glob(str(pattern.relative_to(root)))):
+        return pd.DataFrame(columns=[c.strip() for c in LOG_COLUMNS.split(",")])
+    with duckdb.connect() as conn:
+        conn.execute("set TimeZone = 'UTC'")
+        return conn.execute(
+            f"select {LOG_COLUMNS} from read_parquet($pattern, union_by_name = true) "
+            "where event_timestamp >= $since and request_id is not null "
+            "and starts_with(coalesce(variant, ''), $prefix) "
+            "and event_type in ('impression', 'click', 'purchase')",
+            {"pattern": str(pattern), "since": since, "prefix": variant_prefix},
+        ).df()
+
+
+def model_target(
+    recloop: RecloopResource, slates: LoggedSlates, model: Servable, policy: Policy
+) -> TargetPolicy:
+    """`model` served with `policy`, on the logged requests of `slates`."""
+    requests = slates.requests
+    features = None
+    if model.needs_features and len(requests):
+        entities = requests[["user_id", "event_timestamp"]].assign(
+            user_id=lambda f: f["user_id"].astype(str),
+            event_timestamp=lambda f: f["event_timestamp"].astype("datetime64[us, UTC]"),
+        )
+        joined = user_features_as_of(recloop.feature_store(), entities)
+        features = joined.set_index(requests["request_id"].to_numpy())
+
+    def probabilities(request: pd.Series, k: int) -> tuple[list[str], np.ndarray]:
+        user = str(request["user_id"])
+        row = None
+        if features is not None and model.knows_user(user):
+            row = features.loc[[request["request_id"]]].reset_index(drop=True)
+        pool = model.recommend(user, row, max(policy.pool_size(k), k), list(request["consumed"]))
+        if not pool.item_ids:
+            return [], np.zeros((0, k))
+        return pool.item_ids, policy.position_probabilities(
+            np.asarray(pool.scores), min(k, len(pool.item_ids))
+        )
+
+    return probabilities
+
+
+def ope_gate_result(
+    recloop: RecloopResource,
+    model: Servable,
+    policy: Policy,
+    min_ess: float,
+    tolerance: float,
+    now: datetime | None = None,
+) -> GateResult:
+    """The `ope_vs_logged` gate: SNIPS of the candidate on the last week's logged traffic
+    against what that traffic earned. Passes, saying it was skipped, when the log holds
+    no propensities or too little exploration to decide (ESS below `min_ess`)."""
+    since = (now or datetime.now(UTC)) - GATE_WINDOW
+    slates = logged_slates(logged_events(recloop.layout().root, since), max_requests=MAX_REQUESTS)
+    if slates.rows.empty:
+        return GateResult(
+            OPE_GATE, True, 0.0, min_ess, "skipped: no logged impressions with propensities"
+        )
+    log = target_log(slates, model_target(recloop, slates, model, policy), RewardModel.fit(slates))
+    verdict = ope_gate(estimate(log)["snips"], logged_value(log), min_ess, tolerance)
+    if not verdict.decided:
+        return GateResult(OPE_GATE, True, verdict.ess, min_ess, f"skipped: {verdict.reason}")
+    return GateResult(OPE_GATE, verdict.passed, verdict.ci_low, verdict.threshold, verdict.reason)
+
+
+def ope_next_to_truth(
+    recloop: RecloopResource,
+    events: pd.DataFrame,
+    targets: dict[str, tuple[Servable, Policy]],
+) -> list[dict[str, object]]:
+    """For each target variant label and each other variant whose traffic carries
+    propensities: the target's value estimated from that traffic (IPS, SNIPS, DR, ESS),
+    next to the clicks per request the target earned online."""
+    results = []
+    for label, (model, policy) in targets.items():
+        own = events.loc[events["variant"] == label]
+        requests = own.loc[own["event_type"] == "impression", "request_id"].nunique()
+        clicks = int(own["event_type"].isin(("click", "purchase")).sum())
+        online = clicks / requests if requests else float("nan")
+        for other in sorted(set(events["variant"].dropna()) - {label}):
+            slates = logged_slates(events, variants=(other,), max_requests=MAX_REQUESTS)
+            if slates.rows.empty:
+                continue
+            log = target_log(
+                slates, model_target(recloop, slates, model, policy), RewardModel.fit(slates)
+            )
+            estimates = estimate(log)
+            results.append(
+                {
+                    "target": label,
+                    "logs_of": other,
+                    "online_clicks_per_request": online,
+                    "online_requests": int(requests),
+                    "logging_clicks_per_request": logged_value(log),
+                    **{
+                        name: {"value": e.value, "ci": [e.ci_low, e.ci_high], "ess": e.ess}
+                        for name, e in estimates.items()
+                    },
+                    # below the gate's effective sample size the other variant's lists
+                    # rarely hold what the target would show: the estimates are noise
+                    "enough_overlap": estimates["snips"].ess >= GateConfig.ope_min_ess,
+                }
+            )
+    return results
