@@ -135,6 +135,7 @@ def build_plan(specs: Sequence[ExperimentSpec], now: datetime) -> dict[str, Any]
             test["allocation_percent"] = {
                 name: share * 100 / BASIS_POINTS for name, share in spec.test.allocation.items()
             }
+            test["control"] = spec.test.control
         else:
             test["method"] = spec.test.method
             test["variants"] = list(spec.test.variants)
@@ -191,7 +192,8 @@ def _variant_lines(variant: dict[str, Any]) -> list[str]:
     return [
         f"    {variant['name']} [{share}]: {source}",
         f"      {inference}, policy {_policy_text(variant['policy'])}, fallback {fallback}",
-        f"      assets ({ASSET_PREFIX}/<spec>/{variant['name']}/): " + ", ".join(variant["assets"]),
+        f"      assets ({ASSET_PREFIX}/<spec>/{variant['name']}/): "
+        + (", ".join(variant["assets"]) or "none, the service loads the model"),
     ]
 
 
@@ -204,6 +206,7 @@ def render_plan(plan: dict[str, Any]) -> str:
             split = "A/B " + ", ".join(
                 f"{name} {share:g}%" for name, share in test["allocation_percent"].items()
             )
+            split += f" (control {test['control']})"
         else:
             split = f"interleaving ({test['method']}) {' vs '.join(test['variants'])}"
         lines += [
