@@ -9,7 +9,9 @@
    and the service routes requests to them once both are live. The lead time is from
    the copy to the first response the spec routed.
 3. After `--sessions-per-test` routed sessions the A/B test is stopped (its `stop` set to
-   now) and the interleaving example is copied in the same way (lead time again).
+   now) and an interleaving test between the two models the A/B test trained follows:
+   the interleaving example with its variants pointing at those versions (`model:`), the
+   usual next step after an A/B test, and one that needs no training (lead time again).
 4. The traffic is validated, each spec's readout asset is materialized, and the results
    go to artifacts/experiments_readout.json and the `experiments` object of
    artifacts/demo_summary.json.
@@ -31,6 +33,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import dagster as dg
+import yaml
 
 from assets.definitions import build_definitions
 from assets.demo import QUIET_LOGS
@@ -88,6 +91,25 @@ def stage_spec(example: Path, directory: Path, start: datetime, stop: datetime) 
     target = directory / example.name
     staged = directory / f".{example.name}.tmp"
     staged.write_text(text)
+    staged.rename(target)
+    return target
+
+
+def stage_interleaving(
+    example: Path, directory: Path, versions: dict[str, str], start: datetime, stop: datetime
+) -> Path:
+    """The interleaving example with its variants replaced by registered versions (variant
+    name -> `model:` version) and its dates moved, written into the live directory."""
+    spec = yaml.safe_load(example.read_text())
+    spec.update(
+        description="Which of the models the A/B test trained do returning users prefer?",
+        start=_stamp(start),
+        stop=_stamp(stop),
+        variants={name: {"model": versions[name]} for name in spec["test"]["variants"]},
+    )
+    target = directory / example.name
+    staged = directory / f".{example.name}.tmp"
+    staged.write_text(yaml.safe_dump(spec, sort_keys=False))
     staged.rename(target)
     return target
 
@@ -246,15 +268,29 @@ def run_experiments(
                 "traffic",
                 orchestrator.check,
             )
-            for example in (AB_EXAMPLE, INTERLEAVING_EXAMPLE):
+            now = datetime.now(UTC)
+            ab = stage_spec(AB_EXAMPLE, directory, now - timedelta(minutes=1), now + SPEC_DURATION)
+            staged.append(ab)
+            lead_times[ab.stem] = _run_test(ab.stem, traffic, config, orchestrator.check)
+            trained = {
+                d.variant: d.version
+                for d in Registry(DataLayout(settings.data_dir).registry).deployments()
+                if d.experiment == ab.stem
+            }
+            if lead_times[ab.stem] is not None:
                 now = datetime.now(UTC)
-                if staged:
-                    stop_spec(staged[-1], now)
-                path = stage_spec(
-                    example, directory, now - timedelta(minutes=1), now + SPEC_DURATION
+                stop_spec(ab, now)
+                follow_up = stage_interleaving(
+                    INTERLEAVING_EXAMPLE,
+                    directory,
+                    trained,
+                    now - timedelta(minutes=1),
+                    now + SPEC_DURATION,
                 )
-                staged.append(path)
-                lead_times[path.stem] = _run_test(path.stem, traffic, config, orchestrator.check)
+                staged.append(follow_up)
+                lead_times[follow_up.stem] = _run_test(
+                    follow_up.stem, traffic, config, orchestrator.check
+                )
         finally:
             traffic.stop()
             orchestrator.stop()
