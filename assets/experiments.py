@@ -60,7 +60,7 @@ from recloop.inference import Servable, servable
 from recloop.layout import write_json_atomic, write_parquet_atomic
 from recloop.policies import Policy
 from recloop.popularity_model import PopularityModel, fit_popularity
-from recloop.readout import ExperimentReadout, experiment_readout
+from recloop.readout import ExperimentReadout, experiment_readout, json_safe
 from recloop.stream_features import WINDOW
 from recloop.training import (
     Candidate,
@@ -483,7 +483,7 @@ def _readout_asset(spec: ExperimentSpec) -> dg.AssetsDefinition:
         ope = []
         if isinstance(spec.test, ABTest):
             ope = ope_next_to_truth(recloop, events, _ope_targets(recloop, spec))
-        report["ope"] = ope
+        report["ope"] = json_safe(ope)
         path = recloop.layout().root / "experiments" / "readouts" / f"{spec.name}.json"
         write_json_atomic(report, path)
         metadata: dict[str, object] = {

@@ -124,7 +124,7 @@ def ope_table(rows: list[dict]) -> str:
         "|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
-        low, high = r["snips"]["ci"]
+        low, high = (value if value is not None else float("nan") for value in r["snips"]["ci"])
         lines.append(
             f"| {r['target']} | {r['logs_of']} | {r['online_clicks_per_request']:.3f} | "
             f"{r['logging_clicks_per_request']:.3f} | {r['ips']['value']:.3f} | "

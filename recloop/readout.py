@@ -39,14 +39,14 @@ NO_PREFERENCE = "no preference"
 ExperimentKind = Literal["ab", "interleaving"]
 
 
-def _json_safe(value: object) -> object:
+def json_safe(value: object) -> object:
     """NaN and infinities become None, so `json.dumps(..., allow_nan=False)` accepts them."""
     if isinstance(value, float) and not np.isfinite(value):
         return None
     if isinstance(value, dict):
-        return {key: _json_safe(item) for key, item in value.items()}
+        return {key: json_safe(item) for key, item in value.items()}
     if isinstance(value, list | tuple):
-        return [_json_safe(item) for item in value]
+        return [json_safe(item) for item in value]
     return value
 
 
@@ -54,7 +54,7 @@ class _JsonReport:
     """`to_dict()` for the frozen dataclasses below: plain JSON values, NaN as null."""
 
     def to_dict(self) -> dict[str, object]:
-        return {key: _json_safe(value) for key, value in asdict(self).items()}
+        return {key: json_safe(value) for key, value in asdict(self).items()}
 
 
 @dataclass(frozen=True)

@@ -711,7 +711,7 @@ def test_plan_data_holds_the_routing_table() -> None:
         {"two_tower": 50, "popularity": 50},
     )
     assert ab["variants"][0]["fallback"] == ["popularity"]
-    assert ab["variants"][0]["policy"] == {"kind": "softmax", "temperature": 0.5, "top_n": 50}
+    assert ab["variants"][0]["policy"] == {"kind": "softmax", "temperature": 0.05, "top_n": 50}
     interleaving = by_name["two_tower_vs_popularity_interleaving"]
     assert interleaving["status"] == "scheduled"
     assert interleaving["test"]["variants"] == ["two_tower", "popularity"]
@@ -795,4 +795,4 @@ def test_the_readme_example_is_valid(tmp_path: Path) -> None:
     readme = (REPO / "experiments" / "README.md").read_text()
     example = readme.split("```yaml\n", 1)[1].split("```", 1)[0]
     spec = spec_from(tmp_path, example, "two_tower_vs_popularity_ab")
-    assert spec.variants["two_tower"].policy == {"kind": "softmax", "temperature": 0.5, "top_n": 50}
+    assert spec.variants["two_tower"].policy == {"kind": "softmax", "temperature": 0.05, "top_n": 50}
