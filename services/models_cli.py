@@ -34,14 +34,21 @@ def _run(args: argparse.Namespace, registry: Registry) -> int:
         versions = registry.versions()
         if not versions:
             print(f"no models registered under {registry.root}; run the train_and_promote job")
+        deployed = {d.version: f"{d.experiment}:{d.variant}" for d in registry.deployments()}
         for version in versions:
             metadata = registry.metadata(version)
+            marker = "*" if version == champion else " "
+            code = f"code {metadata.get('code_version')}"
+            if "experiment" in metadata:  # gated by its evaluation, recorded when deployed
+                variant = f"{metadata['experiment']}:{metadata['variant']}"
+                state = (
+                    f"deployed for {deployed[version]}" if version in deployed else "not deployed"
+                )
+                print(f"{marker} {version}  experiment {variant}, {state}  {code}")
+                continue
             gate = "passed" if metadata.get("gate", {}).get("passed") else "FAILED"
             ndcg = metadata.get("metrics", {}).get("all", {}).get(NDCG, float("nan"))
-            marker = "*" if version == champion else " "
-            print(
-                f"{marker} {version}  gate {gate:<6}  ndcg@10 {ndcg:.4f}  code {metadata.get('code_version')}"
-            )
+            print(f"{marker} {version}  gate {gate:<6}  ndcg@10 {ndcg:.4f}  {code}")
     elif args.action == "show":
         print(
             json.dumps(

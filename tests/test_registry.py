@@ -95,3 +95,44 @@ def test_models_cli_lists_promotes_and_refuses_with_a_message(
     assert f"* {passed}  gate passed  ndcg@10 0.2500" in out
     assert "did not pass its gates" in err and "nothing to roll back to" in err
     assert f"promote  None -> {passed}" in out and "first" in out
+
+
+def popularity_model():
+    import numpy as np
+    import pandas as pd
+
+    from recloop.popularity_model import fit_popularity
+
+    examples = pd.DataFrame(
+        {
+            "tenant_id": "t",
+            "user_id": ["u1", "u2", "u2"],
+            "item_id": ["a", "a", "b"],
+            "event_timestamp": pd.Timestamp("2026-11-30", tz="UTC"),
+        }
+    )
+    return fit_popularity(
+        examples, np.array(["a", "b", "c"]), pd.Timestamp("2026-12-01", tz="UTC"), None
+    )
+
+
+def test_variant_deployments_keep_the_gate_and_follow_the_spec_as_written(
+    registry, tmp_path, monkeypatch, capsys
+) -> None:
+    from recloop.cli import main
+
+    version = registry.register(
+        popularity_model(), {"experiment": "ab"}, {"experiment": "ab", "variant": "pop"}
+    )
+    assert version.startswith("pop-") and registry.load(version).counts.tolist() == [2.0, 1.0, 0.0]
+    with pytest.raises(PromotionError, match="did not pass its gates"):
+        registry.deploy_variant("ab", "pop", version, "digest-1", FAILED["gate"], "test")
+    assert registry.deployed_version("ab", "pop", "digest-1") is None
+    registry.deploy_variant("ab", "pop", version, "digest-1", PASSED["gate"], "test")
+    assert registry.deployed_version("ab", "pop", "digest-1") == version
+    assert registry.deployed_version("ab", "pop", "digest-2") is None  # params changed: retrain
+    (record,) = registry.deployments()
+    assert record.gate == PASSED["gate"] and record.reason == "test"
+    monkeypatch.setenv("RECLOOP_DATA_DIR", str(tmp_path))
+    assert main(["models", "list"]) == 0
+    assert f"{version}  experiment ab:pop, deployed for ab:pop" in capsys.readouterr().out
