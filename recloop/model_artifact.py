@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -89,6 +89,14 @@ def save_bundle(bundle: ModelBundle, directory: Path) -> str:
     return bundle.version
 
 
+def binary_csr(arrays: Mapping[str, np.ndarray]) -> sp.csr_matrix:
+    """The 0/1 users x items matrix saved as `indptr`, `indices` and `shape` arrays."""
+    return sp.csr_matrix(
+        (np.ones(len(arrays["indices"]), dtype=np.float32), arrays["indices"], arrays["indptr"]),
+        shape=tuple(int(x) for x in arrays["shape"]),
+    )
+
+
 def read_manifest(
     directory: Path, version_of: Callable[[dict[str, object]], str] = manifest_version
 ) -> dict[str, object]:
@@ -131,15 +139,8 @@ def load_bundle(directory: Path, expected_version: str | None = None) -> ModelBu
     spec = FeatureSpec.from_dict(manifest["feature_spec"])
     state = load_file(str(directory / WEIGHTS))
     with np.load(directory / HISTORY, allow_pickle=False) as arrays:
-        shape = tuple(int(x) for x in arrays["shape"])
-        history = sp.csr_matrix(
-            (
-                np.ones(len(arrays["indices"]), dtype=np.float32),
-                arrays["indices"],
-                arrays["indptr"],
-            ),
-            shape=shape,
-        )
+        history = binary_csr(arrays)
+        shape = history.shape
         popularity = arrays["item_popularity"]
     model = TwoTowerModel(
         shape[0], int(manifest["n_user_features"]), state["item_features"].numpy(), config

@@ -19,7 +19,12 @@ import pandas as pd
 import scipy.sparse as sp
 
 from recloop.layout import sha256_file
-from recloop.model_artifact import CorruptArtifactError, read_manifest, verify_files
+from recloop.model_artifact import (
+    CorruptArtifactError,
+    binary_csr,
+    read_manifest,
+    verify_files,
+)
 
 VERSION_PREFIX = "pop-"
 FORMAT_VERSION = 1
@@ -136,15 +141,7 @@ def load_popularity(directory: Path, expected_version: str | None = None) -> Pop
         )
     verify_files(directory, manifest)
     with np.load(directory / ARRAYS, allow_pickle=False) as arrays:
-        shape = tuple(int(x) for x in arrays["shape"])
-        history = sp.csr_matrix(
-            (
-                np.ones(len(arrays["indices"]), dtype=np.float32),
-                arrays["indices"],
-                arrays["indptr"],
-            ),
-            shape=shape,
-        )
+        history = binary_csr(arrays)
         counts = arrays["counts"]
     return PopularityModel(
         user_ids=np.asarray(manifest["user_ids"], dtype=object),
