@@ -47,7 +47,7 @@ from assets.training import (
     flat_metrics,
 )
 from feature_repo.definitions import BATCH_LISTS_PUSH_SOURCE
-from feature_repo.store import without_stale_values
+from feature_repo.store import online_user_features
 from recloop import gates
 from recloop.experiment_serving import variant_policy
 from recloop.experiments import (
@@ -61,13 +61,11 @@ from recloop.experiments import (
     variant_label,
 )
 from recloop.experiments.spec import spec_files
-from recloop.feature_vectors import STREAM_VIEW, USER_COLUMNS, USER_VIEW, feature_refs
 from recloop.inference import Servable, servable
 from recloop.layout import write_json_atomic, write_parquet_atomic
 from recloop.policies import Policy
 from recloop.popularity_model import PopularityModel, fit_popularity
 from recloop.readout import ExperimentReadout, experiment_readout, json_safe
-from recloop.stream_features import WINDOW
 from recloop.training import (
     Candidate,
     TrainingInputs,
@@ -198,22 +196,6 @@ def _gate_checks(spec: ExperimentSpec, variant: Variant) -> dict[str, str]:
 CHECK_OF_GATE = {**CHAMPION_CHECK_OF_GATE, "full_lists": "full_lists"}
 
 
-def online_user_features(recloop: RecloopResource, user_ids: list[str]) -> dict[str, list]:
-    """Every listed user's online features (daily and streaming, stale streams nulled), as
-    the service reads them, in one call."""
-    store = recloop.feature_store()
-    refs = [
-        *feature_refs(USER_VIEW, [c for c in USER_COLUMNS if c != "top_genre"]),
-        *feature_refs(STREAM_VIEW, ["last_items"]),
-    ]
-    response = store.get_online_features(
-        features=refs, entity_rows=[{"user_id": u} for u in user_ids], full_feature_names=True
-    )
-    return without_stale_values(
-        response.to_dict(include_event_timestamps=True), STREAM_VIEW, WINDOW, datetime.now(UTC)
-    )
-
-
 def batch_list_rows(
     recloop: RecloopResource, version: str, label: str, k: int, now: datetime
 ) -> pd.DataFrame:
@@ -221,7 +203,9 @@ def batch_list_rows(
     registry = Registry(recloop.layout().registry)
     model = servable(registry.load(version))
     users = sorted(model.user_index)
-    features = online_user_features(recloop, users) if model.needs_features else None
+    features = (
+        online_user_features(recloop.feature_store(), users, now) if model.needs_features else None
+    )
     rows = []
     for n, user in enumerate(users):
         row = {name: [values[n]] for name, values in features.items()} if features else None

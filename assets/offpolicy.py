@@ -8,7 +8,12 @@ policy gives every candidate's probability at every position. Used twice:
 - `ope_gate_result`: the promotion gate `ope_vs_logged` of a candidate, decided only
   when the log holds enough exploration (effective sample size) for it;
 - `ope_next_to_truth`: in an experiment's readout, each variant's value estimated from
-  another variant's traffic, beside what it earned online.
+  each variant's traffic (its own: a replay check), beside what it earned online.
+
+A request's candidate set leaves out what its user had clicked, bought or rated before
+it: what the simulated app excludes, and what a client that excludes consumed items
+does. A client that excludes something else makes the replay differ from what was
+served (the own-traffic estimate shows it).
 """
 
 from datetime import UTC, datetime, timedelta
@@ -19,7 +24,8 @@ import numpy as np
 import pandas as pd
 
 from assets.resources import RecloopResource
-from feature_repo.training import user_features_as_of
+from feature_repo.training import STREAM_LOOKUP_BEFORE, user_features_as_of
+from recloop.feature_vectors import STREAM_VIEW
 from recloop.gates import GateConfig, GateResult
 from recloop.inference import Servable
 from recloop.ope import ope_gate
@@ -33,6 +39,14 @@ from recloop.ope_logged import (
     target_log,
 )
 from recloop.policies import Policy
+from recloop.stream_features import (
+    ENGAGEMENT_TYPES,
+    EVENT_COLUMNS,
+    FEATURE_COLUMNS,
+    TIMESTAMP_DTYPE,
+    WINDOW,
+    stream_feature_history,
+)
 
 OPE_GATE = "ope_vs_logged"
 # Logged requests a gate or a readout evaluates (a seeded sample): about a millisecond
@@ -49,8 +63,8 @@ LOG_COLUMNS = (
 def logged_events(root: Path, since: datetime, variant_prefix: str = "") -> pd.DataFrame:
     """Validated impressions and engagements that answer a served request, every tenant,
     since `since` (and only variants starting with `variant_prefix`)."""
-    pattern = root / "validated" / "events" / "tenant=*" / "date=*" / "*.parquet"
-    if not any(root.glob(str(pattern.relative_to(root)))):
+    pattern = _validated_glob(root)
+    if pattern is None:
         return pd.DataFrame(columns=[c.strip() for c in LOG_COLUMNS.split(",")])
     with duckdb.connect() as conn:
         conn.execute("set TimeZone = 'UTC'")
@@ -63,18 +77,89 @@ def logged_events(root: Path, since: datetime, variant_prefix: str = "") -> pd.D
         ).df()
 
 
+def _validated_glob(root: Path) -> Path | None:
+    pattern = root / "validated" / "events" / "tenant=*" / "date=*" / "*.parquet"
+    return pattern if any(root.glob(str(pattern.relative_to(root)))) else None
+
+
+def engagements_of(root: Path, users: list[str]) -> pd.DataFrame:
+    """Every validated engagement (click, purchase, rating) of `users`, all time: what the
+    user had consumed before a request (the client excludes it from the candidates) and
+    what the streaming features count."""
+    pattern = _validated_glob(root)
+    if pattern is None or not users:
+        return pd.DataFrame(columns=[*EVENT_COLUMNS, "request_id", "position"])
+    with duckdb.connect() as conn:
+        conn.execute("set TimeZone = 'UTC'")
+        conn.register("asked", pd.DataFrame({"user_id": users}))
+        return conn.execute(
+            f"select {', '.join(EVENT_COLUMNS)}, request_id, position "
+            "from read_parquet($pattern, union_by_name = true) "
+            f"where event_type in {tuple(ENGAGEMENT_TYPES)} "
+            "and user_id in (select user_id from asked)",
+            {"pattern": str(pattern)},
+        ).df()
+
+
+def slates_with_history(
+    root: Path, events: pd.DataFrame, variants: tuple[str, ...] | None = None
+) -> LoggedSlates:
+    """`logged_slates` of `events` (a seeded sample of MAX_REQUESTS requests), with each
+    user's whole engagement history, so `consumed` is what the client excluded."""
+    sample = logged_slates(events, variants, max_requests=MAX_REQUESTS)
+    users = sorted(sample.rows["user_id"].astype(str).unique())
+    history = engagements_of(root, users)
+    chosen = events.loc[events["request_id"].isin(set(sample.rows["request_id"]))]
+    combined = pd.concat(
+        [chosen, history.loc[~history["event_id"].isin(set(chosen["event_id"]))]],
+        ignore_index=True,
+    )
+    return logged_slates(combined, variants)
+
+
+def stream_features_at(history: pd.DataFrame, requests: pd.DataFrame) -> pd.DataFrame:
+    """`user_stream` as the service read it for each request (user_id, event_timestamp):
+    recloop.stream_features over the users' engagement history, as of just before the
+    request and at most an hour old. From the log rather than the dbt mart, which lags
+    the traffic until the next dbt run."""
+    rows = stream_feature_history(history)
+    asked = requests.assign(
+        user_id=requests["user_id"].astype(str),
+        at=requests["event_timestamp"].astype(TIMESTAMP_DTYPE) - STREAM_LOOKUP_BEFORE,
+        order=np.arange(len(requests)),
+    ).sort_values("at")
+    rows = rows.assign(user_id=rows["user_id"].astype(str)).sort_values("event_timestamp")
+    joined = pd.merge_asof(
+        asked,
+        rows[["user_id", "event_timestamp", *FEATURE_COLUMNS]].rename(
+            columns={"event_timestamp": "row_time"}
+        ),
+        left_on="at",
+        right_on="row_time",
+        by="user_id",
+        tolerance=WINDOW,
+        direction="backward",
+    )
+    return joined.sort_values("order")[FEATURE_COLUMNS].reset_index(drop=True)
+
+
 def model_target(
     recloop: RecloopResource, slates: LoggedSlates, model: Servable, policy: Policy
 ) -> TargetPolicy:
-    """`model` served with `policy`, on the logged requests of `slates`."""
+    """`model` served with `policy`, on the logged requests of `slates`: daily user
+    features from Feast's point-in-time join, streaming ones from the log."""
     requests = slates.requests
     features = None
     if model.needs_features and len(requests):
         entities = requests[["user_id", "event_timestamp"]].assign(
             user_id=lambda f: f["user_id"].astype(str),
-            event_timestamp=lambda f: f["event_timestamp"].astype("datetime64[us, UTC]"),
+            event_timestamp=lambda f: f["event_timestamp"].astype(TIMESTAMP_DTYPE),
         )
-        joined = user_features_as_of(recloop.feature_store(), entities)
+        joined = user_features_as_of(recloop.feature_store(), entities, with_stream=False)
+        users = sorted(requests["user_id"].astype(str).unique())
+        stream = stream_features_at(engagements_of(recloop.layout().root, users), requests)
+        for column in FEATURE_COLUMNS:
+            joined[f"{STREAM_VIEW}__{column}"] = stream[column].to_numpy()
         features = joined.set_index(requests["request_id"].to_numpy())
 
     def probabilities(request: pd.Series, k: int) -> tuple[list[str], np.ndarray]:
@@ -104,7 +189,8 @@ def ope_gate_result(
     against what that traffic earned. Passes, saying it was skipped, when the log holds
     no propensities or too little exploration to decide (ESS below `min_ess`)."""
     since = (now or datetime.now(UTC)) - GATE_WINDOW
-    slates = logged_slates(logged_events(recloop.layout().root, since), max_requests=MAX_REQUESTS)
+    root = recloop.layout().root
+    slates = slates_with_history(root, logged_events(root, since))
     if slates.rows.empty:
         return GateResult(
             OPE_GATE, True, 0.0, min_ess, "skipped: no logged impressions with propensities"
@@ -121,17 +207,20 @@ def ope_next_to_truth(
     events: pd.DataFrame,
     targets: dict[str, tuple[Servable, Policy]],
 ) -> list[dict[str, object]]:
-    """For each target variant label and each other variant whose traffic carries
-    propensities: the target's value estimated from that traffic (IPS, SNIPS, DR, ESS),
-    next to the clicks per request the target earned online."""
+    """For each target variant label and each variant whose traffic carries propensities,
+    its own included: the target's value estimated from that traffic (IPS, SNIPS, DM, DR,
+    ESS), next to the clicks per request the target earned online. On its own traffic
+    the estimate must match what it earned: a check that the replay (features as of the
+    request, the candidate set, the policy's propensities) is faithful. On another
+    variant's traffic it is the off-policy estimate proper."""
     results = []
     for label, (model, policy) in targets.items():
         own = events.loc[events["variant"] == label]
         requests = own.loc[own["event_type"] == "impression", "request_id"].nunique()
         clicks = int(own["event_type"].isin(("click", "purchase")).sum())
         online = clicks / requests if requests else float("nan")
-        for other in sorted(set(events["variant"].dropna()) - {label}):
-            slates = logged_slates(events, variants=(other,), max_requests=MAX_REQUESTS)
+        for other in sorted(set(events["variant"].dropna())):
+            slates = slates_with_history(recloop.layout().root, events, variants=(other,))
             if slates.rows.empty:
                 continue
             log = target_log(

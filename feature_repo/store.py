@@ -10,7 +10,7 @@ Feast's Redis store already skips rows not newer than the stored one.
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
 from itertools import islice
 from pathlib import Path
@@ -23,9 +23,18 @@ from feast import FeatureStore, FeatureView
 from feast.online_response import TIMESTAMP_POSTFIX
 from feast.repo_config import RepoConfig
 
+from feature_repo.definitions import FEATURE_TTL
+from recloop.feature_vectors import STREAM_VIEW, USER_COLUMNS, USER_VIEW, feature_refs
 from recloop.settings import Settings
+from recloop.stream_features import WINDOW
 
 REPO_DIR = Path(__file__).resolve().parent
+# What the user tower reads online, and the ttl each view's point-in-time join applies.
+USER_TOWER_REFS = [
+    *feature_refs(USER_VIEW, [c for c in USER_COLUMNS if c != "top_genre"]),
+    *feature_refs(STREAM_VIEW, ["last_items"]),
+]
+ONLINE_TTLS = {USER_VIEW: FEATURE_TTL, STREAM_VIEW: WINDOW}
 CONFIG_FILES = {"sqlite": "feature_store.yaml", "redis": "feature_store.redis.yaml"}
 
 
@@ -155,19 +164,36 @@ def read_online_as_of(
 
 
 def without_stale_values(
-    features: dict[str, list], view: str, ttl: timedelta, now: datetime
+    features: dict[str, list], ttls: Mapping[str, timedelta], now: datetime
 ) -> dict[str, list]:
-    """Feast's online stores return a row whatever its age; the offline point-in-time join
-    gives null once it is older than the view's `ttl`. Make the online answer (a
-    `to_dict(include_event_timestamps=True)` dict) say the same: `view`'s values older
-    than `ttl` become None, and the timestamp entries are dropped."""
-    oldest = (now - ttl).timestamp()
+    """Feast's online stores return a row whatever its age (feast#6821); the offline
+    point-in-time join gives null once it is older than the view's ttl. Make the online
+    answer (a `to_dict(include_event_timestamps=True)` dict) say the same: the values of
+    each view in `ttls` older than its ttl become None, and the timestamp entries are
+    dropped."""
+    oldest = {view: (now - ttl).timestamp() for view, ttl in ttls.items()}
     fresh: dict[str, list] = {}
     for name, values in features.items():
         if name.endswith(TIMESTAMP_POSTFIX):
             continue
         stamps = features.get(name + TIMESTAMP_POSTFIX)
-        if name.startswith(f"{view}__") and stamps is not None:
-            values = [v if s >= oldest else None for v, s in zip(values, stamps, strict=True)]
+        view = name.split("__", 1)[0]
+        if view in oldest and stamps is not None:
+            limit = oldest[view]
+            values = [v if s >= limit else None for v, s in zip(values, stamps, strict=True)]
         fresh[name] = values
     return fresh
+
+
+def online_user_features(
+    store: FeatureStore, user_ids: Sequence[str], now: datetime
+) -> dict[str, list]:
+    """The user tower's online inputs for `user_ids` (daily features and the streaming last
+    items), as Feast's dict of lists with full feature names, one entry per user; values
+    older than their view's ttl are null, as in the training set's point-in-time join."""
+    response = store.get_online_features(
+        features=USER_TOWER_REFS,
+        entity_rows=[{"user_id": user} for user in user_ids],
+        full_feature_names=True,
+    )
+    return without_stale_values(response.to_dict(include_event_timestamps=True), ONLINE_TTLS, now)

@@ -32,7 +32,9 @@ from recloop.ope import (
     snips,
 )
 
+# What earns a reward, and what a user has consumed (the client leaves it out of later lists).
 ENGAGEMENTS = ("click", "purchase")
+CONSUMPTION = ("click", "purchase", "rating")
 # A position its policy filled with certainty (a greedy list logs propensity 1) says
 # nothing about the other items that could have been there: such rows break the
 # estimators' overlap condition and are left out.
@@ -89,12 +91,12 @@ def logged_slates(
     rows["reward"] = [
         float((r, p) in clicked) for r, p in zip(rows["request_id"], rows["position"], strict=True)
     ]
-    rows["consumed"] = _consumed_before(rows, engaged)
+    rows["consumed"] = _consumed_before(rows, events.loc[events["event_type"].isin(CONSUMPTION)])
     return LoggedSlates(rows.sort_values(["request_id", "position"]).reset_index(drop=True))
 
 
 def _consumed_before(rows: pd.DataFrame, engaged: pd.DataFrame) -> list[tuple[str, ...]]:
-    """Per row, the items its user engaged with before the request's time."""
+    """Per row, the items its user clicked, bought or rated before the request's time."""
 
     def naive(stamps: pd.Series) -> np.ndarray:
         return stamps.dt.tz_convert("UTC").dt.tz_localize(None).to_numpy("datetime64[ns]")

@@ -66,7 +66,9 @@ class BatchLists:
             full_feature_names=True,
         )
         row = without_stale_values(
-            response.to_dict(include_event_timestamps=True), BATCH_LISTS_VIEW, BATCH_LISTS_TTL, now
+            response.to_dict(include_event_timestamps=True),
+            {BATCH_LISTS_VIEW: BATCH_LISTS_TTL},
+            now,
         )
         items, scores, version = (row[f"{BATCH_LISTS_VIEW}__{c}"][0] for c in BATCH_COLUMNS)
         if not items or version is None:

@@ -36,7 +36,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.responses import JSONResponse
 
 from feature_repo.definitions import STREAM_PUSH_SOURCE
-from feature_repo.store import open_feature_store, without_stale_values
+from feature_repo.store import online_user_features, open_feature_store
 from recloop.event_log import (
     EventBuffer,
     ServedList,
@@ -49,11 +49,7 @@ from recloop.event_log import (
 from recloop.experiment_serving import VariantList, serve_route
 from recloop.experiments import Route
 from recloop.feature_vectors import (
-    STREAM_VIEW,
-    USER_COLUMNS,
-    USER_VIEW,
     FeatureColumns,
-    feature_refs,
 )
 from recloop.inference import Recommendation, Retriever, UnknownItemError
 from recloop.layout import DataLayout, check_tenant_id
@@ -245,10 +241,6 @@ class RecloopService:
         self.layout = DataLayout(self.settings.data_dir)
         self.registry = Registry(self.layout.registry)
         self.store = open_feature_store(self.settings)
-        self.user_refs = [
-            *feature_refs(USER_VIEW, [c for c in USER_COLUMNS if c != "top_genre"]),
-            *feature_refs(STREAM_VIEW, ["last_items"]),
-        ]
         self.counters = EventCounters()
         self.events = EventBuffer(self.layout, on_written=self.counters.written.inc)
         self.served = ServedLists()
@@ -406,14 +398,10 @@ class RecloopService:
         return error(503, "the champion is still loading")
 
     def _user_features(self, user_id: str) -> FeatureColumns:
-        """One row of the user's online features, as Feast's dict of lists; streaming values
-        older than their hour are null, as in the training set's point-in-time join."""
-        response = self.store.get_online_features(
-            features=self.user_refs, entity_rows=[{"user_id": user_id}], full_feature_names=True
-        )
-        return without_stale_values(
-            response.to_dict(include_event_timestamps=True), STREAM_VIEW, WINDOW, datetime.now(UTC)
-        )
+        """One row of the user's online features, as Feast's dict of lists; values older
+        than their view's ttl (an hour for streaming ones, 30 days for daily ones) are
+        null, as in the training set's point-in-time join."""
+        return online_user_features(self.store, [user_id], datetime.now(UTC))
 
     @bentoml.api(route="/recommend", input_spec=RecommendRequest, output_spec=RecommendResponse)
     async def recommend(

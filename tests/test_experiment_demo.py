@@ -89,3 +89,16 @@ def test_interleaving_agrees_with_the_ab_test(demo) -> None:
     ab = summary["tests"][AB]["variants"]
     better = max(ab, key=lambda name: ab[name]["ctr"])
     assert preference["winner"] == f"{INTERLEAVING}:{better}", (preference, ab)
+
+
+def test_off_policy_replay_of_the_exploring_arm_matches_what_it_earned(demo) -> None:
+    summary, _ = demo
+    rows = summary["tests"][AB]["ope"]
+    arm = f"{AB}:two_tower"  # the arm that explores (softmax): its log carries propensities
+    (own,) = [r for r in rows if r["target"] == arm and r["logs_of"] == arm]
+    assert own["enough_overlap"], own
+    online = own["online_clicks_per_request"]
+    low, high = own["snips"]["ci"]
+    # the replay (features as of each request, the candidate set, the policy) is faithful
+    assert abs(own["snips"]["value"] - online) < 0.15 * online, own
+    assert low < own["logging_clicks_per_request"] < high, own

@@ -795,4 +795,8 @@ def test_the_readme_example_is_valid(tmp_path: Path) -> None:
     readme = (REPO / "experiments" / "README.md").read_text()
     example = readme.split("```yaml\n", 1)[1].split("```", 1)[0]
     spec = spec_from(tmp_path, example, "two_tower_vs_popularity_ab")
-    assert spec.variants["two_tower"].policy == {"kind": "softmax", "temperature": 0.05, "top_n": 50}
+    assert spec.variants["two_tower"].policy == {
+        "kind": "softmax",
+        "temperature": 0.05,
+        "top_n": 50,
+    }

@@ -93,18 +93,23 @@ def test_stream_view_is_fed_by_pushes_that_keep_the_newest_row(tmp_path: Path) -
     assert pd.isna(online["event_timestamp"].tolist()[1])
 
 
-def test_stale_stream_values_read_online_become_null_as_in_the_pit_join() -> None:
+def test_stale_values_read_online_become_null_as_in_the_pit_join() -> None:
     now = datetime(2026, 12, 2, 12, tzinfo=UTC)
     fresh, stale = (now - timedelta(minutes=59)).timestamp(), (now - timedelta(hours=2)).timestamp()
+    old = (now - timedelta(days=31)).timestamp()
     features = {
         "user_id": ["a", "b", "c"],
         "user_stream__last_items": [["x"], ["y"], None],
         "user_stream__last_items__ts": [int(fresh), int(stale), 0],
         "user_features__mean_rating": [4.0, 3.0, None],
-        "user_features__mean_rating__ts": [int(stale), int(stale), 0],
+        "user_features__mean_rating__ts": [int(stale), int(old), 0],
     }
-    assert without_stale_values(features, "user_stream", timedelta(hours=1), now) == {
+    ttls = {"user_stream": timedelta(hours=1), "user_features": timedelta(days=30)}
+    assert without_stale_values(features, ttls, now) == {
         "user_id": ["a", "b", "c"],
         "user_stream__last_items": [["x"], None, None],
-        "user_features__mean_rating": [4.0, 3.0, None],
+        "user_features__mean_rating": [4.0, None, None],
     }
+    assert without_stale_values(features, {"user_stream": timedelta(hours=1)}, now)[
+        "user_features__mean_rating"
+    ] == [4.0, 3.0, None]
