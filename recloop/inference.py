@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
+from itertools import islice
 from typing import Protocol
 
 import numpy as np
@@ -62,6 +63,35 @@ class UnknownItemError(KeyError):
     pass
 
 
+class PopularityRanking:
+    """Items by count, most counted first: the popularity model, and the two-tower's
+    fallback for users it cannot rank."""
+
+    def __init__(self, counts: np.ndarray):
+        self.order = np.argsort(-counts, kind="stable")
+        self.shares = counts / max(float(counts.sum()), 1.0)
+
+    def top(self, banned: set[int], k: int) -> tuple[list[int], list[float]]:
+        """The `k` most counted item indices not in `banned`, with their shares of counts."""
+        top = list(islice((int(i) for i in self.order if i not in banned), k))
+        return top, [float(self.shares[i]) for i in top]
+
+
+def _row_items(history: sp.csr_matrix, row: int | None) -> set[int]:
+    """The item indices of one user's row of `history` (none for an unknown user)."""
+    if row is None:
+        return set()
+    return set(history.indices[history.indptr[row] : history.indptr[row + 1]].tolist())
+
+
+def _row_length(history: sp.csr_matrix, row: int | None) -> int:
+    return 0 if row is None else int(history.indptr[row + 1] - history.indptr[row])
+
+
+def _item_rows(item_index: dict[str, int], item_ids: Iterable[str]) -> set[int]:
+    return {item_index[i] for i in item_ids if i in item_index}
+
+
 class Retriever:
     """Serves one bundle. `history` overrides the interactions known at query time
     (offline evaluation passes what was known at the test cut-off)."""
@@ -76,7 +106,7 @@ class Retriever:
             self.summaries = bundle.model.history_summary(
                 self.known_history, torch.arange(self.known_history.shape[0])
             )
-        self.popular = np.argsort(-bundle.item_popularity, kind="stable")
+        self.popular = PopularityRanking(bundle.item_popularity)
         self.known_users = bundle.model.known_users.numpy()
 
     @property
@@ -120,29 +150,15 @@ class Retriever:
                 return [i for i, _ in kept[:k]], [float(s) for _, s in kept[:k]]
             depth = min(depth * 2, len(self.bundle.index))
 
-    def _seen(self, user: int | None) -> set[int]:
-        if user is None:
-            return set()
-        history = self.known_history
-        return set(history.indices[history.indptr[user] : history.indptr[user + 1]].tolist())
-
-    def _excluded(self, exclude: Iterable[str]) -> set[int]:
-        return {self.item_index[i] for i in exclude if i in self.item_index}
-
-    def popular_unseen(self, banned: set[int], k: int) -> list[int]:
-        return [int(i) for i in self.popular if i not in banned][:k]
-
     def recommend(
         self, user_id: str, features: FeatureColumns | None, k: int, exclude: Iterable[str] = ()
     ) -> Recommendation:
         """Top `k` for one user; `features` is one row of Feast columns, None when unavailable."""
         user = self.user_index.get(user_id)
-        banned = self._seen(user) | self._excluded(exclude)
+        banned = _row_items(self.known_history, user) | _item_rows(self.item_index, exclude)
         usable = user is not None and self.known_users[user] and features is not None
         if not usable:
-            top = self.popular_unseen(banned, k)
-            total = float(max(self.bundle.item_popularity.sum(), 1))
-            scores = [float(self.bundle.item_popularity[i]) / total for i in top]
+            top, scores = self.popular.top(banned, k)
             return Recommendation(
                 [str(self.bundle.item_ids[i]) for i in top], scores, POPULARITY_FALLBACK
             )
@@ -157,7 +173,7 @@ class Retriever:
         queries = self.user_vectors(users, features)
         out = np.empty((len(users), k), dtype=np.int64)
         for row, (user, query) in enumerate(zip(users, queries, strict=True)):
-            banned = set(seen.indices[seen.indptr[user] : seen.indptr[user + 1]].tolist())
+            banned = _row_items(seen, int(user))
             top, _ = self._search_unseen(query[None, :], banned, k)
             out[row] = top
         return out
@@ -171,10 +187,6 @@ class Retriever:
         return Recommendation([str(self.bundle.item_ids[i]) for i in top], scores, None)
 
 
-def _row_length(history: sp.csr_matrix, row: int | None) -> int:
-    return 0 if row is None else int(history.indptr[row + 1] - history.indptr[row])
-
-
 class PopularityRetriever:
     """Serves a `PopularityModel`: the most counted items the user has not had. `history`
     overrides the interactions known at query time (offline evaluation)."""
@@ -184,8 +196,7 @@ class PopularityRetriever:
         self.known_history = model.history if history is None else history.tocsr()
         self.user_index = {str(u): i for i, u in enumerate(model.user_ids)}
         self.item_index = {str(i): n for n, i in enumerate(model.item_ids)}
-        self.order = np.argsort(-model.counts, kind="stable")
-        self.scores = model.counts / max(float(model.counts.sum()), 1.0)
+        self.popular = PopularityRanking(model.counts)
 
     @property
     def version(self) -> str:
@@ -206,14 +217,9 @@ class PopularityRetriever:
     ) -> Recommendation:
         """Top `k` by count, without the user's known items and `exclude`; `features` unused."""
         user = self.user_index.get(user_id)
-        history = self.known_history
-        banned = {self.item_index[i] for i in exclude if i in self.item_index}
-        if user is not None:
-            banned |= set(history.indices[history.indptr[user] : history.indptr[user + 1]].tolist())
-        top = [int(i) for i in self.order if i not in banned][:k]
-        return Recommendation(
-            [str(self.model.item_ids[i]) for i in top], [float(self.scores[i]) for i in top], None
-        )
+        banned = _row_items(self.known_history, user) | _item_rows(self.item_index, exclude)
+        top, scores = self.popular.top(banned, k)
+        return Recommendation([str(self.model.item_ids[i]) for i in top], scores, None)
 
 
 def servable(model: ModelBundle | PopularityModel) -> Retriever | PopularityRetriever:
