@@ -122,19 +122,32 @@ def verify_files(directory: Path, manifest: dict[str, object]) -> None:
             )
 
 
-def load_bundle(directory: Path, expected_version: str | None = None) -> ModelBundle:
-    """Verify every file against the manifest, then load; raises CorruptArtifactError."""
-    manifest = read_manifest(directory)
+def verified_manifest(
+    directory: Path,
+    expected_version: str | None,
+    kind: str,
+    format_version: int,
+    version_of: Callable[[dict[str, object]], str] = manifest_version,
+) -> dict[str, object]:
+    """The manifest of an artifact this recloop can read, every file checked against it:
+    the version asked for, the format this code reads; raises CorruptArtifactError."""
+    manifest = read_manifest(directory, version_of)
     if expected_version is not None and manifest["version"] != expected_version:
         raise CorruptArtifactError(
             f"{directory}: holds version {manifest['version']}, expected {expected_version}"
         )
-    if manifest.get("format_version") != FORMAT_VERSION:
+    if manifest.get("format_version") != format_version:
         raise CorruptArtifactError(
-            f"{directory}: model format {manifest.get('format_version')}, this recloop reads "
-            f"format {FORMAT_VERSION}; retrain the model (`make demo` or the training job)"
+            f"{directory}: {kind} format {manifest.get('format_version')}, this recloop reads "
+            f"format {format_version}; retrain the model (`make demo` or the training job)"
         )
     verify_files(directory, manifest)
+    return manifest
+
+
+def load_bundle(directory: Path, expected_version: str | None = None) -> ModelBundle:
+    """Verify every file against the manifest, then load; raises CorruptArtifactError."""
+    manifest = verified_manifest(directory, expected_version, "two-tower", FORMAT_VERSION)
     config = TwoTowerConfig(**manifest["config"])
     spec = FeatureSpec.from_dict(manifest["feature_spec"])
     state = load_file(str(directory / WEIGHTS))

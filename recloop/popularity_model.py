@@ -20,10 +20,8 @@ import scipy.sparse as sp
 
 from recloop.layout import sha256_file
 from recloop.model_artifact import (
-    CorruptArtifactError,
     binary_csr,
-    read_manifest,
-    verify_files,
+    verified_manifest,
 )
 
 VERSION_PREFIX = "pop-"
@@ -129,17 +127,9 @@ def save_popularity(model: PopularityModel, directory: Path) -> str:
 
 def load_popularity(directory: Path, expected_version: str | None = None) -> PopularityModel:
     """Verify every file against the manifest, then load; raises CorruptArtifactError."""
-    manifest = read_manifest(directory, manifest_version)
-    if expected_version is not None and manifest["version"] != expected_version:
-        raise CorruptArtifactError(
-            f"{directory}: holds version {manifest['version']}, expected {expected_version}"
-        )
-    if manifest.get("format_version") != FORMAT_VERSION:
-        raise CorruptArtifactError(
-            f"{directory}: popularity format {manifest.get('format_version')}, this recloop "
-            f"reads format {FORMAT_VERSION}; retrain it"
-        )
-    verify_files(directory, manifest)
+    manifest = verified_manifest(
+        directory, expected_version, "popularity", FORMAT_VERSION, manifest_version
+    )
     with np.load(directory / ARRAYS, allow_pickle=False) as arrays:
         history = binary_csr(arrays)
         counts = arrays["counts"]
