@@ -45,6 +45,7 @@ from assets.training import (
     build_training_inputs,
     code_version,
     flat_metrics,
+    gate_check_results,
 )
 from feature_repo.definitions import BATCH_LISTS_PUSH_SOURCE
 from feature_repo.store import online_user_features
@@ -341,7 +342,6 @@ def _variant_assets(spec: ExperimentSpec, variant: Variant) -> list[dg.AssetsDef
             training_set: str,
         ):
             result = _evaluate(recloop, variant, model, load_inputs(Path(training_set)))
-            results = result["gate"]["results"]
             yield dg.Output(
                 result,
                 metadata={
@@ -351,17 +351,7 @@ def _variant_assets(spec: ExperimentSpec, variant: Variant) -> list[dg.AssetsDef
                     **flat_metrics({"all": result["popularity"]}, "popularity/"),
                 },
             )
-            for check in checks:
-                mine = [r for r in results if CHECK_OF_GATE[r["name"]] == check]
-                yield dg.AssetCheckResult(
-                    check_name=check,
-                    passed=all(r["passed"] for r in mine),
-                    metadata={
-                        **{f"{r['name']}_value": float(r["value"]) for r in mine},
-                        **{f"{r['name']}_threshold": float(r["threshold"]) for r in mine},
-                        "detail": "; ".join(r["detail"] for r in mine),
-                    },
-                )
+            yield from gate_check_results(result["gate"]["results"], checks, CHECK_OF_GATE)
 
         assets += [training_set, model, evaluation]
 

@@ -7,6 +7,7 @@ gate leaves the previous champion serving.
 """
 
 import subprocess
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
 import dagster as dg
@@ -62,6 +63,29 @@ CHECK_OF_GATE = {
     "index_covers_catalog": "sanity",
     OPE_GATE: OPE_GATE,
 }
+
+
+def gate_check_results(
+    results: Sequence[Mapping[str, object]],
+    checks: Iterable[str],
+    check_of_gate: Mapping[str, str],
+) -> list[dg.AssetCheckResult]:
+    """One blocking check result per check: it passes when every gate it groups passed."""
+    outcomes = []
+    for check in checks:
+        mine = [r for r in results if check_of_gate[str(r["name"])] == check]
+        outcomes.append(
+            dg.AssetCheckResult(
+                check_name=check,
+                passed=all(bool(r["passed"]) for r in mine),
+                metadata={
+                    **{f"{r['name']}_value": float(r["value"]) for r in mine},
+                    **{f"{r['name']}_threshold": float(r["threshold"]) for r in mine},
+                    "detail": "; ".join(str(r["detail"]) for r in mine),
+                },
+            )
+        )
+    return outcomes
 
 
 class TrainingSetConfig(dg.Config):
@@ -277,20 +301,7 @@ def model_candidate(
             "best_epoch": candidate.bundle.metadata["best_epoch"],
         },
     )
-    checks = []
-    for check in GATE_CHECKS:
-        mine = [r for r in results if CHECK_OF_GATE[r.name] == check]
-        checks.append(
-            dg.AssetCheckResult(
-                check_name=check,
-                passed=all(r.passed for r in mine),
-                metadata={
-                    **{f"{r.name}_value": float(r.value) for r in mine},
-                    **{f"{r.name}_threshold": float(r.threshold) for r in mine},
-                    "detail": "; ".join(r.detail for r in mine),
-                },
-            )
-        )
+    checks = gate_check_results(gate["results"], GATE_CHECKS, CHECK_OF_GATE)
     yield dg.Output(
         version,
         metadata={
