@@ -24,7 +24,7 @@ import numpy as np
 import pandas as pd
 
 from assets.resources import RecloopResource
-from feature_repo.training import STREAM_LOOKUP_BEFORE, user_features_as_of
+from feature_repo.training import user_features_as_of
 from recloop.feature_vectors import STREAM_VIEW
 from recloop.gates import GateConfig, GateResult
 from recloop.inference import Servable
@@ -44,8 +44,7 @@ from recloop.stream_features import (
     EVENT_COLUMNS,
     FEATURE_COLUMNS,
     TIMESTAMP_DTYPE,
-    WINDOW,
-    stream_feature_history,
+    stream_features_as_of,
 )
 
 OPE_GATE = "ope_vs_logged"
@@ -117,32 +116,6 @@ def slates_with_history(
     return logged_slates(combined, variants)
 
 
-def stream_features_at(history: pd.DataFrame, requests: pd.DataFrame) -> pd.DataFrame:
-    """`user_stream` as the service read it for each request (user_id, event_timestamp):
-    recloop.stream_features over the users' engagement history, as of just before the
-    request and at most an hour old. From the log rather than the dbt mart, which lags
-    the traffic until the next dbt run."""
-    rows = stream_feature_history(history)
-    asked = requests.assign(
-        user_id=requests["user_id"].astype(str),
-        at=requests["event_timestamp"].astype(TIMESTAMP_DTYPE) - STREAM_LOOKUP_BEFORE,
-        order=np.arange(len(requests)),
-    ).sort_values("at")
-    rows = rows.assign(user_id=rows["user_id"].astype(str)).sort_values("event_timestamp")
-    joined = pd.merge_asof(
-        asked,
-        rows[["user_id", "event_timestamp", *FEATURE_COLUMNS]].rename(
-            columns={"event_timestamp": "row_time"}
-        ),
-        left_on="at",
-        right_on="row_time",
-        by="user_id",
-        tolerance=WINDOW,
-        direction="backward",
-    )
-    return joined.sort_values("order")[FEATURE_COLUMNS].reset_index(drop=True)
-
-
 def model_target(
     recloop: RecloopResource, slates: LoggedSlates, model: Servable, policy: Policy
 ) -> TargetPolicy:
@@ -157,7 +130,8 @@ def model_target(
         )
         joined = user_features_as_of(recloop.feature_store(), entities, with_stream=False)
         users = sorted(requests["user_id"].astype(str).unique())
-        stream = stream_features_at(engagements_of(recloop.layout().root, users), requests)
+        # From the log rather than the dbt mart, which lags the traffic until the next dbt run.
+        stream = stream_features_as_of(engagements_of(recloop.layout().root, users), requests)
         for column in FEATURE_COLUMNS:
             joined[f"{STREAM_VIEW}__{column}"] = stream[column].to_numpy()
         features = joined.set_index(requests["request_id"].to_numpy())

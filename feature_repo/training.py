@@ -10,7 +10,6 @@ is not yet in the features, as it was not when the service ranked the list.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import timedelta
 
 import pandas as pd
 from feast import FeatureStore
@@ -25,10 +24,10 @@ from recloop.feature_vectors import (
     USER_VIEW,
     feature_refs,
 )
+from recloop.stream_features import LOOKUP_BEFORE
 from recloop.training_set import TemporalCutoffs, label_entities, temporal_cutoffs
 
 FEATURE_SERVICE = "retrieval_v2"
-STREAM_LOOKUP_BEFORE = timedelta(microseconds=1)
 
 
 def uses_stream(store: FeatureStore, feature_service: str) -> bool:
@@ -75,7 +74,7 @@ def user_features_as_of(
     joined = historical(store, entities, USER_VIEW, USER_COLUMNS)
     if not with_stream:
         return joined
-    earlier = entities.assign(event_timestamp=entities["event_timestamp"] - STREAM_LOOKUP_BEFORE)
+    earlier = entities.assign(event_timestamp=entities["event_timestamp"] - LOOKUP_BEFORE)
     stream = historical(store, earlier, STREAM_VIEW, STREAM_COLUMNS)
     for column in STREAM_COLUMNS:
         name = f"{STREAM_VIEW}__{column}"

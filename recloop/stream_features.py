@@ -42,6 +42,9 @@ FEATURE_COLUMNS = ["engagements_1h", "last_items"]
 ROW_COLUMNS = [*KEY_COLUMNS, "event_timestamp", *FEATURE_COLUMNS]
 EVENT_COLUMNS = ["event_id", "tenant_id", "user_id", "item_id", "event_type", "event_timestamp"]
 TIMESTAMP_DTYPE = "datetime64[us, UTC]"
+# A request (or a training label) sees the features as of just before its own time: its
+# own engagement, and any stamped with it, is not yet in them.
+LOOKUP_BEFORE = timedelta(microseconds=1)
 
 
 def _engagements(events: pd.DataFrame) -> pd.DataFrame:
@@ -114,6 +117,32 @@ def stream_feature_rows(events: pd.DataFrame) -> pd.DataFrame:
     history = stream_feature_history(events)
     latest = history.drop_duplicates(KEY_COLUMNS, keep="last")
     return latest.sort_values(KEY_COLUMNS, ignore_index=True)
+
+
+def stream_features_as_of(events: pd.DataFrame, requests: pd.DataFrame) -> pd.DataFrame:
+    """The features each request (`user_id`, `event_timestamp`) saw: its user's latest
+    `stream_feature_history` row of `events` as of LOOKUP_BEFORE before the request and
+    at most WINDOW old, else nulls. Columns FEATURE_COLUMNS, in the requests' order.
+    Users are matched by user_id alone: the requests and events are of one tenant."""
+    rows = stream_feature_history(events)
+    asked = requests.assign(
+        user_id=requests["user_id"].astype(str),
+        at=requests["event_timestamp"].astype(TIMESTAMP_DTYPE) - LOOKUP_BEFORE,
+        order=np.arange(len(requests)),
+    ).sort_values("at")
+    rows = rows.assign(user_id=rows["user_id"].astype(str)).sort_values("event_timestamp")
+    joined = pd.merge_asof(
+        asked,
+        rows[["user_id", "event_timestamp", *FEATURE_COLUMNS]].rename(
+            columns={"event_timestamp": "row_time"}
+        ),
+        left_on="at",
+        right_on="row_time",
+        by="user_id",
+        tolerance=WINDOW,
+        direction="backward",
+    )
+    return joined.sort_values("order")[FEATURE_COLUMNS].reset_index(drop=True)
 
 
 class StreamState:

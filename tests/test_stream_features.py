@@ -16,6 +16,7 @@ from recloop.stream_features import (
     recent_engagement_events,
     stream_feature_history,
     stream_feature_rows,
+    stream_features_as_of,
 )
 
 NOON = datetime(2024, 3, 1, 12, tzinfo=UTC)
@@ -176,6 +177,24 @@ def test_history_rows_of_tied_events_see_every_tie() -> None:
     ]
     empty = stream_feature_history(pd.DataFrame([event("x", 0, event_type="view")]))
     assert list(empty.columns) == ROW_COLUMNS and empty.empty
+
+
+def test_a_request_sees_the_features_as_of_just_before_it_and_at_most_an_hour_old() -> None:
+    events = pd.DataFrame([event("a", -30, "first"), event("b", -10, "second")])
+    requests = pd.DataFrame(
+        {
+            "user_id": ["u", "u", "u", "u", "stranger"],
+            "event_timestamp": [NOON + timedelta(minutes=m) for m in (0, -10, -40, 51, 0)],
+        }
+    )
+    seen = stream_features_as_of(events, requests)
+    assert list(seen.columns) == ["engagements_1h", "last_items"]
+    assert seen.loc[0].tolist() == [2, ["second", "first"]]
+    # a request stamped with an engagement does not see it yet
+    assert seen.loc[1].tolist() == [1, ["first"]]
+    # before any engagement, an hour after the last one, and for an unknown user: nothing
+    assert seen.loc[[2, 3, 4], "engagements_1h"].isna().all()
+    assert seen.loc[[2, 3, 4], "last_items"].isna().all()
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
