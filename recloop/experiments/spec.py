@@ -53,6 +53,13 @@ class SpecProblem:
     path: str  # dotted field path, e.g. "variants.two_tower.params.dim"; "" for the document
     message: str
 
+    @classmethod
+    def at(cls, file: Path, mark: yaml.Mark | None, path: str, message: str) -> SpecProblem:
+        """A problem at a YAML mark (0-based there, 1-based here); no place without one."""
+        if mark is None:
+            return cls(file, None, None, path, message)
+        return cls(file, mark.line + 1, mark.column + 1, path, message)
+
     def __str__(self) -> str:
         where = str(self.file)
         if self.line is not None:
@@ -310,10 +317,8 @@ class _Document:
 
     def problem(self, path: Sequence[PathPart], message: str, at_key: bool = False) -> SpecProblem:
         node = self._node(path, at_key)
-        line = column = None
-        if node is not None:
-            line, column = node.start_mark.line + 1, node.start_mark.column + 1
-        return SpecProblem(self.file, line, column, format_path(path), message)
+        mark = node.start_mark if node is not None else None
+        return SpecProblem.at(self.file, mark, format_path(path), message)
 
 
 def format_path(path: Sequence[PathPart]) -> str:
@@ -334,8 +339,7 @@ def _parse_yaml(source: bytes, file: Path) -> tuple[_Document | None, list[SpecP
         message = exc.problem or exc.context or "invalid YAML"
         if exc.problem and exc.context and exc.context_mark:
             message += f" ({exc.context} at line {exc.context_mark.line + 1})"
-        line, column = (mark.line + 1, mark.column + 1) if mark else (None, None)
-        return None, [SpecProblem(file, line, column, "", f"YAML syntax: {message}")]
+        return None, [SpecProblem.at(file, mark, "", f"YAML syntax: {message}")]
     except yaml.YAMLError as exc:  # reader errors (e.g. invalid UTF-8) carry no mark
         return None, [SpecProblem(file, None, None, "", f"YAML: {exc}")]
     finally:
@@ -355,12 +359,10 @@ def _key_problems(document: _Document) -> list[SpecProblem]:
             return
         seen.add(id(node))
         if node.tag == _FLOAT_TAG and node.value.lower().lstrip("+-") in (".nan", ".inf"):
-            mark = node.start_mark
             problems.append(
-                SpecProblem(
+                SpecProblem.at(
                     document.file,
-                    mark.line + 1,
-                    mark.column + 1,
+                    node.start_mark,
                     format_path(path),
                     f"{node.value} is not allowed: numbers must be finite",
                 )
@@ -376,10 +378,9 @@ def _key_problems(document: _Document) -> list[SpecProblem]:
                     continue
                 if key_node.tag != _STR_TAG or not isinstance(key_node, yaml.ScalarNode):
                     problems.append(
-                        SpecProblem(
+                        SpecProblem.at(
                             document.file,
-                            mark.line + 1,
-                            mark.column + 1,
+                            mark,
                             format_path(path),
                             f"key {getattr(key_node, 'value', '?')!r} must be a string (quote it)",
                         )
@@ -388,10 +389,9 @@ def _key_problems(document: _Document) -> list[SpecProblem]:
                 key = key_node.value
                 if key in first_line:
                     problems.append(
-                        SpecProblem(
+                        SpecProblem.at(
                             document.file,
-                            mark.line + 1,
-                            mark.column + 1,
+                            mark,
                             format_path((*path, key)),
                             f"duplicate key (first at line {first_line[key]})",
                         )
