@@ -131,7 +131,7 @@ class ChampionState:
         self.data_end = pd.Timestamp(metadata["data_end"]) if "data_end" in metadata else None
 
 
-def online_user_features(recloop: RecloopResource, user_ids: list[str]) -> pd.DataFrame:
+def sampled_activity_features(recloop: RecloopResource, user_ids: list[str]) -> pd.DataFrame:
     """Online activity features of a seeded sample of `user_ids`, one row per user."""
     users = sorted(set(user_ids))
     sample = sorted(
@@ -166,7 +166,7 @@ def serving_feature_reference(
     with what serving saw then, not with today's values of the same users."""
     path = recloop.layout().root / "monitoring" / f"features-{version}.parquet"
     if not path.exists():
-        write_parquet_atomic(online_user_features(recloop, reference_users), path)
+        write_parquet_atomic(sampled_activity_features(recloop, reference_users), path)
     return pd.read_parquet(path)
 
 
@@ -197,7 +197,7 @@ def current_drift(recloop: RecloopResource) -> tuple[DriftReport, pd.DataFrame, 
     if windows is not None:
         reference_users, recent_users = (w["user_id"].astype(str).tolist() for w in windows)
         reference = serving_feature_reference(recloop, champion.version, reference_users)
-        current = online_user_features(recloop, recent_users)
+        current = sampled_activity_features(recloop, recent_users)
         features = (_columns(reference), _columns(current))
         skew = training_serving_skew(champion.training_set, current)
     report = drift_report(
