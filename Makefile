@@ -34,15 +34,15 @@ $(MANIFEST): $(STAMP) $(shell find dbt_project -name '*.sql' -o -name '*.py' -o 
 
 demo: install
 	mkdir -p $(DAGSTER_HOME)
-	$(BIN)/python -m assets.demo
+	$(BIN)/python -m drivers.demo
 
-# The closed loop (assets/loop.py): simulated users, drift, sensors, retraining, hot swap.
+# The closed loop (drivers/loop.py): simulated users, drift, sensors, retraining, hot swap.
 loop: install
-	$(BIN)/python -m assets.loop
+	$(BIN)/python -m drivers.loop
 
-# Two online tests from YAML specs with simulated users (assets/experiment_demo.py).
+# Two online tests from YAML specs with simulated users (drivers/experiment_demo.py).
 experiments: install
-	$(BIN)/python -m assets.experiment_demo
+	$(BIN)/python -m drivers.experiment_demo
 
 test: install
 	$(BIN)/python -m pytest

@@ -9,7 +9,7 @@ prefix `experiments/<spec>/<variant>/`:
 `deployment` (realtime) and `batch_lists` (batch: top-k lists pushed to Feast's
 `batch_lists` view) record the variant's model in the registry's deployment log,
 which the running service reads: the variant goes live without a restart. Every
-spec also gets `experiments/<spec>/readout` (online results, recloop.readout).
+spec also gets `experiments/<spec>/readout` (online results, recloop.experiments.readout).
 
 `experiment_specs_sensor` asks for one run of a spec's job per spec content
 (run key `<spec>:<sha256>`) while a variant it serves lacks a deployed model for
@@ -49,8 +49,8 @@ from assets.training import (
 )
 from feature_repo.definitions import BATCH_LISTS_PUSH_SOURCE
 from feature_repo.store import online_user_features
-from recloop import gates
-from recloop.experiment_serving import variant_policy
+from recloop.data.layout import write_json_atomic, write_parquet_atomic
+from recloop.evaluation import gates
 from recloop.experiments import (
     ABTest,
     ExperimentSpec,
@@ -61,13 +61,16 @@ from recloop.experiments import (
     variant_asset_keys,
     variant_label,
 )
+from recloop.experiments.readout import ExperimentReadout, experiment_readout, json_safe
+from recloop.experiments.serving import variant_policy
 from recloop.experiments.spec import spec_files
-from recloop.inference import Servable, servable
-from recloop.layout import write_json_atomic, write_parquet_atomic
-from recloop.policies import Policy
-from recloop.popularity_model import PopularityModel, fit_popularity
-from recloop.readout import ExperimentReadout, experiment_readout, json_safe
-from recloop.training import (
+from recloop.features.training_set import label_entities, split_summary, temporal_cutoffs
+from recloop.inference.policies import Policy
+from recloop.inference.retrievers import Servable, servable
+from recloop.models.popularity_model import PopularityModel, fit_popularity
+from recloop.models.two_tower import TwoTowerConfig
+from recloop.registry.model_registry import PromotionError, Registry
+from recloop.training.candidate import (
     Candidate,
     TrainingInputs,
     candidate_gates,
@@ -79,9 +82,6 @@ from recloop.training import (
     popularity_metrics,
     save_inputs,
 )
-from recloop.training_set import label_entities, split_summary, temporal_cutoffs
-from recloop.two_tower import TwoTowerConfig
-from services.registry import PromotionError, Registry
 
 logger = logging.getLogger(__name__)
 
@@ -419,7 +419,7 @@ def experiment_events(root: Path, spec: ExperimentSpec) -> pd.DataFrame:
 
 
 def experiment_readout_of(spec: ExperimentSpec, events: pd.DataFrame) -> ExperimentReadout:
-    """recloop.readout on the spec's own events, labels and allocation."""
+    """recloop.experiments.readout on the spec's own events, labels and allocation."""
     labels = [variant_label(spec.name, name) for name in spec.test.served]
     if isinstance(spec.test, ABTest):
         allocation = {

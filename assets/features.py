@@ -15,8 +15,8 @@ from feature_repo.store import (
     read_online,
     read_online_as_of,
 )
-from recloop.materialization import mart_time_range, materialization_window
-from recloop.parity import compare_as_of, compare_parity, latest_offline_rows
+from recloop.features.materialization import mart_time_range, materialization_window
+from recloop.features.parity import compare_as_of, compare_parity, latest_offline_rows
 
 FEATURES_GROUP = "features"
 ONLINE_PARITY = "online_offline_parity"
@@ -120,7 +120,7 @@ class StreamParityConfig(dg.Config):
     # Reads the `user_stream` view, so it runs after `feast apply` registered it.
     additional_deps=["feast_feature_views"],
     description="Values the service pushed to Feast's user_stream equal the batch mart's for a "
-    "seeded sample of recently active users (recloop.parity.compare_as_of).",
+    "seeded sample of recently active users (recloop.features.parity.compare_as_of).",
 )
 def stream_batch_parity(
     recloop: RecloopResource, config: StreamParityConfig

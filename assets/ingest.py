@@ -7,14 +7,14 @@ import dagster as dg
 
 from assets.partitions import TENANTS, split_event_key
 from assets.resources import RecloopResource
-from recloop.ingest import (
+from recloop.data.ingest import (
     PartitionReport,
     catalog_counts,
     event_partition_counts,
     validate_catalog_partition,
     validate_event_partition,
 )
-from recloop.validation import RawFileError
+from recloop.data.validation import RawFileError
 
 INGEST_GROUP = "ingest"
 ROWS_CONSERVED = "rows_conserved"
@@ -68,7 +68,7 @@ def build_ingest_assets(events_partitions: dg.MultiPartitionsDefinition) -> list
             )
         ],
         description=(
-            "Raw events checked against recloop.schemas.EventSchema. Valid rows go on to dbt; "
+            "Raw events checked against recloop.data.schemas.EventSchema. Valid rows go on to dbt; "
             "failing rows go to quarantine/events with the failing checks as `reason`."
         ),
     )

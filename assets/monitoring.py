@@ -1,6 +1,6 @@
 """Monitoring and retraining triggers: the drift report, and what requests a retrain.
 
-- `drift_report` (asset): recloop.monitoring's report on the champion's own
+- `drift_report` (asset): recloop.monitoring.drift_report's report on the champion's own
   traffic, with plots and a per-feature table in the Dagster UI.
 - `drift_sensor`: the same report every 30 s; past a threshold it requests one
   `refresh_and_retrain` run per champion (run key `drift:<champion>`), tagged with why.
@@ -24,10 +24,10 @@ import pandas as pd
 
 from assets.plots import ctr_curve
 from assets.resources import RecloopResource
-from recloop.drift import feature_drift
-from recloop.feature_vectors import USER_VIEW, activity_columns, feature_refs
-from recloop.layout import DataLayout, write_json_atomic, write_parquet_atomic
-from recloop.monitoring import (
+from recloop.data.layout import DataLayout, write_json_atomic, write_parquet_atomic
+from recloop.features.feature_vectors import USER_VIEW, activity_columns, feature_refs
+from recloop.monitoring.drift import feature_drift
+from recloop.monitoring.drift_report import (
     DriftReport,
     MonitoringConfig,
     ctr_series,
@@ -35,7 +35,7 @@ from recloop.monitoring import (
     impressions_since,
     served_windows,
 )
-from services.registry import Registry
+from recloop.registry.model_registry import Registry
 
 MONITORING_GROUP = "monitoring"
 RETRAIN_JOB = "refresh_and_retrain"

@@ -1,4 +1,4 @@
-"""Off-policy evaluation of registry models on the logged traffic (recloop.ope_logged).
+"""Off-policy evaluation of registry models on the logged traffic (recloop.experiments.ope_logged).
 
 A target is a model served with a policy: for each logged request it ranks the
 candidate pool from the user's features as of the request (Feast's point-in-time
@@ -25,11 +25,9 @@ import pandas as pd
 
 from assets.resources import RecloopResource
 from feature_repo.training import user_features_as_of
-from recloop.feature_vectors import STREAM_VIEW
-from recloop.gates import GateConfig, GateResult
-from recloop.inference import Servable
-from recloop.ope import ope_gate
-from recloop.ope_logged import (
+from recloop.evaluation.gates import GateConfig, GateResult
+from recloop.experiments.ope import ope_gate
+from recloop.experiments.ope_logged import (
     LoggedSlates,
     RewardModel,
     TargetPolicy,
@@ -38,14 +36,16 @@ from recloop.ope_logged import (
     logged_value,
     target_log,
 )
-from recloop.policies import Policy
-from recloop.stream_features import (
+from recloop.features.feature_vectors import STREAM_VIEW
+from recloop.features.stream_features import (
     ENGAGEMENT_TYPES,
     EVENT_COLUMNS,
     FEATURE_COLUMNS,
     TIMESTAMP_DTYPE,
     stream_features_as_of,
 )
+from recloop.inference.policies import Policy
+from recloop.inference.retrievers import Servable
 
 OPE_GATE = "ope_vs_logged"
 # Logged requests a gate or a readout evaluates (a seeded sample): about a millisecond

@@ -12,7 +12,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  (the backend must be chosen first)
 from matplotlib.figure import Figure  # noqa: E402
 
-from recloop.readout import ExperimentReadout  # noqa: E402
+from recloop.experiments.readout import ExperimentReadout  # noqa: E402
 
 
 def png_markdown(figure: Figure, title: str) -> dg.MetadataValue:
@@ -40,7 +40,7 @@ def training_curve(history: list[dict[str, float]], best_epoch: int) -> dg.Metad
 
 
 def ctr_curve(blocks: pd.DataFrame, bucket: int) -> dg.MetadataValue:
-    """CTR per block of `bucket` impressions (recloop.monitoring.ctr_series), in serving order."""
+    """CTR per block of `bucket` impressions (recloop.monitoring.drift_report.ctr_series), in serving order."""
     figure, axis = plt.subplots(figsize=(6, 3), dpi=100)
     axis.plot(blocks.index * bucket, blocks["ctr"], marker="o", ms=3)
     axis.set_xlabel("impressions served by the champion")

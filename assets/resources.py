@@ -8,7 +8,7 @@ import dagster as dg
 from feast import FeatureStore
 
 from feature_repo.store import open_feature_store
-from recloop.layout import DataLayout
+from recloop.data.layout import DataLayout
 from recloop.settings import DEFAULT_REDIS_URL, Settings
 
 

@@ -2,7 +2,7 @@
 
 A new `tenant=<id>` directory in the raw log becomes a partition; a new batch file
 in a known tenant's day becomes exactly one validation run of that partition, with
-a run key derived from the files themselves (recloop.new_data), so a daemon restart
+a run key derived from the files themselves (recloop.monitoring.new_data), so a daemon restart
 or a lost cursor never validates the same files twice.
 """
 
@@ -13,7 +13,7 @@ import dagster as dg
 
 from assets.partitions import TENANTS, event_key, split_event_key
 from assets.resources import RecloopResource
-from recloop.new_data import (
+from recloop.monitoring.new_data import (
     changed_partitions,
     partition_name,
     raw_snapshot,

@@ -1,7 +1,7 @@
 """Training: text embeddings, the PIT training set, the candidate, its gates, the champion.
 
 `model_candidate` trains, evaluates and registers a two-tower candidate; four
-blocking asset checks hold it to the promotion gates (recloop.gates), so
+blocking asset checks hold it to the promotion gates (recloop.evaluation.gates), so
 `champion_model`, which promotes it, only runs when every gate passed. A failed
 gate leaves the previous champion serving.
 """
@@ -27,11 +27,14 @@ from feature_repo.training import (
     user_snapshots,
     uses_stream,
 )
-from recloop import gates
-from recloop.inference import Retriever
-from recloop.policies import Greedy
-from recloop.text_embeddings import ENCODER_ID, embed_items, embedding_matrix
-from recloop.training import (
+from recloop.evaluation import gates
+from recloop.features.text_embeddings import ENCODER_ID, embed_items, embedding_matrix
+from recloop.features.training_set import TemporalCutoffs, split_summary
+from recloop.inference.policies import Greedy
+from recloop.inference.retrievers import Retriever
+from recloop.models.two_tower import TwoTowerConfig
+from recloop.registry.model_registry import PromotionError, Registry
+from recloop.training.candidate import (
     TrainingInputs,
     candidate_gates,
     champion_served_share,
@@ -40,9 +43,6 @@ from recloop.training import (
     save_inputs,
     shuffle_training_labels,
 )
-from recloop.training_set import TemporalCutoffs, split_summary
-from recloop.two_tower import TwoTowerConfig
-from services.registry import PromotionError, Registry
 
 TRAINING_GROUP = "training"
 GATE_CHECKS = {
@@ -99,7 +99,7 @@ class TrainingSetConfig(dg.Config):
 
 
 class CandidateConfig(dg.Config):
-    """Two-tower hyperparameters and the gate thresholds (defaults: recloop.gates.GateConfig)."""
+    """Two-tower hyperparameters and the gate thresholds (defaults: recloop.evaluation.gates.GateConfig)."""
 
     dim: int = TwoTowerConfig.dim
     hidden: int = TwoTowerConfig.hidden

@@ -1,6 +1,6 @@
 """`make bench`: time the cold demo pipeline and Feast materialization throughput.
 
-1. The whole demo (`assets.demo.run_demo`) in a fresh data directory with an
+1. The whole demo (`drivers.demo.run_demo`) in a fresh data directory with an
    ephemeral Dagster instance: what a new user waits for after `make install`.
 2. `FeatureStore.materialize` of a synthetic user_features mart of --rows users
    into each online store. A warm-up materialize of the small item view runs
@@ -44,8 +44,8 @@ from feature_repo.store import (
     open_feature_store,
     redis_url_from_feast,
 )
-from recloop.layout import DataLayout
-from recloop.movielens import RECBOLE_WHEEL
+from recloop.data.layout import DataLayout
+from recloop.data.movielens import RECBOLE_WHEEL
 from recloop.settings import Settings
 
 RESULTS_FILE = Path(__file__).resolve().parent / "results" / "pipeline.json"
@@ -115,7 +115,7 @@ def bench_demo(source: Settings, repeat: int) -> tuple[list[Row], list[dict]]:
     # --skip-demo should not pay for that.
     import dagster as dg
 
-    from assets.demo import DemoError, run_demo
+    from drivers.demo import DemoError, run_demo
 
     cached = DataLayout(source.data_dir).cache / RECBOLE_WHEEL
     wheel: Path | None = cached if cached.exists() else None

@@ -26,19 +26,24 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from recloop.baselines import ALS, EASE, ItemKNN, Popularity, Recommender, recommend
-from recloop.catalog_features import item_feature_matrix, user_feature_matrix
-from recloop.metrics import (
+from recloop.data.movielens import fetch_recbole_wheel, read_ml100k_wheel, to_raw_log
+from recloop.evaluation.metrics import (
     EvaluationInputs,
     evaluate_item_segments,
     evaluate_segments,
     ndcg_at_k,
 )
-from recloop.movielens import fetch_recbole_wheel, read_ml100k_wheel, to_raw_log
+from recloop.evaluation.splits import (
+    Split,
+    index_interactions,
+    random_split_per_user,
+    temporal_split,
+)
+from recloop.features.catalog_features import item_feature_matrix, user_feature_matrix
+from recloop.features.text_embeddings import embed_items, embedding_matrix
+from recloop.models.baselines import ALS, EASE, ItemKNN, Popularity, Recommender, recommend
+from recloop.models.two_tower import TwoTowerConfig, TwoTowerRecommender
 from recloop.settings import Settings
-from recloop.splits import Split, index_interactions, random_split_per_user, temporal_split
-from recloop.text_embeddings import embed_items, embedding_matrix
-from recloop.two_tower import TwoTowerConfig, TwoTowerRecommender
 
 RESULTS = Path(__file__).resolve().parent / "results" / "quality.json"
 ALS_GRID = {

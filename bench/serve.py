@@ -22,10 +22,10 @@ from pathlib import Path
 import numpy as np
 
 from bench.serve_load import LoadResult, run_load
-from recloop.layout import DataLayout
+from drivers.launcher import serve, start_bentoml
+from recloop.data.layout import DataLayout
+from recloop.registry.model_registry import Registry
 from recloop.settings import Settings
-from services.launcher import serve, start_bentoml
-from services.registry import Registry
 
 RESULTS = Path(__file__).resolve().parent / "results" / "serve.json"
 ECHO_TARGET = "services.echo:Echo"

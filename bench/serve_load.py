@@ -3,7 +3,7 @@
 `run_load` keeps `concurrency` requests in flight, each worker on its own keep-alive
 connection sending the next request as soon as the previous answer is read, and
 reports throughput and latency percentiles. With `--serve`, the CLI first starts a
-BentoML service through `services.launcher.start_bentoml`.
+BentoML service through `drivers.launcher.start_bentoml`.
 
     python -m bench.serve_load http://127.0.0.1:3000/echo -c 1 8 -d 15
     python -m bench.serve_load /echo --serve services.echo:Echo -c 1 8 -d 15
@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 
 import aiohttp
 
-from services.launcher import start_bentoml
+from drivers.launcher import start_bentoml
 
 DEFAULT_PAYLOAD = '{"user_id": 1, "k": 10}'
 

@@ -7,7 +7,7 @@ them in step with the Parquet files dbt writes.
 
 `user_features` and `item_features` reach the online store by materialization
 from their marts. `user_stream` reaches it only by pushes to `user_stream_push`
-from the service (recloop.stream_features); its batch source, the
+from the service (recloop.features.stream_features); its batch source, the
 `user_stream_features` mart built by the same function, is never materialized
 online: it is the offline and point-in-time truth that the `stream_batch_parity`
 check holds the pushed values against, which materializing it would hide.
@@ -22,8 +22,8 @@ from typing import NamedTuple
 from feast import Entity, FeatureService, FeatureView, Field, FileSource, PushSource, ValueType
 from feast.types import Array, Float64, Int32, Int64, String
 
-from recloop.feature_vectors import ITEM_VIEW, STREAM_VIEW, USER_VIEW, activity_columns
-from recloop.stream_features import WINDOW
+from recloop.features.feature_vectors import ITEM_VIEW, STREAM_VIEW, USER_VIEW, activity_columns
+from recloop.features.stream_features import WINDOW
 
 STREAM_PUSH_SOURCE = "user_stream_push"
 STREAM_MART = "user_stream_features"
@@ -145,7 +145,7 @@ def build_feature_objects(marts_dir: Path) -> FeatureRepoObjects:
     user_stream_push = PushSource(
         name=STREAM_PUSH_SOURCE,
         batch_source=user_stream_source,
-        description="Rows of recloop.stream_features pushed by the service as feedback arrives.",
+        description="Rows of recloop.features.stream_features pushed by the service as feedback arrives.",
     )
     user_stream = FeatureView(
         name=STREAM_VIEW,

@@ -24,9 +24,9 @@ from feast.online_response import TIMESTAMP_POSTFIX
 from feast.repo_config import RepoConfig
 
 from feature_repo.definitions import FEATURE_TTL
-from recloop.feature_vectors import STREAM_VIEW, USER_COLUMNS, USER_VIEW, feature_refs
+from recloop.features.feature_vectors import STREAM_VIEW, USER_COLUMNS, USER_VIEW, feature_refs
+from recloop.features.stream_features import WINDOW
 from recloop.settings import Settings
-from recloop.stream_features import WINDOW
 
 REPO_DIR = Path(__file__).resolve().parent
 # What the user tower reads online, and the ttl each view's point-in-time join applies.

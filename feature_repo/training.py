@@ -15,7 +15,7 @@ import pandas as pd
 from feast import FeatureStore
 from feast.errors import FeastObjectNotFoundException
 
-from recloop.feature_vectors import (
+from recloop.features.feature_vectors import (
     ITEM_COLUMNS,
     ITEM_VIEW,
     STREAM_COLUMNS,
@@ -24,8 +24,8 @@ from recloop.feature_vectors import (
     USER_VIEW,
     feature_refs,
 )
-from recloop.stream_features import LOOKUP_BEFORE
-from recloop.training_set import TemporalCutoffs, label_entities, temporal_cutoffs
+from recloop.features.stream_features import LOOKUP_BEFORE
+from recloop.features.training_set import TemporalCutoffs, label_entities, temporal_cutoffs
 
 FEATURE_SERVICE = "retrieval_v2"
 
@@ -91,7 +91,7 @@ def labelled_examples(
     with_stream: bool = True,
 ) -> tuple[pd.DataFrame, TemporalCutoffs]:
     """Positive labels with user features as of each label, and a `split` column by time
-    (`recloop.training_set.temporal_cutoffs`)."""
+    (`recloop.features.training_set.temporal_cutoffs`)."""
     labels = label_entities(interactions)
     cutoffs = temporal_cutoffs(
         labels["event_timestamp"], valid_fraction, test_fraction, holdout_since

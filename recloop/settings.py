@@ -42,7 +42,7 @@ class Settings:
     redis_url: str = DEFAULT_REDIS_URL
     partitions_start: date = DEFAULT_PARTITIONS_START
     feast_project: str = "recloop"
-    # Impressions per drift window (recloop.monitoring), new events that trigger a retrain,
+    # Impressions per drift window (recloop.monitoring.drift_report), new events that trigger a retrain,
     # and impressions collected after a drift before its retrain (assets.monitoring); the
     # README's "The closed loop" section explains them.
     drift_window: int = 3_000

@@ -29,7 +29,6 @@ from feast import FeatureStore
 
 from feature_repo.definitions import BATCH_LISTS_TTL, BATCH_LISTS_VIEW
 from feature_repo.store import without_stale_values
-from recloop.experiment_serving import VariantList, variant_policy
 from recloop.experiments import (
     ExperimentSpec,
     Router,
@@ -39,10 +38,11 @@ from recloop.experiments import (
     load_specs,
     variant_label,
 )
-from recloop.feature_vectors import FeatureColumns, feature_refs
-from recloop.inference import Recommendation, Servable, rank_with_policy, servable
-from recloop.policies import Policy, request_rng
-from services.registry import PromotionError, Registry
+from recloop.experiments.serving import VariantList, variant_policy
+from recloop.features.feature_vectors import FeatureColumns, feature_refs
+from recloop.inference.policies import Policy, request_rng
+from recloop.inference.retrievers import Recommendation, Servable, rank_with_policy, servable
+from recloop.registry.model_registry import PromotionError, Registry
 
 logger = logging.getLogger(__name__)
 

@@ -9,7 +9,7 @@ buffered events and /admin/stats reports event counts and model swaps (threads:
 slow, must not block). A watcher thread replays the registry every
 RECLOOP_RELOAD_INTERVAL_S seconds and hot-swaps a promoted or rolled-back champion.
 Accepted clicks, purchases and ratings update the user's fresh features in memory
-(recloop.stream_features); the event writer thread pushes them to Feast.
+(recloop.features.stream_features); the event writer thread pushes them to Feast.
 The serving stack (timeout, GC, tracing, body limit, API key) is services/serving_stack.py. BentoML adds /livez, /readyz (ready once a champion
 and the feature store are loaded), /metrics (Prometheus) and /docs (OpenAPI).
 Configuration comes from the environment, read when the service starts
@@ -37,7 +37,7 @@ from starlette.responses import JSONResponse
 
 from feature_repo.definitions import STREAM_PUSH_SOURCE
 from feature_repo.store import online_user_features, open_feature_store
-from recloop.event_log import (
+from recloop.data.event_log import (
     EventBuffer,
     ServedList,
     ServedLists,
@@ -46,17 +46,17 @@ from recloop.event_log import (
     impression_rows,
     logged_served_lists,
 )
-from recloop.experiment_serving import VariantList, serve_route
+from recloop.data.layout import DataLayout, check_tenant_id
 from recloop.experiments import Route
-from recloop.feature_vectors import (
+from recloop.experiments.serving import VariantList, serve_route
+from recloop.features.feature_vectors import (
     FeatureColumns,
 )
-from recloop.inference import Recommendation, Retriever, UnknownItemError
-from recloop.layout import DataLayout, check_tenant_id
+from recloop.features.stream_features import WINDOW, StreamState, recent_engagement_events
+from recloop.inference.retrievers import Recommendation, Retriever, UnknownItemError
+from recloop.registry.model_registry import Registry
 from recloop.settings import Settings
-from recloop.stream_features import WINDOW, StreamState, recent_engagement_events
 from services.experiments import BatchLists, ExperimentLoader, ExperimentSet
-from services.registry import Registry
 from services.serving_stack import ApiKeyAuth, BodySizeLimit, freeze_gc, service_config
 
 logger = logging.getLogger(__name__)
@@ -245,7 +245,7 @@ class RecloopService:
         self.events = EventBuffer(self.layout, on_written=self.counters.written.inc)
         self.served = ServedLists()
         self.restored_served_lists = 0
-        # Fresh user features (recloop.stream_features), pushed by the flusher thread
+        # Fresh user features (recloop.features.stream_features), pushed by the flusher thread
         # through a store of its own, so pushes never share the request path's connection.
         self.stream = StreamState()
         self.stream_store = open_feature_store(self.settings)
@@ -457,7 +457,7 @@ class RecloopService:
         request_id: str,
         now: datetime,
     ) -> tuple[Recommendation, ServedList]:
-        """The routed variants' list (services/experiments.py, recloop.experiment_serving)."""
+        """The routed variants' list (services/experiments.py, recloop.experiments.serving)."""
         sources = self.experiments.sources
 
         def variant_list(variant: str, size: int) -> VariantList:

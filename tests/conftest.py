@@ -12,8 +12,8 @@ import pandas as pd
 import pytest
 import redis
 
-from recloop.layout import DataLayout
-from recloop.movielens import MovieLensFrames, to_raw_log, write_raw_log
+from recloop.data.layout import DataLayout
+from recloop.data.movielens import MovieLensFrames, to_raw_log, write_raw_log
 from recloop.settings import Settings
 
 # The MovieLens-100K trained system, a session fixture shared by several modules.

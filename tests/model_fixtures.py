@@ -6,10 +6,16 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from recloop.feature_vectors import ITEM_VIEW, STREAM_VIEW, USER_VIEW, FeatureSpec, activity_columns
-from recloop.model_artifact import ModelBundle, item_vectors_of
-from recloop.retrieval_index import RetrievalIndex
-from recloop.two_tower import TrainingExamples, TwoTowerConfig, train_two_tower
+from recloop.features.feature_vectors import (
+    ITEM_VIEW,
+    STREAM_VIEW,
+    USER_VIEW,
+    FeatureSpec,
+    activity_columns,
+)
+from recloop.models.model_artifact import ModelBundle, item_vectors_of
+from recloop.models.retrieval_index import RetrievalIndex
+from recloop.models.two_tower import TrainingExamples, TwoTowerConfig, train_two_tower
 
 # Users 0-3 like items 0 and 1 (genre A); users 4-7 like items 2 and 3 (genre B).
 LIKES = np.zeros((8, 6), dtype=np.float32)

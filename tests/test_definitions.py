@@ -13,10 +13,10 @@ from assets.definitions import (
     VALIDATE_EVENTS_JOB,
     build_definitions,
 )
-from assets.demo import lineage
 from assets.partitions import TENANTS, event_key, split_event_key
 from assets.resources import RecloopResource
 from assets.sensors import tenant_discovery_sensor
+from drivers.demo import lineage
 from tests.conftest import write_tiny_log
 
 REPO = Path(__file__).resolve().parent.parent

@@ -5,7 +5,13 @@ import math
 import numpy as np
 import pytest
 
-from recloop.drift import DriftThresholds, feature_drift, jensen_shannon, psi, wasserstein
+from recloop.monitoring.drift import (
+    DriftThresholds,
+    feature_drift,
+    jensen_shannon,
+    psi,
+    wasserstein,
+)
 
 
 def test_psi_matches_a_hand_computed_two_bin_case() -> None:

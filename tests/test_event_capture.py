@@ -22,9 +22,9 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
-from recloop.ingest import event_partition_counts, validate_event_partition
-from recloop.layout import DataLayout, parquet_files
-from services.launcher import Server, run_service
+from drivers.launcher import Server, run_service
+from recloop.data.ingest import event_partition_counts, validate_event_partition
+from recloop.data.layout import DataLayout, parquet_files
 from tests.background import BackgroundLoad
 from tests.serving_copy import copy_for_serving
 from tests.trained_system import TrainedSystem, call, get

@@ -8,7 +8,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from recloop.event_log import (
+from recloop.data.event_log import (
     EventBuffer,
     ServedList,
     ServedLists,
@@ -17,8 +17,8 @@ from recloop.event_log import (
     impression_rows,
     logged_served_lists,
 )
-from recloop.layout import DataLayout, parquet_files
-from recloop.validation import validate_events
+from recloop.data.layout import DataLayout, parquet_files
+from recloop.data.validation import validate_events
 
 SERVED = ServedList("r1", "shop", "u1", ("i1", "i2", "i3"), "tt-1", "champion")
 SCORES = (0.9, 0.5, 0.25)

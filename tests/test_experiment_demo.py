@@ -12,11 +12,11 @@ from dataclasses import replace
 import dagster as dg
 import pytest
 
-from assets.experiment_demo import ExperimentDemoConfig, run_experiments
-from recloop.layout import DataLayout
-from recloop.movielens import fetch_recbole_wheel, read_ml100k_wheel
+from drivers.experiment_demo import ExperimentDemoConfig, run_experiments
+from recloop.data.layout import DataLayout
+from recloop.data.movielens import fetch_recbole_wheel, read_ml100k_wheel
+from recloop.registry.model_registry import Registry
 from recloop.simulator import Population
-from services.registry import Registry
 from tests.trained_system import TrainedSystem
 
 pytestmark = pytest.mark.e2e

@@ -19,14 +19,14 @@ import pandas as pd
 import pytest
 
 from assets.definitions import build_definitions
-from assets.demo import QUIET_LOGS
 from assets.experiments import SPECS_SENSOR, batch_lists_path, experiment_job_name
 from assets.resources import RecloopResource
+from drivers.demo import QUIET_LOGS
+from drivers.launcher import Server, run_service
+from recloop.data.layout import DataLayout
 from recloop.experiments import assignment_bucket, load_spec
-from recloop.layout import DataLayout
+from recloop.registry.model_registry import Registry
 from recloop.settings import Settings
-from services.launcher import Server, run_service
-from services.registry import Registry
 from tests.trained_system import TrainedSystem, call
 
 pytestmark = pytest.mark.e2e

@@ -9,12 +9,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from recloop.event_log import ServedList, feedback_row, impression_rows
-from recloop.experiment_serving import VariantList, serve_route
+from recloop.data.event_log import ServedList, feedback_row, impression_rows
 from recloop.experiments import Router, parse_spec
-from recloop.inference import PopularityRetriever, Recommendation, rank_with_policy
-from recloop.policies import Greedy, Softmax, request_rng
-from recloop.popularity_model import fit_popularity, load_popularity, save_popularity
+from recloop.experiments.serving import VariantList, serve_route
+from recloop.inference.policies import Greedy, Softmax, request_rng
+from recloop.inference.retrievers import PopularityRetriever, Recommendation, rank_with_policy
+from recloop.models.popularity_model import fit_popularity, load_popularity, save_popularity
 
 NOW = datetime(2026, 12, 10, tzinfo=UTC)
 

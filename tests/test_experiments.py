@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 from jsonschema import Draft202012Validator
 from scipy import stats
 
-from recloop.cli import main
+from drivers.cli import main
 from recloop.experiments import (
     ALGORITHMS,
     ExperimentSpec,
@@ -135,7 +135,7 @@ def test_committed_schema_is_the_generated_one_and_valid() -> None:
 
 
 def test_two_tower_params_schema_matches_its_config() -> None:
-    from recloop.two_tower import TwoTowerConfig
+    from recloop.models.two_tower import TwoTowerConfig
 
     fields = {field.name for field in dataclasses.fields(TwoTowerConfig)}
     assert set(ALGORITHMS["two_tower"].params_schema["properties"]) == fields
@@ -146,7 +146,7 @@ def test_two_tower_params_schema_matches_its_config() -> None:
 
 
 def test_policy_shapes_match_the_policies_module() -> None:
-    from recloop.policies import POLICY_KINDS, policy_from_config
+    from recloop.inference.policies import POLICY_KINDS, policy_from_config
 
     policy_schema = experiment_schema()["$defs"]["policy"]
     assert policy_schema["properties"]["kind"]["enum"] == list(POLICY_KINDS)

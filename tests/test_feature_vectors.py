@@ -4,7 +4,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from recloop.feature_vectors import FeatureSpec, activity_columns
+from recloop.features.feature_vectors import FeatureSpec, activity_columns
 from tests.model_fixtures import item_frame, user_frame
 
 

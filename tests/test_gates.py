@@ -5,8 +5,8 @@ import pandas as pd
 import pytest
 import torch
 
-from recloop import gates
-from recloop.training import champion_served_share
+from recloop.evaluation import gates
+from recloop.training.candidate import champion_served_share
 from tests.model_fixtures import tiny_bundle
 
 CONFIG = gates.GateConfig(min_lift_over_popularity=0.1, champion_tolerance=0.05)

@@ -17,10 +17,10 @@ from collections.abc import Callable
 
 import pytest
 
-from recloop.layout import DataLayout
-from recloop.model_artifact import WEIGHTS
-from services.launcher import Server, run_service
-from services.registry import Registry
+from drivers.launcher import Server, run_service
+from recloop.data.layout import DataLayout
+from recloop.models.model_artifact import WEIGHTS
+from recloop.registry.model_registry import Registry
 from tests.background import BackgroundLoad
 from tests.serving_copy import copy_for_serving
 from tests.trained_system import TrainedSystem, call

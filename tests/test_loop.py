@@ -1,6 +1,6 @@
 """The closed loop, short: simulated traffic -> drift -> sensors -> retrain -> gate -> hot swap.
 
-Runs `assets.loop.run_loop` with the inline orchestrator (the real sensors and jobs,
+Runs `drivers.loop.run_loop` with the inline orchestrator (the real sensors and jobs,
 evaluated and executed in this process instead of by a daemon) on MovieLens-100K
 moved to end yesterday, with a small drift window so it takes minutes.
 """
@@ -17,12 +17,12 @@ import pandas as pd
 import pytest
 
 from assets.definitions import build_definitions
-from assets.loop import LoopConfig, prepare, run_loop
 from assets.monitoring import drift_sensor, nightly_retrain, retrain_on_new_data_sensor
 from assets.resources import RecloopResource
-from recloop.layout import DataLayout
+from drivers.loop import LoopConfig, prepare, run_loop
+from recloop.data.layout import DataLayout
+from recloop.registry.model_registry import Registry
 from recloop.settings import Settings
-from services.registry import Registry
 
 pytestmark = pytest.mark.e2e
 

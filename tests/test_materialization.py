@@ -1,6 +1,6 @@
 from datetime import UTC, datetime, timedelta
 
-from recloop.materialization import materialization_window
+from recloop.features.materialization import materialization_window
 
 FIRST = datetime(1997, 9, 21, tzinfo=UTC)
 LAST = datetime(1998, 4, 23, tzinfo=UTC)

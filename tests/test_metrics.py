@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pytest
 
-from recloop.metrics import (
+from recloop.evaluation.metrics import (
     EvaluationInputs,
     average_recommended_popularity,
     catalog_coverage,

@@ -5,8 +5,8 @@ import json
 import numpy as np
 import pytest
 
-from recloop.inference import POPULARITY_FALLBACK, Retriever
-from recloop.model_artifact import (
+from recloop.inference.retrievers import POPULARITY_FALLBACK, Retriever
+from recloop.models.model_artifact import (
     INDEX,
     MANIFEST,
     WEIGHTS,
@@ -91,7 +91,7 @@ def test_similar_items_share_the_genre(bundle) -> None:
 def test_evaluation_through_the_serving_path_and_a_shrunken_catalog(bundle) -> None:
     import pandas as pd
 
-    from recloop.training import EvaluationSet, evaluate_bundle
+    from recloop.training.candidate import EvaluationSet, evaluate_bundle
 
     users = np.array(["u0", "u6"], dtype=object)
     seen = pd.DataFrame({"user_id": ["u0", "u0", "u6", "u6"], "item_id": ["i0", "i1", "i2", "i3"]})

@@ -1,4 +1,4 @@
-"""Drift of the champion's online behaviour (recloop.monitoring), on hand-built logs."""
+"""Drift of the champion's online behaviour (recloop.monitoring.drift_report), on hand-built logs."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from recloop.monitoring import (
+from recloop.monitoring.drift_report import (
     MonitoringConfig,
     ctr_drop_test,
     ctr_series,

@@ -6,8 +6,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from recloop.layout import DataLayout, parquet_files
-from recloop.movielens import (
+from recloop.data.layout import DataLayout, parquet_files
+from recloop.data.movielens import (
     MovieLensError,
     download_movielens,
     fetch_recbole_wheel,
@@ -16,7 +16,7 @@ from recloop.movielens import (
     to_raw_log,
     write_raw_log,
 )
-from recloop.schemas import EventSchema
+from recloop.data.schemas import EventSchema
 
 WHEEL_CACHE = Path.home() / ".cache" / "recloop-tests"
 

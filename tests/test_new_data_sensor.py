@@ -8,8 +8,8 @@ from assets.definitions import VALIDATE_EVENTS_JOB, build_definitions
 from assets.partitions import TENANTS, event_key
 from assets.resources import RecloopResource
 from assets.sensors import new_raw_data_sensor
-from recloop.layout import write_parquet_atomic
-from recloop.samples import malformed_events
+from recloop.data.layout import write_parquet_atomic
+from recloop.data.samples import malformed_events
 from tests.conftest import TINY_DAYS, TINY_TENANT
 
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 import pytest
 
-from recloop.ope import (
+from recloop.experiments.ope import (
     OPEEstimate,
     SlateLog,
     direct_method,
@@ -25,7 +25,7 @@ from recloop.ope import (
     ope_gate,
     snips,
 )
-from recloop.policies import EpsilonGreedy, Policy, Softmax
+from recloop.inference.policies import EpsilonGreedy, Policy, Softmax
 
 N_CONTEXTS = 40
 N_CANDIDATES = 8

@@ -5,8 +5,14 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from recloop.ope_logged import RewardModel, estimate, logged_slates, logged_value, target_log
-from recloop.policies import Softmax
+from recloop.experiments.ope_logged import (
+    RewardModel,
+    estimate,
+    logged_slates,
+    logged_value,
+    target_log,
+)
+from recloop.inference.policies import Softmax
 
 N_USERS, N_ITEMS, K = 30, 20, 3
 EXAMINATION = 1.0 / (np.arange(K) + 1.0)

@@ -1,7 +1,7 @@
 import numpy as np
 import pandas as pd
 
-from recloop.parity import compare_as_of, compare_parity, values_equal
+from recloop.features.parity import compare_as_of, compare_parity, values_equal
 
 
 def test_values_equal_handles_nulls_floats_and_lists() -> None:

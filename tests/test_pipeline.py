@@ -18,10 +18,10 @@ from assets.definitions import (
 from assets.partitions import TENANTS, event_key
 from feature_repo.definitions import build_feature_objects
 from feature_repo.store import count_online_entities, open_feature_store, read_online
-from recloop.ingest import VALID_FILE
-from recloop.layout import DataLayout, write_parquet_atomic
-from recloop.movielens import to_raw_log, write_raw_log
-from recloop.parity import latest_offline_rows
+from recloop.data.ingest import VALID_FILE
+from recloop.data.layout import DataLayout, write_parquet_atomic
+from recloop.data.movielens import to_raw_log, write_raw_log
+from recloop.features.parity import latest_offline_rows
 from recloop.settings import Settings
 from tests.conftest import TINY_DAYS, TINY_TENANT, tiny_frames
 

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from scipy.stats import chi2
 
-from recloop.policies import (
+from recloop.inference.policies import (
     EpsilonGreedy,
     Greedy,
     Policy,
@@ -201,7 +201,7 @@ def test_same_request_id_gives_the_same_list_and_ids_differ() -> None:
 
 
 def test_request_rng_is_the_same_in_another_process() -> None:
-    code = "from recloop.policies import request_rng; print(request_rng('req-7').integers(1 << 62))"
+    code = "from recloop.inference.policies import request_rng; print(request_rng('req-7').integers(1 << 62))"
     env = {**os.environ, "PYTHONHASHSEED": "12345"}
     other = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from recloop.readout import (
+from recloop.experiments.readout import (
     ExperimentReadout,
     experiment_readout,
     interleaving_preference,

@@ -4,8 +4,8 @@ import json
 
 import pytest
 
-from recloop.model_artifact import WEIGHTS, CorruptArtifactError
-from services.registry import PromotionError, Registry
+from recloop.models.model_artifact import WEIGHTS, CorruptArtifactError
+from recloop.registry.model_registry import PromotionError, Registry
 from tests.model_fixtures import CONFIG, tiny_bundle
 
 PASSED = {"gate": {"passed": True, "results": []}}
@@ -79,7 +79,7 @@ def test_a_corrupted_weights_file_in_the_store_is_rejected(registry) -> None:
 def test_models_cli_lists_promotes_and_refuses_with_a_message(
     tmp_path, monkeypatch, capsys
 ) -> None:
-    from recloop.cli import main
+    from drivers.cli import main
 
     monkeypatch.setenv("RECLOOP_DATA_DIR", str(tmp_path))
     registry = Registry(tmp_path / "registry")
@@ -101,7 +101,7 @@ def popularity_model():
     import numpy as np
     import pandas as pd
 
-    from recloop.popularity_model import fit_popularity
+    from recloop.models.popularity_model import fit_popularity
 
     examples = pd.DataFrame(
         {
@@ -119,7 +119,7 @@ def popularity_model():
 def test_variant_deployments_keep_the_gate_and_follow_the_spec_as_written(
     registry, tmp_path, monkeypatch, capsys
 ) -> None:
-    from recloop.cli import main
+    from drivers.cli import main
 
     version = registry.register(
         popularity_model(), {"experiment": "ab"}, {"experiment": "ab", "variant": "pop"}

@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from recloop.retrieval_index import RetrievalIndex
+from recloop.models.retrieval_index import RetrievalIndex
 
 
 def unit_vectors(n: int, dim: int = 16, seed: int = 0) -> np.ndarray:

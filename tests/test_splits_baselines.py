@@ -5,14 +5,14 @@ import pandas as pd
 import pytest
 import scipy.sparse as sp
 
-from recloop.baselines import ALS, EASE, ItemKNN, Popularity, recommend, top_k_unseen
-from recloop.splits import (
+from recloop.evaluation.splits import (
     index_interactions,
     random_split_per_user,
     recbole_split_counts,
     temporal_split,
 )
-from recloop.training_set import temporal_cutoffs
+from recloop.features.training_set import temporal_cutoffs
+from recloop.models.baselines import ALS, EASE, ItemKNN, Popularity, recommend, top_k_unseen
 
 
 def interactions(n_users: int = 30, per_user: int = 12, n_items: int = 40, seed: int = 1):

@@ -8,8 +8,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from recloop.layout import DataLayout, write_parquet_atomic
-from recloop.stream_features import (
+from recloop.data.layout import DataLayout, write_parquet_atomic
+from recloop.features.stream_features import (
     KEY_COLUMNS,
     ROW_COLUMNS,
     StreamState,

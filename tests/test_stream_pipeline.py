@@ -16,10 +16,14 @@ from assets.features import StreamParityConfig, stream_batch_parity
 from assets.resources import RecloopResource
 from feature_repo.definitions import STREAM_PUSH_SOURCE, STREAM_VIEW, build_feature_objects
 from feature_repo.store import open_feature_store
-from recloop.ingest import validate_event_partition
-from recloop.layout import DataLayout, write_parquet_atomic
+from recloop.data.ingest import validate_event_partition
+from recloop.data.layout import DataLayout, write_parquet_atomic
+from recloop.features.stream_features import (
+    StreamState,
+    stream_feature_history,
+    stream_feature_rows,
+)
 from recloop.settings import Settings
-from recloop.stream_features import StreamState, stream_feature_history, stream_feature_rows
 from tests.conftest import TINY_DAYS, TINY_TENANT
 
 MART = dg.AssetKey("user_stream_features")

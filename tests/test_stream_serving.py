@@ -20,12 +20,12 @@ import pytest
 from assets.definitions import FEATURES_JOB, build_definitions
 from assets.features import StreamParityConfig, stream_batch_parity
 from assets.resources import RecloopResource
+from drivers.launcher import serve
 from feature_repo.definitions import STREAM_VIEW, build_feature_objects
 from feature_repo.store import open_feature_store, read_online_as_of
-from recloop.ingest import validate_event_partition
-from recloop.layout import DataLayout
+from recloop.data.ingest import validate_event_partition
+from recloop.data.layout import DataLayout
 from recloop.settings import Settings
-from services.launcher import serve
 from tests.trained_system import API_KEY, TrainedSystem, call
 
 HEADERS = {"X-API-Key": API_KEY}

@@ -4,7 +4,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from recloop.text_embeddings import (
+from recloop.features.text_embeddings import (
     TEXT_DIM,
     embed_items,
     embedding_matrix,

@@ -16,14 +16,14 @@ import pandas as pd
 import pytest
 
 from assets.definitions import TRAINING_JOB
+from drivers.launcher import serve
 from feature_repo.definitions import FEATURE_TTL
-from recloop.layout import DataLayout
-from recloop.model_artifact import WEIGHTS
+from recloop.data.layout import DataLayout
+from recloop.data.validation import validate_events
+from recloop.features.stream_features import WINDOW
+from recloop.models.model_artifact import WEIGHTS
+from recloop.registry.model_registry import Registry
 from recloop.settings import Settings
-from recloop.stream_features import WINDOW
-from recloop.validation import validate_events
-from services.launcher import serve
-from services.registry import Registry
 from tests.model_fixtures import tiny_bundle
 from tests.trained_system import API_KEY, TrainedSystem, call, get, wait_alive
 

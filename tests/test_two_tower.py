@@ -4,7 +4,7 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 
-from recloop.two_tower import (
+from recloop.models.two_tower import (
     TrainingExamples,
     TwoTowerConfig,
     in_batch_softmax_loss,

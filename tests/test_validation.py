@@ -6,11 +6,11 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from recloop.ingest import event_partition_counts, validate_event_partition
-from recloop.layout import write_parquet_atomic
-from recloop.samples import malformed_events
-from recloop.schemas import EventSchema, ItemCatalogSchema, UserCatalogSchema
-from recloop.validation import (
+from recloop.data.ingest import event_partition_counts, validate_event_partition
+from recloop.data.layout import write_parquet_atomic
+from recloop.data.samples import malformed_events
+from recloop.data.schemas import EventSchema, ItemCatalogSchema, UserCatalogSchema
+from recloop.data.validation import (
     REASON,
     RawFileError,
     read_raw_files,

@@ -16,10 +16,10 @@ from dataclasses import dataclass
 import dagster as dg
 import pytest
 
-from assets.demo import build_features, train_and_promote
-from recloop.layout import DataLayout
+from drivers.demo import build_features, train_and_promote
+from recloop.data.layout import DataLayout
+from recloop.registry.model_registry import Registry
 from recloop.settings import Settings
-from services.registry import Registry
 
 API_KEY = "test-key"
 

@@ -57,12 +57,12 @@ def _share(description: str) -> dict[str, Any]:
     return {"type": "number", "minimum": 0, "maximum": 1, "description": description}
 
 
-# The fields of recloop.two_tower.TwoTowerConfig (a test keeps them in step; importing
+# The fields of recloop.models.two_tower.TwoTowerConfig (a test keeps them in step; importing
 # the model here would pull torch into every process that only routes requests).
 register_algorithm(
     Algorithm(
         name="two_tower",
-        description="the torch two-tower retrieval model (recloop/two_tower.py)",
+        description="the torch two-tower retrieval model (recloop/models/two_tower.py)",
         params_schema={
             "type": "object",
             "additionalProperties": False,
@@ -90,7 +90,7 @@ register_algorithm(
 register_algorithm(
     Algorithm(
         name="popularity",
-        description="items by their number of interactions (recloop/baselines.py)",
+        description="items by their number of interactions (recloop/models/baselines.py)",
         params_schema={
             "type": "object",
             "additionalProperties": False,

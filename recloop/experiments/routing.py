@@ -35,7 +35,7 @@ def _hash64(salt: str, key: str) -> int:
 
 
 def variant_label(experiment: str, variant: str) -> str:
-    """The `variant` value the event log records, "<experiment>:<variant>" (recloop/readout.py)."""
+    """The `variant` value the event log records, "<experiment>:<variant>" (recloop/experiments/readout.py)."""
     return f"{experiment}:{variant}"
 
 

@@ -19,8 +19,8 @@ from importlib.resources import files
 from pathlib import Path
 from typing import Any
 
+from recloop.data.layout import TENANT_PATTERN
 from recloop.experiments.algorithms import ALGORITHMS
-from recloop.layout import TENANT_PATTERN
 
 SCHEMA_FILE = "experiment.schema.json"
 
@@ -41,7 +41,7 @@ INTERLEAVING_METHODS = ("team_draft",)
 INFERENCE_MODES = ("realtime", "batch")
 USER_SEGMENTS = ("all", "new", "existing")
 POLICY_KINDS = ("greedy", "softmax", "epsilon_greedy")
-# What the readout (recloop/readout.py) computes from the logged impressions and clicks;
+# What the readout (recloop/experiments/readout.py) computes from the logged impressions and clicks;
 # experiments/README.md defines each. A new metric goes here and into the readout.
 METRICS = ("ctr", "clicks_per_request", "interleaving_preference")
 INTERLEAVING_METRICS = ("interleaving_preference",)
@@ -73,7 +73,7 @@ def _policy() -> dict[str, Any]:
         "description": "sample among the model's top N items only",
     }
     return {
-        "description": "exploration policy over the model's scores (recloop/policies.py)",
+        "description": "exploration policy over the model's scores (recloop/inference/policies.py)",
         "type": "object",
         "required": ["kind"],
         "properties": {"kind": kind},

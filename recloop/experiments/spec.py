@@ -96,7 +96,7 @@ class Variant:
     feature_service: str | None
     inference: Inference
     batch: BatchSchedule | None
-    # The raw policy mapping, for recloop.policies.policy_from_config; None serves the
+    # The raw policy mapping, for recloop.inference.policies.policy_from_config; None serves the
     # model's order (greedy).
     policy: Mapping[str, Any] | None
     # Variants whose lists fill this one's when it has fewer than k items, in order. Only

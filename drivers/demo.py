@@ -1,0 +1,292 @@
+"""`make demo`: fetch MovieLens-100K and materialize the whole graph headlessly.
+
+Runs go to the Dagster instance in $DAGSTER_HOME, so `make dev` afterwards shows
+them in the UI. Ends with a human summary and artifacts/demo_summary.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+import warnings
+from collections import Counter
+from datetime import timedelta
+from pathlib import Path
+
+import dagster as dg
+import pyarrow.parquet as pq
+
+from assets.definitions import (
+    FEATURES_JOB,
+    TRAINING_JOB,
+    VALIDATE_CATALOGS_JOB,
+    VALIDATE_EVENTS_JOB,
+    build_definitions,
+)
+from assets.partitions import TENANTS, event_key
+from assets.sensors import new_tenants
+from drivers.launcher import post_json, serve
+from feature_repo.definitions import build_feature_objects
+from feature_repo.store import count_online_entities, open_feature_store
+from recloop.data.ingest import REPORT_FILE, event_partition_counts
+from recloop.data.layout import DataLayout, parquet_files, write_parquet_atomic
+from recloop.data.movielens import fetch_recbole_wheel, read_ml100k_wheel, to_raw_log, write_raw_log
+from recloop.data.samples import BAD_BATCH_NAME, malformed_events
+from recloop.registry.model_registry import Registry
+from recloop.settings import Settings
+
+DEMO_TENANT = "ml100k"
+RAW_ASSET = "raw_events"
+LAST_ASSET = "champion_model"
+
+
+class DemoError(RuntimeError):
+    """A demo step failed; the message says which and where to look."""
+
+
+def lineage(defs: dg.Definitions, source: str = RAW_ASSET, sink: str = LAST_ASSET) -> list[str]:
+    """Asset keys on some path from `source` to `sink`, in topological order."""
+    graph = defs.resolve_asset_graph()
+    between = (
+        dg.AssetSelection.assets(source).downstream() & dg.AssetSelection.assets(sink).upstream()
+    ).resolve(graph) | {dg.AssetKey(source)}
+    return [key.to_user_string() for key in graph.toposorted_asset_keys if key in between]
+
+
+QUIET_LOGS = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
+
+
+def _run(
+    job: dg.JobDefinition,
+    instance: dg.DagsterInstance,
+    what: str,
+    run_config: dict | None = None,
+    **kwargs,
+) -> None:
+    result = job.execute_in_process(
+        instance=instance,
+        raise_on_error=False,
+        run_config={**QUIET_LOGS, **(run_config or {})},
+        **kwargs,
+    )
+    if not result.success:
+        failures = [
+            event.message for event in result.all_events if event.is_failure and event.message
+        ]
+        raise DemoError(f"{what} failed (run {result.run_id}): " + " | ".join(failures[-3:]))
+    failed_checks = [
+        evaluation.check_name
+        for evaluation in result.get_asset_check_evaluations()
+        if not evaluation.passed
+    ]
+    if failed_checks:
+        raise DemoError(f"{what}: asset checks failed: {failed_checks} (run {result.run_id})")
+
+
+def inject_malformed_batch(layout: DataLayout, tenant: str) -> int:
+    """Add the labelled malformed batch to the tenant's last day, so quarantine has work."""
+    last_day = layout.event_days(tenant)[-1]
+    partition = layout.raw_events_partition(tenant, last_day)
+    first_file = parquet_files(partition)[0]
+    existing_id = pq.read_table(first_file, columns=["event_id"]).column(0)[0].as_py()
+    batch = malformed_events(tenant, last_day, duplicate_of=existing_id)
+    write_parquet_atomic(batch, partition / BAD_BATCH_NAME)
+    return len(batch)
+
+
+STEPS = 7
+
+
+def build_features(
+    settings: Settings, instance: dg.DagsterInstance, shift: timedelta = timedelta(0)
+) -> dg.Definitions:
+    """Steps 1-4: raw log (timestamps moved by `shift`), validation, dbt and Feast.
+    Returns the definitions it ran."""
+    layout = DataLayout(settings.data_dir)
+    print(f"[1/{STEPS}] MovieLens-100K -> raw event log under {layout.root / 'raw'}")
+    write_raw_log(
+        to_raw_log(read_ml100k_wheel(fetch_recbole_wheel(layout.cache)), DEMO_TENANT, shift),
+        layout,
+    )
+    injected = inject_malformed_batch(layout, DEMO_TENANT)
+    print(f"      + {injected} deliberately malformed events ({BAD_BATCH_NAME}) to show quarantine")
+
+    defs = build_definitions(settings)
+    tenants = layout.tenants()
+    added = new_tenants(instance, tenants)
+    if added:
+        instance.add_dynamic_partitions(TENANTS.name, added)
+    print(f"[2/{STEPS}] tenants: {', '.join(tenants)}; validating catalogs")
+    for tenant in tenants:
+        _run(
+            defs.resolve_job_def(VALIDATE_CATALOGS_JOB),
+            instance,
+            f"catalogs of {tenant}",
+            partition_key=tenant,
+        )
+
+    for tenant in tenants:
+        days = layout.event_days(tenant)
+        print(f"[3/{STEPS}] validating {len(days)} daily partitions of {tenant} in one run")
+        _run(
+            defs.resolve_job_def(VALIDATE_EVENTS_JOB),
+            instance,
+            f"event validation of {tenant}",
+            tags={
+                "dagster/asset_partition_range_start": event_key(tenant, days[0]),
+                "dagster/asset_partition_range_end": event_key(tenant, days[-1]),
+            },
+        )
+    print(
+        f"[4/{STEPS}] dbt build (staging -> intermediate -> marts), feast apply, materialize online store"
+    )
+    _run(defs.resolve_job_def(FEATURES_JOB), instance, "features")
+    return defs
+
+
+def train_and_promote(
+    defs: dg.Definitions, instance: dg.DagsterInstance, candidate_config: dict | None = None
+) -> None:
+    """Step 5: text embeddings, PIT training set, candidate, gates, promotion."""
+    print(f"[5/{STEPS}] train the two-tower candidate, run the gates, promote it")
+    run_config = {"ops": {"model_candidate": {"config": candidate_config or {}}}}
+    _run(defs.resolve_job_def(TRAINING_JOB), instance, "training", run_config=run_config)
+
+
+def serving_smoke(settings: Settings) -> dict:
+    """Step 6: start the service over HTTP, ask for recommendations, check the answer."""
+    print(f"[6/{STEPS}] start the BentoML service and send a smoke request")
+    registry = Registry(DataLayout(settings.data_dir).registry)
+    user = str(registry.load(registry.champion()).user_ids[0])
+    with serve(settings) as url:
+        answer = post_json(f"{url}/recommend", {"user_id": user, "k": 10})
+    smoke_ok = (
+        answer.get("model_version") == registry.champion()
+        and len(answer.get("items", [])) == 10
+        and answer.get("fallback") is None
+    )
+    return {"url": url, "smoke_ok": smoke_ok, "smoke_user": user, "smoke_response": answer}
+
+
+def run_demo(settings: Settings, instance: dg.DagsterInstance, artifacts: Path) -> dict:
+    started = time.perf_counter()
+    defs = build_features(settings, instance)
+    train_and_promote(defs, instance)
+    serving = serving_smoke(settings)
+    if not serving["smoke_ok"]:
+        raise DemoError(f"the smoke request got an unexpected answer: {serving['smoke_response']}")
+    print(f"[7/{STEPS}] summary")
+    summary = {
+        **build_summary(settings, defs, started),
+        **model_summary(settings),
+        "serving": serving,
+    }
+    artifacts.mkdir(parents=True, exist_ok=True)
+    (artifacts / "demo_summary.json").write_text(json.dumps(summary, indent=2, sort_keys=True))
+    print_summary(summary, artifacts / "demo_summary.json")
+    return summary
+
+
+def build_summary(settings: Settings, defs: dg.Definitions, started: float) -> dict:
+    layout = DataLayout(settings.data_dir)
+    read = valid = quarantined = 0
+    reasons: Counter[str] = Counter()
+    for tenant in layout.tenants():
+        for day in layout.event_days(tenant):
+            counts = event_partition_counts(layout, tenant, day)
+            read, valid, quarantined = (
+                read + counts.read,
+                valid + counts.valid,
+                quarantined + counts.quarantined,
+            )
+            report = layout.validated_events_partition(tenant, day) / REPORT_FILE
+            if report.exists():
+                reasons.update(json.loads(report.read_text())["reasons"])
+    store = open_feature_store(settings)
+    objects = build_feature_objects(layout.marts)
+    online_rows = {view.name: count_online_entities(store, view) for view in objects.views}
+    return {
+        "raw_events": read,
+        "valid_events": valid,
+        "quarantined_events": quarantined,
+        "quarantine_reasons": dict(sorted(reasons.items())),
+        "tenants": layout.tenants(),
+        "lineage": lineage(defs),
+        "online_store": settings.online_store,
+        "online_rows": online_rows,
+        "data_dir": str(layout.root),
+        "elapsed_s": round(time.perf_counter() - started, 2),
+    }
+
+
+def model_summary(settings: Settings) -> dict:
+    """The champion's version, test metrics, the popularity baseline and the gate verdict."""
+    registry = Registry(DataLayout(settings.data_dir).registry)
+    version = registry.champion()
+    metadata = registry.metadata(version)
+    return {
+        "model_version": version,
+        "metrics": metadata["metrics"]["all"],
+        "metrics_by_segment": metadata["metrics"],
+        "baselines": {"popularity": metadata["popularity"]},
+        "gate": metadata["gate"],
+        "training": {
+            "cutoffs": metadata["cutoffs"],
+            "feature_service": metadata["feature_service"],
+            "best_epoch": metadata["best_epoch"],
+            "code_version": metadata["code_version"],
+        },
+    }
+
+
+def print_summary(summary: dict, path: Path) -> None:
+    print()
+    print(f"  raw events          {summary['raw_events']:>10,}")
+    print(f"  valid               {summary['valid_events']:>10,}")
+    print(f"  quarantined         {summary['quarantined_events']:>10,}")
+    for reason, count in summary["quarantine_reasons"].items():
+        print(f"      {count:>4}  {reason}")
+    for view, rows in summary["online_rows"].items():
+        print(f"  online {view:<13}{rows:>10,} entities ({summary['online_store']})")
+    print(f"  lineage             {' -> '.join(summary['lineage'])}")
+    metrics, popularity = summary["metrics"], summary["baselines"]["popularity"]
+    print(f"  champion            {summary['model_version']}")
+    for name in ("ndcg@10", "recall@10", "coverage"):
+        print(f"      {name:<14}{metrics[name]:>8.4f}   popularity {popularity[name]:.4f}")
+    gate = summary["gate"]
+    print(f"  gate                {'passed' if gate['passed'] else 'FAILED'}")
+    for result in gate["results"]:
+        print(
+            f"      {'ok  ' if result['passed'] else 'FAIL'} {result['name']}: {result['detail']}"
+        )
+    serving = summary["serving"]
+    print(
+        f"  serving smoke       {'ok' if serving['smoke_ok'] else 'FAILED'} ({serving['url']}/recommend)"
+    )
+    print(f"  elapsed             {summary['elapsed_s']:>10.1f} s")
+    print(f"\n  wrote {path}; `make dev` opens the Dagster UI on these runs.")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--artifacts", type=Path, default=Path("artifacts"))
+    args = parser.parse_args(argv)
+    # Library deprecation and beta notices drown the demo's own output.
+    warnings.filterwarnings("ignore", category=DeprecationWarning)
+    warnings.filterwarnings("ignore", category=dg.BetaWarning)
+    settings = Settings.from_env()
+    home = os.environ.get("DAGSTER_HOME")
+    instance = dg.DagsterInstance.get() if home else dg.DagsterInstance.ephemeral()
+    try:
+        run_demo(settings, instance, args.artifacts)
+    except DemoError as exc:
+        print(f"demo: error: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Offline evaluation: ranking metrics, temporal splits and the promotion gates."""

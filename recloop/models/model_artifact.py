@@ -1,0 +1,184 @@
+"""A trained retrieval model on disk: weights, index, id maps and a manifest of sha256s.
+
+Nothing in it can execute code on load: weights are safetensors, the index is
+faiss's binary format or a raw float32 matrix, the history a NumPy archive read
+with `allow_pickle=False`, the rest JSON. Every file's sha256 is in the manifest
+and checked before use; the version is a hash of the manifest itself, so the
+same content always has the same version and a changed one cannot keep it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import scipy.sparse as sp
+import torch
+from safetensors.torch import load_file, save_file
+
+from recloop.data.layout import sha256_file
+from recloop.features.feature_vectors import FeatureSpec
+from recloop.models.retrieval_index import RetrievalIndex
+from recloop.models.two_tower import TwoTowerConfig, TwoTowerModel
+
+# 2: the user tower reads the recent-items summary (recloop.models.two_tower).
+FORMAT_VERSION = 2
+WEIGHTS = "weights.safetensors"
+INDEX = "index.bin"
+HISTORY = "history.npz"
+MANIFEST = "manifest.json"
+
+
+class CorruptArtifactError(ValueError):
+    """A model file does not match the sha256 recorded for it, or is missing."""
+
+
+@dataclass
+class ModelBundle:
+    """Everything inference needs, in memory."""
+
+    model: TwoTowerModel
+    config: TwoTowerConfig
+    spec: FeatureSpec
+    user_ids: np.ndarray  # index -> external user id (str)
+    item_ids: np.ndarray  # index -> external item id (str)
+    history: sp.csr_matrix  # users x items the model knows each user interacted with
+    item_popularity: np.ndarray  # (n_items,) interaction counts in training
+    index: RetrievalIndex
+    metadata: dict[str, object] = field(default_factory=dict)
+    version: str = ""
+
+
+def manifest_version(manifest: dict[str, object]) -> str:
+    body = json.dumps({k: v for k, v in manifest.items() if k != "version"}, sort_keys=True)
+    return "tt-" + hashlib.sha256(body.encode()).hexdigest()[:16]
+
+
+def save_bundle(bundle: ModelBundle, directory: Path) -> str:
+    """Write the bundle's files and manifest into `directory`; return the content version."""
+    directory.mkdir(parents=True, exist_ok=True)
+    state = {name: tensor.contiguous() for name, tensor in bundle.model.state_dict().items()}
+    save_file(state, str(directory / WEIGHTS))
+    (directory / INDEX).write_bytes(bundle.index.to_bytes())
+    history = bundle.history.tocsr()
+    np.savez(
+        directory / HISTORY,
+        indptr=history.indptr,
+        indices=history.indices,
+        shape=np.asarray(history.shape),
+        item_popularity=bundle.item_popularity,
+    )
+    manifest: dict[str, object] = {
+        "format_version": FORMAT_VERSION,
+        "config": bundle.config.to_dict(),
+        "feature_spec": bundle.spec.to_dict(),
+        "n_user_features": bundle.model.n_user_features,
+        "user_ids": [str(u) for u in bundle.user_ids],
+        "item_ids": [str(i) for i in bundle.item_ids],
+        "index_kind": bundle.index.kind,
+        "metadata": bundle.metadata,
+        "files": {name: sha256_file(directory / name) for name in (WEIGHTS, INDEX, HISTORY)},
+    }
+    manifest["version"] = manifest_version(manifest)
+    (directory / MANIFEST).write_text(json.dumps(manifest, indent=1, sort_keys=True))
+    bundle.version = str(manifest["version"])
+    return bundle.version
+
+
+def binary_csr(arrays: Mapping[str, np.ndarray]) -> sp.csr_matrix:
+    """The 0/1 users x items matrix saved as `indptr`, `indices` and `shape` arrays."""
+    return sp.csr_matrix(
+        (np.ones(len(arrays["indices"]), dtype=np.float32), arrays["indices"], arrays["indptr"]),
+        shape=tuple(int(x) for x in arrays["shape"]),
+    )
+
+
+def read_manifest(
+    directory: Path, version_of: Callable[[dict[str, object]], str] = manifest_version
+) -> dict[str, object]:
+    """The manifest, checked against its own version (`version_of` hashes it)."""
+    path = directory / MANIFEST
+    if not path.is_file():
+        raise CorruptArtifactError(f"{path}: manifest missing")
+    manifest = json.loads(path.read_text())
+    if version_of(manifest) != manifest.get("version"):
+        raise CorruptArtifactError(f"{path}: manifest content does not match its version")
+    return manifest
+
+
+def verify_files(directory: Path, manifest: dict[str, object]) -> None:
+    for name, expected in dict(manifest["files"]).items():
+        path = directory / name
+        if not path.is_file():
+            raise CorruptArtifactError(f"{path}: file missing")
+        actual = sha256_file(path)
+        if actual != expected:
+            raise CorruptArtifactError(
+                f"{path}: sha256 {actual[:12]}… does not match the manifest's {expected[:12]}…"
+            )
+
+
+def verified_manifest(
+    directory: Path,
+    expected_version: str | None,
+    kind: str,
+    format_version: int,
+    version_of: Callable[[dict[str, object]], str] = manifest_version,
+) -> dict[str, object]:
+    """The manifest of an artifact this recloop can read, every file checked against it:
+    the version asked for, the format this code reads; raises CorruptArtifactError."""
+    manifest = read_manifest(directory, version_of)
+    if expected_version is not None and manifest["version"] != expected_version:
+        raise CorruptArtifactError(
+            f"{directory}: holds version {manifest['version']}, expected {expected_version}"
+        )
+    if manifest.get("format_version") != format_version:
+        raise CorruptArtifactError(
+            f"{directory}: {kind} format {manifest.get('format_version')}, this recloop reads "
+            f"format {format_version}; retrain the model (`make demo` or the training job)"
+        )
+    verify_files(directory, manifest)
+    return manifest
+
+
+def load_bundle(directory: Path, expected_version: str | None = None) -> ModelBundle:
+    """Verify every file against the manifest, then load; raises CorruptArtifactError."""
+    manifest = verified_manifest(directory, expected_version, "two-tower", FORMAT_VERSION)
+    config = TwoTowerConfig(**manifest["config"])
+    spec = FeatureSpec.from_dict(manifest["feature_spec"])
+    state = load_file(str(directory / WEIGHTS))
+    with np.load(directory / HISTORY, allow_pickle=False) as arrays:
+        history = binary_csr(arrays)
+        shape = history.shape
+        popularity = arrays["item_popularity"]
+    model = TwoTowerModel(
+        shape[0], int(manifest["n_user_features"]), state["item_features"].numpy(), config
+    )
+    model.load_state_dict(state)
+    model.eval()
+    item_vectors = item_vectors_of(model)
+    index = RetrievalIndex.from_bytes(
+        manifest["index_kind"], (directory / INDEX).read_bytes(), item_vectors
+    )
+    return ModelBundle(
+        model=model,
+        config=config,
+        spec=spec,
+        user_ids=np.asarray(manifest["user_ids"], dtype=object),
+        item_ids=np.asarray(manifest["item_ids"], dtype=object),
+        history=history,
+        item_popularity=popularity,
+        index=index,
+        metadata=dict(manifest["metadata"]),
+        version=str(manifest["version"]),
+    )
+
+
+@torch.no_grad()
+def item_vectors_of(model: TwoTowerModel) -> np.ndarray:
+    model.eval()
+    return model.items(torch.arange(len(model.item_features))).numpy()

@@ -1,0 +1,144 @@
+"""A popularity recommender as a servable, versioned artifact (experiment variants).
+
+Popularity is the baseline every online test needs on one side. It is packaged like
+the two-tower model (recloop.models.model_artifact): a manifest of sha256s whose own hash is
+the version (`pop-…`), so the registry, the service and the event log treat both
+kinds alike. It counts positive labels in a trailing window and serves the most
+counted items the user has not interacted with.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+
+from recloop.data.layout import sha256_file
+from recloop.models.model_artifact import (
+    binary_csr,
+    verified_manifest,
+)
+
+VERSION_PREFIX = "pop-"
+FORMAT_VERSION = 1
+ARRAYS = "popularity.npz"
+MANIFEST = "manifest.json"
+
+
+@dataclass
+class PopularityModel:
+    """Counts per item and the interactions each user is known to have had."""
+
+    user_ids: np.ndarray  # index -> external user id (str)
+    item_ids: np.ndarray  # index -> external item id (str)
+    counts: np.ndarray  # (n_items,) positive labels in the window
+    history: sp.csr_matrix  # users x items already interacted with (never recommended)
+    window_days: int | None
+    metadata: dict[str, object] = field(default_factory=dict)
+    version: str = ""
+
+
+def fit_popularity(
+    examples: pd.DataFrame,
+    catalog: np.ndarray,
+    until: pd.Timestamp,
+    window_days: int | None,
+    metadata: dict[str, object] | None = None,
+) -> PopularityModel:
+    """Count positive labels stamped in [until - window_days, until) per catalog item.
+
+    `examples` holds user_id, item_id, event_timestamp (every label, also after
+    `until`: they are what the user has seen, filtered when serving). Items outside
+    `catalog` are an error: the model could not serve them.
+    """
+    item_index = pd.Index(np.asarray(catalog, dtype=str))
+    if not item_index.is_unique:
+        raise ValueError("the catalog lists an item twice")
+    items = item_index.get_indexer(examples["item_id"].astype(str))
+    if (items < 0).any():
+        unknown = sorted(set(examples["item_id"].astype(str)) - set(item_index))[:5]
+        raise ValueError(f"labels name items missing from the catalog: {unknown}")
+    stamps = pd.to_datetime(examples["event_timestamp"], utc=True)
+    until = pd.Timestamp(until).tz_convert("UTC")
+    in_window = stamps < until
+    if window_days is not None:
+        in_window &= stamps >= until - pd.Timedelta(days=window_days)
+    counted = in_window.to_numpy()
+    counts = np.bincount(items[counted], minlength=len(item_index)).astype(np.float64)
+    user_ids = np.sort(examples["user_id"].astype(str).unique())
+    users = pd.Index(user_ids).get_indexer(examples["user_id"].astype(str))
+    history = sp.csr_matrix(
+        (np.ones(len(users), dtype=np.float32), (users, items)),
+        shape=(len(user_ids), len(item_index)),
+    )
+    history.data[:] = 1.0
+    return PopularityModel(
+        user_ids=user_ids.astype(object),
+        item_ids=item_index.to_numpy().astype(object),
+        counts=counts,
+        history=history,
+        window_days=window_days,
+        metadata={
+            **(metadata or {}),
+            "counted_labels": int(counted.sum()),
+            "counted_until": until.isoformat(),
+            "tenants": sorted(examples["tenant_id"].astype(str).unique().tolist())
+            if "tenant_id" in examples
+            else [],
+        },
+    )
+
+
+def manifest_version(manifest: dict[str, object]) -> str:
+    body = json.dumps({k: v for k, v in manifest.items() if k != "version"}, sort_keys=True)
+    return VERSION_PREFIX + hashlib.sha256(body.encode()).hexdigest()[:16]
+
+
+def save_popularity(model: PopularityModel, directory: Path) -> str:
+    """Write the arrays and the manifest into `directory`; return the content version."""
+    directory.mkdir(parents=True, exist_ok=True)
+    history = model.history.tocsr()
+    np.savez(
+        directory / ARRAYS,
+        counts=model.counts,
+        indptr=history.indptr,
+        indices=history.indices,
+        shape=np.asarray(history.shape),
+    )
+    manifest: dict[str, object] = {
+        "kind": "popularity",
+        "format_version": FORMAT_VERSION,
+        "window_days": model.window_days,
+        "user_ids": [str(u) for u in model.user_ids],
+        "item_ids": [str(i) for i in model.item_ids],
+        "metadata": model.metadata,
+        "files": {ARRAYS: sha256_file(directory / ARRAYS)},
+    }
+    manifest["version"] = manifest_version(manifest)
+    (directory / MANIFEST).write_text(json.dumps(manifest, indent=1, sort_keys=True))
+    model.version = str(manifest["version"])
+    return model.version
+
+
+def load_popularity(directory: Path, expected_version: str | None = None) -> PopularityModel:
+    """Verify every file against the manifest, then load; raises CorruptArtifactError."""
+    manifest = verified_manifest(
+        directory, expected_version, "popularity", FORMAT_VERSION, manifest_version
+    )
+    with np.load(directory / ARRAYS, allow_pickle=False) as arrays:
+        history = binary_csr(arrays)
+        counts = arrays["counts"]
+    return PopularityModel(
+        user_ids=np.asarray(manifest["user_ids"], dtype=object),
+        item_ids=np.asarray(manifest["item_ids"], dtype=object),
+        counts=counts,
+        history=history,
+        window_days=manifest["window_days"],
+        metadata=dict(manifest["metadata"]),
+        version=str(manifest["version"]),
+    )

@@ -1,0 +1,1 @@
+"""Is the served model still right: drift statistics, drift reports and new-data detection."""

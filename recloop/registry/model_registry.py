@@ -1,0 +1,264 @@
+"""Model registry: candidates in the BentoML model store, a champion, an audit log.
+
+Each candidate is a BentoML model `two_tower:tt-<hash>` (or `popularity:pop-<hash>`,
+an experiment's baseline) whose labels and metadata carry its metrics, gate verdict, training partitions, feature service
+and code version. Which one serves is decided by an append-only promotion log
+(`promotions.jsonl`, one fsync'd JSON line per promote or rollback); the champion
+is the top of the stack that log replays to. Loading a model re-checks every
+file's sha256 (recloop.models.model_artifact).
+"""
+
+from __future__ import annotations
+
+import getpass
+import json
+import os
+import shutil
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+import bentoml
+from bentoml._internal.models.model import ModelStore
+from bentoml.exceptions import NotFound
+
+from recloop.models import model_artifact, popularity_model
+from recloop.models.model_artifact import ModelBundle, load_bundle, read_manifest, save_bundle
+from recloop.models.popularity_model import PopularityModel, load_popularity, save_popularity
+
+MODEL_NAME = "two_tower"
+POPULARITY_MODEL_NAME = "popularity"
+ServableModel = ModelBundle | PopularityModel
+
+
+def model_name(version: str) -> str:
+    """The BentoML model name a version is stored under, from its prefix."""
+    if version.startswith(popularity_model.VERSION_PREFIX):
+        return POPULARITY_MODEL_NAME
+    return MODEL_NAME
+
+
+class PromotionError(RuntimeError):
+    """A promote or rollback that the registry refuses, with the reason."""
+
+
+@dataclass(frozen=True)
+class PromotionRecord:
+    action: str  # "promote" | "rollback"
+    version: str  # the champion after this record
+    previous: str | None
+    actor: str
+    reason: str
+    at: str
+    forced: bool = False
+
+
+@dataclass(frozen=True)
+class VariantDeployment:
+    """An experiment variant's model, put live after its gates passed."""
+
+    experiment: str
+    variant: str
+    version: str
+    # recloop.experiments.Variant.training_digest of the spec that trained it: the
+    # service serves the record only while the spec still describes this training.
+    training_digest: str
+    actor: str
+    reason: str
+    at: str
+    gate: dict = field(default_factory=dict)
+
+
+class Registry:
+    def __init__(self, root: Path):
+        self.root = root
+        (root / "models").mkdir(parents=True, exist_ok=True)
+        self.store = ModelStore(str(root / "models"))
+        self.log_file = root / "promotions.jsonl"
+        self.deployments_file = root / "experiments.jsonl"
+
+    def register(self, model: ServableModel, labels: dict[str, str], metadata: dict) -> str:
+        """Save `model` as a candidate (idempotent: the same content is stored once)."""
+        staging = self.root / "staging"
+        shutil.rmtree(staging, ignore_errors=True)
+        if isinstance(model, PopularityModel):
+            version = save_popularity(model, staging)
+        else:
+            version = save_bundle(model, staging)
+        if version not in self.versions():
+            with bentoml.models.create(
+                f"{model_name(version)}:{version}",
+                labels={"stage": "candidate", **labels},
+                metadata=metadata,
+                _model_store=self.store,
+            ) as model:
+                for path in staging.iterdir():
+                    shutil.copy2(path, Path(model.path) / path.name)
+        shutil.rmtree(staging, ignore_errors=True)
+        return version
+
+    def versions(self) -> list[str]:
+        """Every registered version, both kinds."""
+        versions = []
+        for name in (MODEL_NAME, POPULARITY_MODEL_NAME):
+            try:
+                versions += [
+                    str(m.tag.version) for m in bentoml.models.list(name, _model_store=self.store)
+                ]
+            except NotFound:
+                continue
+        return sorted(versions)
+
+    def _model(self, version: str) -> bentoml.Model:
+        name = model_name(version)
+        try:
+            return bentoml.models.get(f"{name}:{version}", _model_store=self.store)
+        except NotFound as exc:
+            raise PromotionError(
+                f"no model {name}:{version} in {self.root / 'models'}; known: {self.versions()}"
+            ) from exc
+
+    def path(self, version: str) -> Path:
+        return Path(self._model(version).path)
+
+    def metadata(self, version: str) -> dict:
+        return dict(self._model(version).info.metadata)
+
+    def labels(self, version: str) -> dict[str, str]:
+        return dict(self._model(version).info.labels)
+
+    def load(self, version: str) -> ServableModel:
+        """The model, every file checked against its sha256 and the version."""
+        if model_name(version) == POPULARITY_MODEL_NAME:
+            return load_popularity(self.path(version), expected_version=version)
+        return load_bundle(self.path(version), expected_version=version)
+
+    def manifest(self, version: str) -> dict[str, object]:
+        """The version's manifest, checked against its own hash."""
+        version_of = (
+            popularity_model.manifest_version
+            if model_name(version) == POPULARITY_MODEL_NAME
+            else model_artifact.manifest_version
+        )
+        return read_manifest(self.path(version), version_of)
+
+    def history(self) -> list[PromotionRecord]:
+        if not self.log_file.exists():
+            return []
+        return [
+            PromotionRecord(**json.loads(line))
+            for line in self.log_file.read_text().splitlines()
+            if line.strip()
+        ]
+
+    def _stack(self) -> list[str]:
+        stack: list[str] = []
+        for record in self.history():
+            if record.action == "promote":
+                stack.append(record.version)
+            else:
+                stack.pop()
+        return stack
+
+    def champion(self) -> str | None:
+        stack = self._stack()
+        return stack[-1] if stack else None
+
+    def _append(self, record: PromotionRecord) -> PromotionRecord:
+        _append_line(self.log_file, asdict(record))
+        return record
+
+    def deploy_variant(
+        self,
+        experiment: str,
+        variant: str,
+        version: str,
+        training_digest: str,
+        gate: dict,
+        reason: str,
+        actor: str | None = None,
+    ) -> VariantDeployment:
+        """Serve `version` for the variant; refused when `gate` (the variant's evaluation:
+        passed, results) did not pass. The verdict is kept in the record."""
+        self.manifest(version)
+        if not gate.get("passed", False):
+            failed = [r["name"] for r in gate.get("results", []) if not r["passed"]]
+            raise PromotionError(
+                f"{version} did not pass its gates (failed: {failed or 'no gate verdict'}); "
+                f"it cannot serve {experiment}:{variant}"
+            )
+        record = VariantDeployment(
+            experiment, variant, version, training_digest, actor or _actor(), reason, _now(), gate
+        )
+        _append_line(self.deployments_file, asdict(record))
+        return record
+
+    def deployments(self) -> list[VariantDeployment]:
+        """Every variant deployment, oldest first."""
+        if not self.deployments_file.exists():
+            return []
+        return [
+            VariantDeployment(**json.loads(line))
+            for line in self.deployments_file.read_text().splitlines()
+            if line.strip()
+        ]
+
+    def deployed_version(self, experiment: str, variant: str, training_digest: str) -> str | None:
+        """The newest model deployed for the variant as the spec now describes it."""
+        matching = [
+            d.version
+            for d in self.deployments()
+            if (d.experiment, d.variant, d.training_digest)
+            == (experiment, variant, training_digest)
+        ]
+        return matching[-1] if matching else None
+
+    def promote(
+        self, version: str, reason: str, actor: str | None = None, force: bool = False
+    ) -> PromotionRecord:
+        """Make `version` the champion; refused when its gates failed, unless `force`."""
+        metadata = self.metadata(version)
+        self.manifest(version)
+        gate = metadata.get("gate", {})
+        if not gate.get("passed", False) and not force:
+            failed = [r["name"] for r in gate.get("results", []) if not r["passed"]]
+            raise PromotionError(
+                f"{version} did not pass its gates (failed: {failed or 'no gate verdict'}); "
+                "use --force to promote anyway (audit-logged)"
+            )
+        current = self.champion()
+        if current == version:
+            raise PromotionError(f"{version} is already the champion")
+        return self._append(
+            PromotionRecord(
+                "promote", version, current, actor or _actor(), reason, _now(), forced=force
+            )
+        )
+
+    def rollback(self, reason: str, actor: str | None = None) -> PromotionRecord:
+        """Return to the champion before the current one."""
+        stack = self._stack()
+        if len(stack) < 2:
+            raise PromotionError(
+                "nothing to roll back to: "
+                + ("no champion yet" if not stack else f"{stack[0]} is the only champion so far")
+            )
+        return self._append(
+            PromotionRecord("rollback", stack[-2], stack[-1], actor or _actor(), reason, _now())
+        )
+
+
+def _append_line(path: Path, record: dict) -> None:
+    """One JSON line, fsync'd: the audit logs survive a crash right after the call."""
+    with path.open("a") as handle:
+        handle.write(json.dumps(record, sort_keys=True) + "\n")
+        handle.flush()
+        os.fsync(handle.fileno())
+
+
+def _actor() -> str:
+    return os.environ.get("RECLOOP_ACTOR") or getpass.getuser()
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")

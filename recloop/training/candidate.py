@@ -1,0 +1,374 @@
+"""Fit, evaluate and package a two-tower candidate from a point-in-time training set.
+
+Inputs are plain frames with Feast's full feature names (`user_features__*`,
+`item_features__*`), so this module never talks to Feast or Dagster:
+
+- `examples`: one row per positive label with the user's features as of the
+  label and a `split` column (train / valid / test);
+- `user_snapshots`: each user's features as of the validation and test cut-offs
+  (`as_of` column holds the cut-off), the state a deployed model would have seen;
+- `items`: each catalog item's features as of the validation cut-off, with its
+  text embedding.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+
+from recloop.data.layout import sha256_file
+from recloop.evaluation.gates import (
+    GateConfig,
+    GateResult,
+    beats_popularity,
+    coverage_and_bias,
+    no_regression,
+    sanity,
+)
+from recloop.evaluation.metrics import (
+    EvaluationInputs,
+    evaluate,
+    evaluate_item_segments,
+    evaluate_segments,
+    ndcg_at_k,
+)
+from recloop.features.feature_vectors import FeatureSpec
+from recloop.features.training_set import TemporalCutoffs
+from recloop.inference.retrievers import PopularityRetriever, Retriever
+from recloop.models.baselines import Popularity, recommend, top_k_unseen
+from recloop.models.model_artifact import ModelBundle, item_vectors_of
+from recloop.models.popularity_model import PopularityModel
+from recloop.models.retrieval_index import DEFAULT_ANN_MIN_ITEMS, RetrievalIndex
+from recloop.models.two_tower import (
+    TrainingExamples,
+    TwoTowerConfig,
+    TwoTowerModel,
+    score_users,
+    train_two_tower,
+)
+
+K = 10
+
+
+@dataclass(frozen=True)
+class TrainingInputs:
+    examples: pd.DataFrame
+    user_snapshots: pd.DataFrame
+    items: pd.DataFrame
+    text_embeddings: np.ndarray  # (len(items), text_dim), rows follow `items`
+    cutoffs: TemporalCutoffs
+
+
+@dataclass
+class EvaluationSet:
+    """A test part in a fixed catalog: who, what they liked, what they had seen before."""
+
+    user_ids: np.ndarray
+    relevant: list[np.ndarray]  # catalog item indices per user
+    seen_pairs: pd.DataFrame  # user_id, item_id known before the test cut-off
+    features: pd.DataFrame  # one row per user in `user_ids`, as of the test cut-off
+    catalog: np.ndarray  # item ids; indices above refer to it
+    item_popularity: np.ndarray  # training interactions per catalog item
+    n_train_users: int  # novelty's population: users the popularity counts come from
+
+    def inputs(self) -> EvaluationInputs:
+        return EvaluationInputs(len(self.catalog), self.n_train_users, self.item_popularity)
+
+
+@dataclass
+class Candidate:
+    bundle: ModelBundle
+    metrics: dict[str, dict[str, float]]
+    popularity_metrics: dict[str, float]
+    evaluation: EvaluationSet
+    history: list[dict[str, float]] = field(default_factory=list)
+
+
+def _pairs_matrix(frame: pd.DataFrame, user_index: pd.Index, item_index: pd.Index) -> sp.csr_matrix:
+    users = user_index.get_indexer(frame["user_id"])
+    items = item_index.get_indexer(frame["item_id"])
+    keep = (users >= 0) & (items >= 0)
+    matrix = sp.csr_matrix(
+        (np.ones(keep.sum(), dtype=np.float32), (users[keep], items[keep])),
+        shape=(len(user_index), len(item_index)),
+    )
+    matrix.data[:] = 1.0
+    return matrix
+
+
+def _snapshot(snapshots: pd.DataFrame, as_of: pd.Timestamp, user_ids: np.ndarray) -> pd.DataFrame:
+    rows = snapshots.loc[snapshots["as_of"] == as_of].drop_duplicates("user_id", keep="last")
+    return rows.set_index("user_id").reindex(user_ids).reset_index()
+
+
+def _relevant(frame: pd.DataFrame, user_ids: np.ndarray, item_index: pd.Index) -> list[np.ndarray]:
+    grouped = frame.groupby("user_id")["item_id"].agg(list)
+    return [
+        np.unique(item_index.get_indexer(grouped.get(u, []))).astype(np.int64) for u in user_ids
+    ]
+
+
+def evaluation_set(inputs: TrainingInputs, part: str, as_of: pd.Timestamp) -> EvaluationSet:
+    """Users with positives in `part`, their features at `as_of`, and what they saw before."""
+    examples = inputs.examples
+    catalog = inputs.items["item_id"].astype(str).to_numpy()
+    item_index = pd.Index(catalog)
+    target = examples.loc[examples["split"] == part]
+    before = examples.loc[pd.to_datetime(examples["event_timestamp"], utc=True) < as_of]
+    user_ids = np.sort(target["user_id"].astype(str).unique())
+    train = examples.loc[examples["split"] == "train"]
+    popularity = np.bincount(
+        item_index.get_indexer(train["item_id"]).clip(min=0), minlength=len(catalog)
+    ).astype(np.float64)
+    return EvaluationSet(
+        user_ids=user_ids,
+        relevant=_relevant(target, user_ids, item_index),
+        seen_pairs=before[["user_id", "item_id"]],
+        features=_snapshot(inputs.user_snapshots, as_of, user_ids),
+        catalog=catalog,
+        item_popularity=popularity,
+        n_train_users=int(train["user_id"].nunique()),
+    )
+
+
+def evaluate_bundle(bundle: ModelBundle, evaluation: EvaluationSet, k: int = K) -> dict[str, dict]:
+    """Metrics of `bundle` on `evaluation`, through the serving code path (`Retriever`).
+
+    Works for any bundle, including a champion trained on another catalog or user
+    set: ids are mapped, and users the bundle does not know get its fallback.
+    """
+    bundle_users = pd.Index(bundle.user_ids.astype(str))
+    bundle_items = pd.Index(bundle.item_ids.astype(str))
+    catalog_index = pd.Index(evaluation.catalog)
+    seen = _pairs_matrix(evaluation.seen_pairs, bundle_users, bundle_items)
+    retriever = Retriever(bundle, history=seen)
+    positions = bundle_users.get_indexer(evaluation.user_ids)
+    known = positions >= 0
+    top = np.full((len(evaluation.user_ids), k), -1, dtype=np.int64)
+    if known.any():
+        ranked = retriever.recommend_many(
+            positions[known], evaluation.features.loc[known].reset_index(drop=True), seen, k
+        )
+        top[known] = catalog_index.get_indexer(bundle.item_ids[ranked.ravel()].astype(str)).reshape(
+            ranked.shape
+        )
+    for row in np.flatnonzero(~known):
+        fallback = retriever.recommend(str(evaluation.user_ids[row]), None, k)
+        top[row] = catalog_index.get_indexer(fallback.item_ids)
+    if (top < 0).any():
+        outside = sorted(set(bundle.item_ids.astype(str)) - set(evaluation.catalog))[:5]
+        raise ValueError(
+            f"model {bundle.version or '(unsaved)'} recommends items missing from the "
+            f"evaluation catalog (e.g. {outside}); it cannot be compared on this test set"
+        )
+    return segment_metrics(top, evaluation)
+
+
+def segment_metrics(top: np.ndarray, evaluation: EvaluationSet) -> dict[str, dict[str, float]]:
+    """Every metric overall, on cold users (nothing seen before the cut-off) and per item segment."""
+    inputs = evaluation.inputs()
+    seen_users = set(evaluation.seen_pairs["user_id"].astype(str))
+    cold_users = np.array([u not in seen_users for u in evaluation.user_ids])
+    results = evaluate_segments(top, evaluation.relevant, inputs, {"cold_users": cold_users})
+    return {**results, **evaluate_item_segments(top, evaluation.relevant, inputs)}
+
+
+def evaluate_popularity(
+    model: PopularityModel, evaluation: EvaluationSet, k: int = K
+) -> tuple[dict[str, dict], np.ndarray]:
+    """Metrics of a popularity variant on `evaluation` through its serving path, and the
+    length of each test user's list (a short list fails the `full_lists` gate)."""
+    seen = _pairs_matrix(
+        evaluation.seen_pairs,
+        pd.Index(model.user_ids.astype(str)),
+        pd.Index(model.item_ids.astype(str)),
+    )
+    retriever = PopularityRetriever(model, history=seen)
+    catalog_index = pd.Index(evaluation.catalog)
+    top = np.full((len(evaluation.user_ids), k), -1, dtype=np.int64)
+    lengths = np.zeros(len(evaluation.user_ids), dtype=np.int64)
+    for row, user in enumerate(evaluation.user_ids):
+        items = catalog_index.get_indexer(retriever.recommend(str(user), None, k).item_ids)
+        top[row, : len(items)] = items
+        lengths[row] = len(items)
+    return segment_metrics(top, evaluation), lengths
+
+
+def popularity_metrics(evaluation: EvaluationSet, k: int = K) -> dict[str, float]:
+    """The popularity baseline on the same test users, with the same seen items masked."""
+    users = pd.Index(evaluation.user_ids)
+    seen = _pairs_matrix(evaluation.seen_pairs, users, pd.Index(evaluation.catalog))
+    baseline = Popularity()
+    baseline.counts = evaluation.item_popularity.astype(np.float32)
+    top = recommend(baseline, np.arange(len(users)), seen, k)
+    return evaluate(top, evaluation.relevant, evaluation.inputs())
+
+
+def fit_candidate(
+    inputs: TrainingInputs,
+    config: TwoTowerConfig,
+    ann_min_items: int = DEFAULT_ANN_MIN_ITEMS,
+    metadata: dict[str, object] | None = None,
+    progress: bool = True,
+) -> Candidate:
+    """Train on the train part, stop early on validation NDCG@10, evaluate on test."""
+    examples = inputs.examples.assign(
+        user_id=inputs.examples["user_id"].astype(str),
+        item_id=inputs.examples["item_id"].astype(str),
+    )
+    items = inputs.items.assign(item_id=inputs.items["item_id"].astype(str))
+    inputs = TrainingInputs(
+        examples, inputs.user_snapshots, items, inputs.text_embeddings, inputs.cutoffs
+    )
+    item_ids = items["item_id"].to_numpy()
+    item_index = pd.Index(item_ids)
+    if not item_index.is_unique:
+        raise ValueError("the item frame lists an item twice")
+    unknown = set(examples["item_id"]) - set(item_ids)
+    if unknown:
+        raise ValueError(f"labels name items missing from the catalog: {sorted(unknown)[:5]}")
+    user_ids = np.sort(examples["user_id"].unique())
+    user_index = pd.Index(user_ids)
+    train = examples.loc[examples["split"] == "train"]
+    if train.empty:
+        raise ValueError("the training part is empty; check the temporal cut-offs")
+    spec = FeatureSpec.fit(train, items, inputs.text_embeddings.shape[1])
+    item_features = spec.item_vectors(items, inputs.text_embeddings)
+    train_history = _pairs_matrix(train, user_index, item_index)
+    item_position = {item: n for n, item in enumerate(item_ids)}
+    training_examples = TrainingExamples(
+        users=user_index.get_indexer(train["user_id"]).astype(np.int64),
+        items=item_index.get_indexer(train["item_id"]).astype(np.int64),
+        user_features=spec.user_vectors(train),
+        recent=spec.recent_item_indices(train, item_position),
+    )
+    validation = evaluation_set(inputs, "valid", inputs.cutoffs.valid_start)
+    valid_users = user_index.get_indexer(validation.user_ids)
+    valid_features = spec.user_vectors(validation.features)
+    valid_recent = spec.recent_item_indices(validation.features, item_position)
+    valid_seen = _pairs_matrix(validation.seen_pairs, user_index, item_index)[valid_users]
+
+    def validate(model: TwoTowerModel) -> float:
+        scores = score_users(model, valid_users, valid_features, train_history, valid_recent)
+        return ndcg_at_k(top_k_unseen(scores, valid_seen, K), validation.relevant)
+
+    result = train_two_tower(
+        training_examples, train_history, item_features, config, validate, progress
+    )
+    all_history = _pairs_matrix(examples, user_index, item_index)
+    bundle = ModelBundle(
+        model=result.model,
+        config=config,
+        spec=spec,
+        user_ids=user_ids.astype(object),
+        item_ids=item_ids.astype(object),
+        history=all_history,
+        item_popularity=np.asarray(all_history.sum(axis=0)).ravel(),
+        index=RetrievalIndex.build(item_vectors_of(result.model), ann_min_items),
+        metadata={
+            **(metadata or {}),
+            "tenants": sorted(examples["tenant_id"].astype(str).unique().tolist()),
+            "best_epoch": result.best_epoch,
+            "valid_ndcg@10": result.best_score,
+        },
+    )
+    test = evaluation_set(inputs, "test", inputs.cutoffs.test_start)
+    return Candidate(
+        bundle=bundle,
+        metrics=evaluate_bundle(bundle, test),
+        popularity_metrics=popularity_metrics(test),
+        evaluation=test,
+        history=result.history,
+    )
+
+
+def shuffle_training_labels(inputs: TrainingInputs, seed: int) -> TrainingInputs:
+    """Negative control: permute which item each train-part label points at.
+
+    Validation and test stay true, so a model that learned nothing is measured honestly
+    and the gates must block it.
+    """
+    examples = inputs.examples.copy()
+    train = examples["split"] == "train"
+    shuffled = np.random.default_rng(seed).permutation(examples.loc[train, "item_id"].to_numpy())
+    examples.loc[train, "item_id"] = shuffled
+    return replace(inputs, examples=examples)
+
+
+def champion_served_share(examples: pd.DataFrame, champion_version: str | None) -> float:
+    """Share of the test part's labels that answered lists the champion served."""
+    test = examples.loc[examples["split"] == "test"]
+    if champion_version is None or test.empty or "model_version" not in test:
+        return 0.0
+    served = test["model_version"].eq(champion_version).fillna(False).astype(bool)
+    return float(served.mean())
+
+
+def candidate_gates(
+    candidate: Candidate,
+    champion: ModelBundle | None,
+    config: GateConfig,
+    champion_served_share: float = 0.0,
+    sample_users: int = 200,
+) -> list[GateResult]:
+    """Every promotion gate for `candidate`; the champion is evaluated on the same test set."""
+    metrics = candidate.metrics["all"]
+    champion_metrics = evaluate_bundle(champion, candidate.evaluation)["all"] if champion else None
+    bundle, evaluation = candidate.bundle, candidate.evaluation
+    retriever = Retriever(bundle)
+    rows = [
+        i
+        for i, user in enumerate(evaluation.user_ids[:sample_users])
+        if user in retriever.user_index
+    ]
+    users = np.array([retriever.user_index[evaluation.user_ids[i]] for i in rows], dtype=np.int64)
+    features = evaluation.features.iloc[rows].reset_index(drop=True)
+    scores = retriever.user_vectors(users, features) @ bundle.index.vectors.T
+    return [
+        beats_popularity(metrics, candidate.popularity_metrics, config),
+        no_regression(metrics, champion_metrics, config, champion_served_share),
+        *coverage_and_bias(metrics, candidate.popularity_metrics, config),
+        *sanity(bundle.model, scores, len(bundle.index), len(bundle.item_ids), config),
+    ]
+
+
+def save_inputs(inputs: TrainingInputs, root: Path) -> Path:
+    """Write the inputs under `root/<sha256 of their content>/` and return that directory."""
+    staging = root / ".staging"
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    items = inputs.items.assign(text_embedding=list(inputs.text_embeddings))
+    frames = {"examples": inputs.examples, "user_snapshots": inputs.user_snapshots, "items": items}
+    for name, frame in frames.items():
+        frame.to_parquet(staging / f"{name}.parquet", index=False)
+    (staging / "cutoffs.json").write_text(json.dumps(inputs.cutoffs.to_metadata(), sort_keys=True))
+    digest = hashlib.sha256()
+    for path in sorted(staging.iterdir()):
+        digest.update(path.name.encode() + sha256_file(path).encode())
+    target = root / digest.hexdigest()[:16]
+    if target.exists():
+        shutil.rmtree(staging)
+    else:
+        staging.rename(target)
+    return target
+
+
+def load_inputs(directory: Path) -> TrainingInputs:
+    items = pd.read_parquet(directory / "items.parquet")
+    cutoffs = json.loads((directory / "cutoffs.json").read_text())
+    return TrainingInputs(
+        examples=pd.read_parquet(directory / "examples.parquet"),
+        user_snapshots=pd.read_parquet(directory / "user_snapshots.parquet"),
+        items=items.drop(columns="text_embedding"),
+        text_embeddings=np.stack(items["text_embedding"].to_numpy()).astype(np.float32),
+        cutoffs=TemporalCutoffs(
+            pd.Timestamp(cutoffs["valid_start"]), pd.Timestamp(cutoffs["test_start"])
+        ),
+    )
