@@ -244,7 +244,7 @@ def flat_metrics(metrics: dict[str, dict[str, float]], prefix: str) -> dict[str,
         dg.AssetCheckSpec(name, asset="model_candidate", blocking=True, description=text)
         for name, text in GATE_CHECKS.items()
     ],
-    description="Two-tower candidate: trained, evaluated on the test part, registered in the model store.",
+    description="Two-tower candidate: trained, evaluated on the test part, registered in the model registry.",
 )
 def model_candidate(
     context: dg.AssetExecutionContext,

@@ -1,10 +1,9 @@
 """`recloop` command line: data set-up, the model registry and experiment specs.
 
-Pipeline commands (`demo`, the Dagster UI) live in the Makefile and `assets/`.
-`recloop models ...` is implemented in drivers/models_cli.py (it needs BentoML's
-model store) and `recloop simulate` in drivers/loop.py (Dagster, the service);
-both are imported only when their command runs, so the domain package itself
-never imports BentoML or Dagster.
+A driver: it may import everything. `recloop models ...` is implemented in
+drivers/models_cli.py and `recloop simulate` in drivers/loop.py (Dagster, the
+service); both are imported only when their command runs, so `recloop schema` or
+`recloop experiments validate` start fast.
 """
 
 from __future__ import annotations

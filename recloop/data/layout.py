@@ -90,7 +90,7 @@ class DataLayout:
 
     @property
     def registry(self) -> Path:
-        """The BentoML model store of candidates and the promotion log."""
+        """The model registry: candidate directories and the promotion log."""
         return self.root / "registry"
 
     def tenants(self) -> list[str]:

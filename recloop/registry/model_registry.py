@@ -1,11 +1,18 @@
-"""Model registry: candidates in the BentoML model store, a champion, an audit log.
+"""Model registry: content-addressed model directories, a champion, an audit log.
 
-Each candidate is a BentoML model `two_tower:tt-<hash>` (or `popularity:pop-<hash>`,
-an experiment's baseline) whose labels and metadata carry its metrics, gate verdict, training partitions, feature service
-and code version. Which one serves is decided by an append-only promotion log
-(`promotions.jsonl`, one fsync'd JSON line per promote or rollback); the champion
-is the top of the stack that log replays to. Loading a model re-checks every
-file's sha256 (recloop.models.model_artifact).
+Each candidate is a directory `models/<name>/<version>/` (`two_tower/tt-<hash>`, or
+`popularity/pop-<hash>` for an experiment's baseline): the artifact files with their
+manifest, and `registry.json` with labels and metadata (metrics, gate verdict,
+training partitions, feature service, code version). The version is the hash of the
+manifest, so the same model is stored once and a directory is never rewritten; a
+new one appears by an atomic rename, so readers never see half a model. Which one
+serves is decided by an append-only promotion log (`promotions.jsonl`, one fsync'd
+JSON line per promote or rollback); the champion is the top of the stack that log
+replays to. Loading a model re-checks every file's sha256
+(recloop.models.model_artifact).
+
+Plain files rather than a serving framework's model store: the Dagster process, the
+CLI and the service read the same registry without importing BentoML.
 """
 
 from __future__ import annotations
@@ -18,10 +25,6 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
-import bentoml
-from bentoml._internal.models.model import ModelStore
-from bentoml.exceptions import NotFound
-
 from recloop.models import model_artifact, popularity_model
 from recloop.models.model_artifact import ModelBundle, load_bundle, read_manifest, save_bundle
 from recloop.models.popularity_model import PopularityModel, load_popularity, save_popularity
@@ -31,8 +34,11 @@ POPULARITY_MODEL_NAME = "popularity"
 ServableModel = ModelBundle | PopularityModel
 
 
+REGISTRY_FILE = "registry.json"
+
+
 def model_name(version: str) -> str:
-    """The BentoML model name a version is stored under, from its prefix."""
+    """The model name a version is stored under, from its prefix."""
     if version.startswith(popularity_model.VERSION_PREFIX):
         return POPULARITY_MODEL_NAME
     return MODEL_NAME
@@ -72,8 +78,8 @@ class VariantDeployment:
 class Registry:
     def __init__(self, root: Path):
         self.root = root
-        (root / "models").mkdir(parents=True, exist_ok=True)
-        self.store = ModelStore(str(root / "models"))
+        self.models_dir = root / "models"
+        self.models_dir.mkdir(parents=True, exist_ok=True)
         self.log_file = root / "promotions.jsonl"
         self.deployments_file = root / "experiments.jsonl"
 
@@ -85,47 +91,51 @@ class Registry:
             version = save_popularity(model, staging)
         else:
             version = save_bundle(model, staging)
-        if version not in self.versions():
-            with bentoml.models.create(
-                f"{model_name(version)}:{version}",
-                labels={"stage": "candidate", **labels},
-                metadata=metadata,
-                _model_store=self.store,
-            ) as model:
-                for path in staging.iterdir():
-                    shutil.copy2(path, Path(model.path) / path.name)
-        shutil.rmtree(staging, ignore_errors=True)
+        target = self._directory(version)
+        if target.exists():
+            shutil.rmtree(staging)
+            return version
+        record = {
+            "name": model_name(version),
+            "version": version,
+            "created_at": _now(),
+            "labels": {"stage": "candidate", **labels},
+            "metadata": metadata,
+        }
+        (staging / REGISTRY_FILE).write_text(json.dumps(record, indent=2, sort_keys=True))
+        target.parent.mkdir(parents=True, exist_ok=True)
+        staging.rename(target)
         return version
 
     def versions(self) -> list[str]:
         """Every registered version, both kinds."""
-        versions = []
-        for name in (MODEL_NAME, POPULARITY_MODEL_NAME):
-            try:
-                versions += [
-                    str(m.tag.version) for m in bentoml.models.list(name, _model_store=self.store)
-                ]
-            except NotFound:
-                continue
-        return sorted(versions)
+        return sorted(
+            path.parent.name
+            for name in (MODEL_NAME, POPULARITY_MODEL_NAME)
+            for path in (self.models_dir / name).glob(f"*/{REGISTRY_FILE}")
+        )
 
-    def _model(self, version: str) -> bentoml.Model:
-        name = model_name(version)
-        try:
-            return bentoml.models.get(f"{name}:{version}", _model_store=self.store)
-        except NotFound as exc:
+    def _directory(self, version: str) -> Path:
+        return self.models_dir / model_name(version) / version
+
+    def _record(self, version: str) -> dict:
+        path = self._directory(version) / REGISTRY_FILE
+        if not path.exists():
             raise PromotionError(
-                f"no model {name}:{version} in {self.root / 'models'}; known: {self.versions()}"
-            ) from exc
+                f"no model {model_name(version)}:{version} in {self.models_dir}; "
+                f"known: {self.versions()}"
+            )
+        return json.loads(path.read_text())
 
     def path(self, version: str) -> Path:
-        return Path(self._model(version).path)
+        self._record(version)
+        return self._directory(version)
 
     def metadata(self, version: str) -> dict:
-        return dict(self._model(version).info.metadata)
+        return dict(self._record(version)["metadata"])
 
     def labels(self, version: str) -> dict[str, str]:
-        return dict(self._model(version).info.labels)
+        return dict(self._record(version)["labels"])
 
     def load(self, version: str) -> ServableModel:
         """The model, every file checked against its sha256 and the version."""
