@@ -1,6 +1,6 @@
 """The BentoML serving stack shared by the recloop service and the echo baseline.
 
-BentoML 1.4 as shipped stalls for 30-300 ms every 1-3 s under load (DESIGN.md §4).
+BentoML 1.4 as shipped stalls for 30-300 ms every 1-3 s under load.
 The cause: its `TimeoutMiddleware` arms `loop.call_later(timeout)` for every request
 and never cancels it, so each request's context (its OpenTelemetry span and ~50
 objects) lives for the whole timeout (60 s by default); the heap grows by tens of
@@ -16,6 +16,10 @@ event loop. What this module changes:
   which halves throughput. Nothing exports traces here; the cost is the
   `X-BentoML-Request-ID` response header.
 - `BodySizeLimit` (413) and `ApiKeyAuth` (401) answer before BentoML parses a body.
+
+This is recloop's one adapter over a private API of a dependency: it subclasses
+`bentoml._internal...TimeoutMiddleware`. A test (tests/unit/test_architecture.py)
+fails if any other module imports `bentoml._internal` or `dagster._core`.
 
 Measured on the echo endpoint, c=8, 2 cores: 965 req/s, p99 11 ms, max 342 ms
 before; 3,162-3,439 req/s, p99 4.8-7.3 ms, max 12-13 ms after.
