@@ -17,7 +17,7 @@ SERVE_PORT ?= 3000
 # The project's tools (dbt, dagster, feast) first, whether or not the venv is activated.
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: install demo loop experiments test dev serve bento bench bench-quality bench-serve lint clean
+.PHONY: install demo loop experiments test test-unit test-integration test-e2e dev serve bento bench bench-quality bench-serve lint clean
 
 install: $(STAMP) $(MANIFEST)
 
@@ -44,8 +44,18 @@ loop: install
 experiments: install
 	$(BIN)/python -m drivers.experiment_demo
 
+# Every tier (what CI runs); the tiers one by one below. tests/conftest.py marks by folder.
 test: install
 	$(BIN)/python -m pytest
+
+test-unit: install
+	$(BIN)/python -m pytest tests/unit
+
+test-integration: install
+	$(BIN)/python -m pytest tests/integration
+
+test-e2e: install
+	$(BIN)/python -m pytest tests/e2e
 
 dev: install
 	mkdir -p $(DAGSTER_HOME)
@@ -67,7 +77,8 @@ bench-serve: install
 	$(BIN)/python -m bench.serve
 
 lint: install
-	$(BIN)/ruff check recloop assets feature_repo services tests bench
+	$(BIN)/ruff check recloop assets feature_repo services drivers tests bench
+	$(BIN)/lint-imports
 
 clean:
 	rm -rf $(VENV) dbt_project/target dbt_project/logs

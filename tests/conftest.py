@@ -1,4 +1,10 @@
-"""Shared fixtures: tiny synthetic logs in temporary data directories."""
+"""Shared fixtures (tiny synthetic logs in temporary data directories) and the test tiers.
+
+A test's tier is its folder: `unit/` (pure, no servers, the whole tier under a
+minute), `integration/` (real DuckDB, SQLite, Redis, Feast, Dagster in process),
+`e2e/` (a live HTTP service, the Dagster daemon, simulated users). The folder sets
+the marker, so `pytest -m unit` and `make test-unit` select exactly the fast tier.
+"""
 
 from __future__ import annotations
 
@@ -18,6 +24,19 @@ from recloop.settings import Settings
 
 # The MovieLens-100K trained system, a session fixture shared by several modules.
 pytest_plugins = ("tests.trained_system",)
+
+TIERS = ("unit", "integration", "e2e")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark each test with the tier of the folder it lives in; a test outside them fails."""
+    tests_root = Path(__file__).parent
+    for item in items:
+        tier = item.path.relative_to(tests_root).parts[0]
+        if tier not in TIERS:
+            raise pytest.UsageError(f"{item.nodeid}: tests live in tests/{{{','.join(TIERS)}}}/")
+        item.add_marker(getattr(pytest.mark, tier))
+
 
 TINY_TENANT = "shop"
 TINY_DAYS = (date(2024, 3, 1), date(2024, 3, 2), date(2024, 3, 3))

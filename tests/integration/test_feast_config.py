@@ -59,7 +59,6 @@ def test_opening_the_store_turns_off_duckdb_file_cache(tmp_path: Path) -> None:
     assert setting is False
 
 
-@pytest.mark.integration
 def test_stream_view_is_fed_by_pushes_that_keep_the_newest_row(tmp_path: Path) -> None:
     """`user_stream` reads its mart offline, is never materialized, and a push of an older
     row (a retry that lost a race) goes through the same SQLite guard as materialization."""

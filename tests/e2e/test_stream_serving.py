@@ -75,8 +75,6 @@ def check(settings: Settings) -> dg.AssetCheckResult:
     )
 
 
-@pytest.mark.e2e
-@pytest.mark.integration
 def test_pushed_stream_features_match_the_batch_mart_across_a_restart(
     trained: TrainedSystem, tmp_path: Path
 ) -> None:

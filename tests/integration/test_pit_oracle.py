@@ -39,8 +39,6 @@ from feast.types import Int64
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-pytestmark = pytest.mark.integration
-
 TTL = timedelta(days=5)
 T0 = datetime(2024, 3, 1, tzinfo=UTC)
 USERS = ("u1", "u2", "u3", "u4")

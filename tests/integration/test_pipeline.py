@@ -113,8 +113,6 @@ def tiny_features_run(settings: Settings, instance: dg.DagsterInstance) -> dg.De
     return defs
 
 
-@pytest.mark.e2e
-@pytest.mark.integration
 @pytest.mark.parametrize("online_store", ["sqlite", "redis"])
 def test_full_graph_then_an_increment(online_store, tiny_log, data_dir, instance, request) -> None:
     settings = Settings(
@@ -175,8 +173,6 @@ def test_full_graph_then_an_increment(online_store, tiny_log, data_dir, instance
     assert (after["rating_count_total"] > before["rating_count_total"]).any()
 
 
-@pytest.mark.e2e
-@pytest.mark.integration
 def test_parity_check_fails_when_an_online_value_drifts(tiny_log, tiny_settings, instance) -> None:
     defs = tiny_features_run(tiny_settings, instance)
     layout = DataLayout(tiny_settings.data_dir)

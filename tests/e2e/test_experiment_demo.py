@@ -19,8 +19,6 @@ from recloop.registry.model_registry import Registry
 from recloop.simulator import Population
 from tests.trained_system import TrainedSystem
 
-pytestmark = pytest.mark.e2e
-
 LEAD_TIME_GOAL_S = 600
 AB = "two_tower_vs_popularity_ab"
 INTERLEAVING = "two_tower_vs_popularity_interleaving"

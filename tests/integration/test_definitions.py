@@ -19,7 +19,7 @@ from assets.sensors import tenant_discovery_sensor
 from drivers.demo import lineage
 from tests.conftest import write_tiny_log
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 
 
 def test_definitions_validate(tiny_settings) -> None:

@@ -8,7 +8,6 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pandas as pd
-import pytest
 from feast import Entity, FeatureStore, FeatureView, Field, FileSource, ValueType
 from feast.types import Int64
 
@@ -53,7 +52,6 @@ def scores(store: FeatureStore, view: FeatureView) -> dict[str, int]:
     return dict(zip(frame["user_id"], frame["score"], strict=True))
 
 
-@pytest.mark.integration
 def test_unguarded_sqlite_store_loses_the_newer_value(data_dir: Path) -> None:
     store, view = guarded_store(Settings(data_dir=data_dir), data_dir / "marts")
     materialize_new_then_old(store)
@@ -62,7 +60,6 @@ def test_unguarded_sqlite_store_loses_the_newer_value(data_dir: Path) -> None:
     )
 
 
-@pytest.mark.integration
 def test_guarded_sqlite_store_keeps_the_newer_value(data_dir: Path) -> None:
     store, view = guarded_store(Settings(data_dir=data_dir), data_dir / "marts")
     assert install_monotonic_guard(store, [view]) == ["recloop_scores_keep_newest"]
@@ -70,7 +67,6 @@ def test_guarded_sqlite_store_keeps_the_newer_value(data_dir: Path) -> None:
     assert scores(store, view) == {"u1": 2, "u2": 7}
 
 
-@pytest.mark.integration
 def test_redis_store_keeps_the_newer_value(
     data_dir: Path, redis_url: str, redis_project: str
 ) -> None:

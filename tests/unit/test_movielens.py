@@ -26,7 +26,6 @@ def ml100k():
     return read_ml100k_wheel(fetch_recbole_wheel(WHEEL_CACHE))
 
 
-@pytest.mark.integration
 def test_ml100k_from_the_recbole_wheel(ml100k) -> None:
     assert len(ml100k.ratings) == 100_000
     assert ml100k.ratings["user_id"].nunique() == 943
@@ -37,7 +36,6 @@ def test_ml100k_from_the_recbole_wheel(ml100k) -> None:
     assert ml100k.users.set_index("user_id").loc["1", "occupation"] == "technician"
 
 
-@pytest.mark.integration
 def test_raw_log_follows_the_event_contract(ml100k, tmp_path: Path) -> None:
     log = to_raw_log(ml100k, "ml100k")
     EventSchema.validate(log.events.head(5000))

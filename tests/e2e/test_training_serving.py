@@ -303,7 +303,7 @@ def test_a_corrupted_champion_is_never_served_and_the_error_says_why(tmp_path) -
 
 
 def test_bentoml_build_packages_the_service_without_data(tmp_path) -> None:
-    root = Path(__file__).resolve().parent.parent
+    root = Path(__file__).resolve().parents[2]
     env = {**os.environ, "BENTOML_HOME": str(tmp_path), "BENTOML_DO_NOT_TRACK": "True"}
     bentoml = Path(sys.executable).with_name("bentoml")
     subprocess.run(

@@ -24,8 +24,6 @@ from recloop.data.layout import DataLayout
 from recloop.registry.model_registry import Registry
 from recloop.settings import Settings
 
-pytestmark = pytest.mark.e2e
-
 
 @pytest.fixture(scope="module")
 def loop(tmp_path_factory) -> tuple[LoopConfig, dict]:

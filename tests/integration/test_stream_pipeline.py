@@ -8,7 +8,6 @@ from datetime import UTC, datetime, timedelta
 
 import dagster as dg
 import pandas as pd
-import pytest
 from feast.data_source import PushMode
 
 from assets.definitions import FEATURES_JOB, build_definitions
@@ -74,8 +73,6 @@ def check(settings: Settings, **config: object) -> dg.AssetCheckResult:
     )
 
 
-@pytest.mark.e2e
-@pytest.mark.integration
 def test_mart_equals_the_function_and_pushed_rows_pass_the_parity_check(
     tiny_log: DataLayout, tiny_settings: Settings, instance: dg.DagsterInstance
 ) -> None:

@@ -43,7 +43,7 @@ from recloop.experiments import (
 )
 from recloop.settings import Settings
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 SPEC_DIRECTORIES = (REPO / "experiments", REPO / "experiments" / "examples")
 DURING = datetime(2026, 12, 5, tzinfo=UTC)
 

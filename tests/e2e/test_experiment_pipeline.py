@@ -29,8 +29,6 @@ from recloop.registry.model_registry import Registry
 from recloop.settings import Settings
 from tests.trained_system import TrainedSystem, call
 
-pytestmark = pytest.mark.e2e
-
 AB_SPEC = """\
 name: ab
 description: two-tower against popularity

@@ -1,0 +1,56 @@
+"""The layering the folder list promises: import contracts and private APIs."""
+
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+PACKAGES = ("recloop", "assets", "services", "feature_repo", "drivers", "bench", "tests")
+PRIVATE_APIS = ("bentoml._internal", "dagster._core")
+# The one documented adapter over a private API (its docstring says what and why).
+ADAPTER = Path("services/serving_stack.py")
+
+
+def _imported_modules(path: Path) -> set[str]:
+    tree = ast.parse(path.read_text(), filename=str(path))
+    modules = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            modules.add(node.module)
+        elif isinstance(node, ast.Import):
+            modules.update(alias.name for alias in node.names)
+    return modules
+
+
+def test_import_contracts_hold() -> None:
+    """pyproject.toml's [tool.importlinter] contracts: the domain layers import only
+    downwards; the domain package imports no Dagster, BentoML, assets, service or
+    driver code; assets import no service code; the service imports no Dagster code."""
+    lint_imports = Path(sys.executable).with_name("lint-imports")
+    completed = subprocess.run(
+        [str(lint_imports), "--no-cache"], cwd=REPO, capture_output=True, text=True
+    )
+    assert completed.returncode == 0, completed.stdout + completed.stderr
+    assert "0 broken" in completed.stdout
+
+
+def test_private_dependency_apis_only_in_the_adapter() -> None:
+    offenders = [
+        f"{path.relative_to(REPO)}: {module}"
+        for package in PACKAGES
+        for path in sorted((REPO / package).rglob("*.py"))
+        if path.relative_to(REPO) != ADAPTER
+        for module in _imported_modules(path)
+        if module.startswith(PRIVATE_APIS)
+    ]
+    assert offenders == []
+
+
+def test_private_api_check_sees_imports_inside_functions(tmp_path: Path) -> None:
+    """The AST walk finds a private import wherever it is written (guards the check above)."""
+    probe = tmp_path / "probe.py"
+    probe.write_text("def f():\n    from dagster._core.definitions import x\n")
+    assert "dagster._core.definitions" in _imported_modules(probe)
