@@ -14,7 +14,7 @@ from assets.automation import FRESH_FEATURES
 from assets.resources import RecloopResource
 from recloop.settings import DATA_DIR_ENV, Settings
 
-# Dagster concurrency pool of every step that opens the DuckDB warehouse (DESIGN.md §4).
+# Dagster concurrency pool of every step that opens the DuckDB warehouse (DuckDB allows one writer per database file).
 WAREHOUSE_POOL = "duckdb_warehouse"
 DBT_PROJECT_DIR = Path(__file__).resolve().parent.parent / "dbt_project"
 # The dbt beside this interpreter, so a virtualenv works without being on PATH.

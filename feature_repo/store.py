@@ -1,7 +1,7 @@
 """Open the Feast store for recloop's settings, and guard what Feast does not.
 
 Feast's SQLite online store overwrites a row whatever its timestamp
-(DESIGN.md §4): re-materializing an old window would replace newer values.
+(ARCHITECTURE.md, "Upstream gaps recloop guards against"): re-materializing an old window would replace newer values.
 `install_monotonic_guard` adds a trigger per feature-view table that drops such
 writes inside SQLite itself, so every writer (materialize, push) is covered.
 Feast's Redis store already skips rows not newer than the stored one.

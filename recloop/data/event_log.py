@@ -1,6 +1,6 @@
 """What the service showed and what was clicked, written back into the raw event log.
 
-Rows follow the raw event contract (DESIGN.md §3), so the same validation, dbt
+Rows follow the raw event contract (ARCHITECTURE.md, "Data contracts"), so the same validation, dbt
 models and Feast views read them as any other event. A buffer collects rows and
 writes one atomic, fsync'd Parquet batch per (tenant, day) when it fills or when
 flushed; a batch file is either complete or absent. Every buffered row gets a

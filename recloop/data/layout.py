@@ -1,4 +1,4 @@
-"""The on-disk layout of the data directory (DESIGN.md §3).
+"""The on-disk layout of the data directory (ARCHITECTURE.md, "Data contracts").
 
 Raw events are append-only Parquet files partitioned by tenant and day; every
 derived file sits in its own tree so a failed step never touches its inputs.

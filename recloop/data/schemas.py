@@ -15,7 +15,7 @@ UTC_NS = {"unit": "ns", "tz": "UTC"}
 
 
 class EventSchema(pa.DataFrameModel):
-    """One row of the raw event log (DESIGN.md §3)."""
+    """One row of the raw event log (ARCHITECTURE.md, "Data contracts")."""
 
     event_id: Series[str] = pa.Field(nullable=False, str_length={"min_value": 1})
     tenant_id: Series[str] = pa.Field(nullable=False, str_length={"min_value": 1})

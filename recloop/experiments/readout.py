@@ -1,6 +1,6 @@
 """The statistics behind an online experiment's readout (issue #5).
 
-Pure functions over the raw event log (DESIGN.md §3): impression and click rows whose
+Pure functions over the raw event log (ARCHITECTURE.md, "Data contracts"): impression and click rows whose
 `variant` holds the label `"<experiment>:<variant>"`. Every function takes the variant
 labels exactly as logged, so a log holding several experiments needs no parsing.
 

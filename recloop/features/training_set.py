@@ -71,7 +71,7 @@ def temporal_cutoffs(
 def label_entities(interactions: pd.DataFrame) -> pd.DataFrame:
     """Positive labels of the interaction mart as a Feast entity frame (µs UTC timestamps).
 
-    Feast's DuckDB offline store cannot cast nanosecond time zones (DESIGN.md §4 notes),
+    Feast's DuckDB offline store cannot cast nanosecond time zones,
     so timestamps are truncated to microseconds here, once.
     """
     positives = interactions.loc[interactions["label"] == 1]

@@ -1,6 +1,6 @@
 """Re-materializing an older window must never replace newer online values.
 
-Feast's SQLite store overwrites unconditionally (DESIGN.md §4); recloop's trigger
+Feast's SQLite store overwrites unconditionally (ARCHITECTURE.md, "Upstream gaps recloop guards against"); recloop's trigger
 guards it. Feast's Redis store compares timestamps itself. Both are tested for real.
 """
 

@@ -1,6 +1,6 @@
 """Feast's point-in-time join (DuckDB offline store) against a brute-force oracle.
 
-The oracle states the semantics recloop relies on (DESIGN: "PIT join includes a
+The oracle states the semantics recloop relies on (ARCHITECTURE.md: "PIT join includes a
 feature stamped exactly at label time"): for a label (user, t), the candidates
 are the user's rows with t - ttl <= event_timestamp <= t, both ends inclusive;
 the latest event_timestamp wins, ties broken by the latest `created`. A
