@@ -65,8 +65,8 @@ from recloop.experiments.spec import spec_files
 from recloop.features.training_set import label_entities, split_summary, temporal_cutoffs
 from recloop.inference.policies import Policy
 from recloop.inference.retrievers import Servable, servable
+from recloop.models.configs import TwoTowerConfig
 from recloop.models.popularity_model import PopularityModel, fit_popularity
-from recloop.models.two_tower import TwoTowerConfig
 from recloop.registry.model_registry import PromotionError, Registry
 from recloop.training.candidate import (
     Candidate,

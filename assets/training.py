@@ -1,19 +1,21 @@
 """Training: text embeddings, the PIT training set, the candidate, its gates, the champion.
 
-`model_candidate` trains, evaluates and registers a two-tower candidate; four
+`model_candidate` trains, evaluates and registers a two-tower candidate; five
 blocking asset checks hold it to the promotion gates (recloop.evaluation.gates), so
 `champion_model`, which promotes it, only runs when every gate passed. A failed
 gate leaves the previous champion serving.
 """
 
+import dataclasses
 import subprocess
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import dagster as dg
 import duckdb
 import pandas as pd
-from pydantic import Field
+from pydantic import Field, create_model
 
 from assets.dbt import WAREHOUSE_POOL
 from assets.monitoring import newest_validated_event
@@ -32,7 +34,7 @@ from recloop.features.text_embeddings import ENCODER_ID, embed_items, embedding_
 from recloop.features.training_set import TemporalCutoffs, split_summary
 from recloop.inference.policies import Greedy
 from recloop.inference.retrievers import Retriever
-from recloop.models.two_tower import TwoTowerConfig
+from recloop.models.configs import TwoTowerConfig, field_types
 from recloop.registry.model_registry import PromotionError, Registry
 from recloop.training.candidate import (
     TrainingInputs,
@@ -98,45 +100,45 @@ class TrainingSetConfig(dg.Config):
     )
 
 
-class CandidateConfig(dg.Config):
-    """Two-tower hyperparameters and the gate thresholds (defaults: recloop.evaluation.gates.GateConfig)."""
+def dagster_fields(config_class: type) -> dict[str, Any]:
+    """Pydantic field definitions (type, Field) for a Dagster Config, from a config dataclass:
+    the dataclass stays the one declaration of the fields, defaults and meanings."""
+    kinds = field_types(config_class)
+    return {
+        field.name: (
+            kinds[field.name] | None if field.default is None else kinds[field.name],
+            Field(field.default, description=field.metadata.get("description")),
+        )
+        for field in dataclasses.fields(config_class)
+    }
 
-    dim: int = TwoTowerConfig.dim
-    hidden: int = TwoTowerConfig.hidden
-    temperature: float = TwoTowerConfig.temperature
-    id_dropout: float = TwoTowerConfig.id_dropout
-    lr: float = TwoTowerConfig.lr
-    weight_decay: float = TwoTowerConfig.weight_decay
-    batch_size: int = TwoTowerConfig.batch_size
-    epochs: int = TwoTowerConfig.epochs
-    patience: int = TwoTowerConfig.patience
-    recent_dropout: float = TwoTowerConfig.recent_dropout
-    seed: int = TwoTowerConfig.seed
+
+class _CandidateSettings(dg.Config):
     ann_min_items: int = 5_000
-    min_lift_over_popularity: float = gates.GateConfig.min_lift_over_popularity
-    champion_tolerance: float = gates.GateConfig.champion_tolerance
-    min_coverage: float = gates.GateConfig.min_coverage
-    max_popularity_ratio: float = gates.GateConfig.max_popularity_ratio
-    max_champion_served_share: float = gates.GateConfig.max_champion_served_share
-    ope_min_ess: float = gates.GateConfig.ope_min_ess
-    ope_tolerance: float = gates.GateConfig.ope_tolerance
     # Negative control: shuffle which item each training label points at (validation
     # and test stay true). The gates must then block the candidate; a test proves they do.
     label_permutation_seed: int | None = None
 
     def two_tower_config(self) -> TwoTowerConfig:
         return TwoTowerConfig(
-            **{name: getattr(self, name) for name in TwoTowerConfig.__dataclass_fields__}
+            **{field.name: getattr(self, field.name) for field in dataclasses.fields(TwoTowerConfig)}
         )
 
     def gate_thresholds(self) -> gates.GateConfig:
         return gates.GateConfig(
-            **{
-                name: getattr(self, name)
-                for name in gates.GateConfig.__dataclass_fields__
-                if hasattr(self, name)
-            }
+            **{field.name: getattr(self, field.name) for field in dataclasses.fields(gates.GateConfig)}
         )
+
+
+# Two-tower hyperparameters (recloop.models.configs.TwoTowerConfig) and the gate
+# thresholds (recloop.evaluation.gates.GateConfig), flat as run config has them.
+CandidateConfig = create_model(
+    "CandidateConfig",
+    __base__=_CandidateSettings,
+    __doc__="Two-tower hyperparameters and gate thresholds of a candidate.",
+    **dagster_fields(TwoTowerConfig),
+    **dagster_fields(gates.GateConfig),
+)
 
 
 @dg.asset(

@@ -42,7 +42,8 @@ from recloop.evaluation.splits import (
 from recloop.features.catalog_features import item_feature_matrix, user_feature_matrix
 from recloop.features.text_embeddings import embed_items, embedding_matrix
 from recloop.models.baselines import ALS, EASE, ItemKNN, Popularity, Recommender, recommend
-from recloop.models.two_tower import TwoTowerConfig, TwoTowerRecommender
+from recloop.models.configs import TwoTowerConfig
+from recloop.models.two_tower import TwoTowerRecommender
 from recloop.settings import Settings
 
 RESULTS = Path(__file__).resolve().parent / "results" / "quality.json"

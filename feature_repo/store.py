@@ -67,7 +67,7 @@ def disable_duckdb_file_cache() -> None:
     Feast reads Parquet through ibis's process-wide DuckDB connection. DuckDB 1.5
     caches file contents and trusts the file's mtime to the second, so a mart
     rewritten within the same second is read from stale bytes (wrong rows, or
-    "Out of buffer"); tests/test_pit_oracle.py shows it.
+    "Out of buffer"); tests/integration/test_pit_oracle.py shows it.
     """
     ibis.get_backend().raw_sql("SET enable_external_file_cache = false")
 

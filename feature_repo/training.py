@@ -1,7 +1,7 @@
 """Point-in-time training inputs from Feast's offline store.
 
 Every feature value comes from `get_historical_features`, so a label only sees
-features stamped at or before its own time (Feast's PIT join; tests/test_pit_oracle.py
+features stamped at or before its own time (Feast's PIT join; tests/integration/test_pit_oracle.py
 checks that join against a brute-force oracle). The streaming view `user_stream` is
 joined as of a microsecond before: a label's own engagement (and any stamped with it)
 is not yet in the features, as it was not when the service ranked the list.

@@ -1,1 +1,1 @@
-"""BentoML service, model registry and HTTP guards over recloop."""
+"""The BentoML service over recloop: API models, a runtime of plain classes, HTTP guards."""

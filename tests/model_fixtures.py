@@ -13,9 +13,10 @@ from recloop.features.feature_vectors import (
     FeatureSpec,
     activity_columns,
 )
+from recloop.models.configs import TwoTowerConfig
 from recloop.models.model_artifact import ModelBundle, item_vectors_of
 from recloop.models.retrieval_index import RetrievalIndex
-from recloop.models.two_tower import TrainingExamples, TwoTowerConfig, train_two_tower
+from recloop.models.two_tower import TrainingExamples, train_two_tower
 
 # Users 0-3 like items 0 and 1 (genre A); users 4-7 like items 2 and 3 (genre B).
 LIKES = np.zeros((8, 6), dtype=np.float32)

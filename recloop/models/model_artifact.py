@@ -22,8 +22,9 @@ from safetensors.torch import load_file, save_file
 
 from recloop.data.layout import sha256_file
 from recloop.features.feature_vectors import FeatureSpec
+from recloop.models.configs import TwoTowerConfig
 from recloop.models.retrieval_index import RetrievalIndex
-from recloop.models.two_tower import TwoTowerConfig, TwoTowerModel
+from recloop.models.two_tower import TwoTowerModel
 
 # 2: the user tower reads the recent-items summary (recloop.models.two_tower).
 FORMAT_VERSION = 2

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 
 import numpy as np
 import scipy.sparse as sp
@@ -33,26 +33,7 @@ from tqdm import tqdm
 
 from recloop.evaluation.metrics import ndcg_at_k
 from recloop.models.baselines import top_k_unseen
-
-
-@dataclass(frozen=True)
-class TwoTowerConfig:
-    dim: int = 64
-    hidden: int = 128
-    temperature: float = 0.1
-    id_dropout: float = 0.3
-    lr: float = 3e-3
-    weight_decay: float = 1e-4
-    batch_size: int = 1024
-    epochs: int = 40
-    patience: int = 4
-    # Share of training examples whose recent items are hidden: most served users (and
-    # every offline test user, as of a cut-off) have none.
-    recent_dropout: float = 0.5
-    seed: int = 0
-
-    def to_dict(self) -> dict[str, float | int]:
-        return asdict(self)
+from recloop.models.configs import TwoTowerConfig
 
 
 @dataclass(frozen=True)

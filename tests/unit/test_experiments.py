@@ -135,7 +135,7 @@ def test_committed_schema_is_the_generated_one_and_valid() -> None:
 
 
 def test_two_tower_params_schema_matches_its_config() -> None:
-    from recloop.models.two_tower import TwoTowerConfig
+    from recloop.models.configs import TwoTowerConfig
 
     fields = {field.name for field in dataclasses.fields(TwoTowerConfig)}
     assert set(ALGORITHMS["two_tower"].params_schema["properties"]) == fields

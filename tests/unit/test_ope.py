@@ -4,7 +4,7 @@ The simulation is a position-based click model, P(click) = examination(p) * rele
 over 40 contexts of 8 candidates each. The logging policy is Softmax(temperature 1) on a
 noisy retrieval score; a target's true value is exact: sum over contexts, items and
 positions of P(a at p | x) * examination(p) * relevance(x, a), from the policies' own
-position probabilities (which tests/test_policies.py holds against exact enumeration).
+position probabilities (which tests/unit/test_policies.py holds against exact enumeration).
 """
 
 from __future__ import annotations

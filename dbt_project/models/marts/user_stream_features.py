@@ -1,6 +1,6 @@
 """Streaming user features recomputed in batch: the offline truth of Feast's `user_stream`.
 
-The rows come from recloop.stream_features.stream_feature_history: a row as of every
+The rows come from recloop.features.stream_features.stream_feature_history: a row as of every
 engagement time, so Feast's point-in-time join gives a training label the features
 the service had pushed by then. The service's StreamState computes each user's
 latest row with the same function, so batch and stream share one definition (see
@@ -9,7 +9,7 @@ that module for the semantics). Written as Parquet like every mart.
 
 import pyarrow as pa
 
-from recloop.stream_features import EVENT_COLUMNS, stream_feature_history
+from recloop.features.stream_features import EVENT_COLUMNS, stream_feature_history
 
 SCHEMA = pa.schema(
     [

@@ -1,0 +1,95 @@
+"""The hyperparameters of each trainable model, declared once.
+
+The Dagster run config of `model_candidate` (assets.training.CandidateConfig) and the
+JSON Schema of an experiment variant's `params` (recloop.experiments.algorithms) are
+both generated from these dataclasses, so a new field needs no second declaration.
+This module imports no torch: a process that only validates specs or routes requests
+stays light.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import asdict, dataclass
+from typing import Any
+
+JSON_TYPES = {int: "integer", float: "number"}
+
+
+def param(
+    default: Any,
+    description: str,
+    *,
+    minimum: float | None = None,
+    exclusive_minimum: float | None = None,
+    maximum: float | None = None,
+) -> Any:
+    """A hyperparameter field: its default, what it means and its bounds."""
+    bounds = {"minimum": minimum, "exclusiveMinimum": exclusive_minimum, "maximum": maximum}
+    return dataclasses.field(
+        default=default,
+        metadata={
+            "description": description,
+            "bounds": {key: value for key, value in bounds.items() if value is not None},
+        },
+    )
+
+
+@dataclass(frozen=True)
+class TwoTowerConfig:
+    """The torch two-tower retrieval model (recloop.models.two_tower)."""
+
+    dim: int = param(64, "embedding size of both towers", minimum=1)
+    hidden: int = param(128, "hidden width of each tower's MLP", minimum=1)
+    temperature: float = param(0.1, "softmax temperature of the in-batch loss", exclusive_minimum=0)
+    id_dropout: float = param(0.3, "share of id embeddings dropped while training", minimum=0, maximum=1)
+    lr: float = param(3e-3, "Adam learning rate", exclusive_minimum=0)
+    weight_decay: float = param(1e-4, "Adam weight decay", minimum=0)
+    batch_size: int = param(1024, "training examples per batch", minimum=1)
+    epochs: int = param(40, "maximum number of epochs", minimum=1)
+    patience: int = param(4, "epochs without validation gain before stopping", minimum=1)
+    # Most served users (and every offline test user, as of a cut-off) have no recent items.
+    recent_dropout: float = param(
+        0.5, "share of examples whose recent items are hidden", minimum=0, maximum=1
+    )
+    seed: int = param(0, "seed of initialisation, dropout and batching", minimum=0)
+
+    def to_dict(self) -> dict[str, float | int]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class PopularityConfig:
+    """Items by their number of interactions (recloop.models.popularity_model)."""
+
+    window_days: int | None = param(
+        None, "count interactions of the last N days only (default: all history)", minimum=1
+    )
+
+
+def field_types(config_class: type) -> dict[str, type]:
+    """Each field's type with `| None` removed: what a set value must be."""
+    hints = typing.get_type_hints(config_class)
+    types_ = {}
+    for field in dataclasses.fields(config_class):
+        hint = hints[field.name]
+        if isinstance(hint, types.UnionType):
+            hint = next(arg for arg in typing.get_args(hint) if arg is not type(None))
+        types_[field.name] = hint
+    return types_
+
+
+def params_schema(config_class: type) -> dict[str, Any]:
+    """A closed JSON Schema (draft 2020-12) of the config's fields, bounds and meanings."""
+    kinds = field_types(config_class)
+    properties = {
+        field.name: {
+            "type": JSON_TYPES[kinds[field.name]],
+            **field.metadata["bounds"],
+            "description": field.metadata["description"],
+        }
+        for field in dataclasses.fields(config_class)
+    }
+    return {"type": "object", "additionalProperties": False, "properties": properties}
