@@ -34,7 +34,6 @@ import pandas as pd
 from feast.data_source import PushMode
 
 from assets.dbt import WAREHOUSE_POOL
-from assets.offpolicy import logged_events, ope_gate_result, ope_next_to_truth
 from assets.plots import ctr_by_variant, ope_table, variant_table
 from assets.resources import RecloopResource
 from assets.training import CHECK_OF_GATE as CHAMPION_CHECK_OF_GATE
@@ -47,7 +46,9 @@ from assets.training import (
 )
 from feature_repo.definitions import BATCH_LISTS_PUSH_SOURCE
 from feature_repo.store import online_user_features
-from recloop.data.layout import write_json_atomic, write_parquet_atomic
+from feature_repo.training import daily_features_as_of
+from recloop.data.layout import DataLayout, write_json_atomic, write_parquet_atomic
+from recloop.data.validated_log import logged_events
 from recloop.evaluation import gates
 from recloop.experiments import (
     ABTest,
@@ -59,6 +60,7 @@ from recloop.experiments import (
     variant_asset_keys,
     variant_label,
 )
+from recloop.experiments.ope_replay import ope_gate_result, ope_next_to_truth
 from recloop.experiments.readout import ExperimentReadout, experiment_readout, json_safe
 from recloop.experiments.serving import variant_policy
 from recloop.experiments.spec import spec_files
@@ -172,7 +174,8 @@ def _evaluate(
                 if r.name != "no_regression_vs_champion"
             ),
             ope_gate_result(
-                recloop,
+                recloop.layout(),
+                daily_features_as_of(recloop.feature_store()),
                 servable(model),
                 variant_policy(variant),
                 config.ope_min_ess,
@@ -417,7 +420,7 @@ def _variant_assets(spec: ExperimentSpec, variant: Variant) -> list[dg.AssetsDef
 
 def experiment_events(root: Path, spec: ExperimentSpec) -> pd.DataFrame:
     """The spec's validated impressions and engagements (every tenant), by its label."""
-    return logged_events(root, spec.start, variant_prefix=f"{spec.name}:")
+    return logged_events(DataLayout(root), spec.start, variant_prefix=f"{spec.name}:")
 
 
 def experiment_readout_of(spec: ExperimentSpec, events: pd.DataFrame) -> ExperimentReadout:
@@ -450,7 +453,12 @@ def _readout_asset(spec: ExperimentSpec) -> dg.AssetsDefinition:
         report = result.to_dict()
         ope = []
         if isinstance(spec.test, ABTest):
-            ope = ope_next_to_truth(recloop, events, _ope_targets(recloop, spec))
+            ope = ope_next_to_truth(
+                recloop.layout(),
+                daily_features_as_of(recloop.feature_store()),
+                events,
+                _ope_targets(recloop, spec),
+            )
         report["ope"] = json_safe(ope)
         path = recloop.layout().root / "experiments" / "readouts" / f"{spec.name}.json"
         write_json_atomic(report, path)

@@ -18,18 +18,19 @@ import pandas as pd
 from pydantic import Field, create_model
 
 from assets.dbt import WAREHOUSE_POOL
-from assets.monitoring import newest_validated_event
-from assets.offpolicy import OPE_GATE, ope_gate_result
 from assets.plots import training_curve
 from assets.resources import RecloopResource
 from feature_repo.training import (
     FEATURE_SERVICE,
+    daily_features_as_of,
     item_snapshot,
     labelled_examples,
     user_snapshots,
     uses_stream,
 )
+from recloop.data.validated_log import newest_validated_event
 from recloop.evaluation import gates
+from recloop.experiments.ope_replay import OPE_GATE, ope_gate_result
 from recloop.features.text_embeddings import ENCODER_ID, embed_items, embedding_matrix
 from recloop.features.training_set import TemporalCutoffs, split_summary
 from recloop.inference.policies import Greedy
@@ -276,7 +277,8 @@ def model_candidate(
             candidate, registry.load(champion) if champion else None, gate_config, served_share
         ),
         ope_gate_result(
-            recloop,
+            recloop.layout(),
+            daily_features_as_of(recloop.feature_store()),
             Retriever(candidate.bundle),
             Greedy(),
             gate_config.ope_min_ess,

@@ -37,7 +37,7 @@ import dagster as dg
 import numpy as np
 
 from assets.definitions import VALIDATE_EVENTS_JOB, build_definitions
-from assets.monitoring import RETRAIN_JOB, drift_sensor, episode_path
+from assets.monitoring import RETRAIN_JOB, drift_sensor
 from assets.plots import loop_timeline_png
 from assets.resources import RecloopResource
 from assets.sensors import new_raw_data_sensor
@@ -490,7 +490,7 @@ def run_loop(config: LoopConfig) -> dict:
     sessions = list(traffic.sessions)
     runs = retrain_runs(instance, started)
     promotions = [asdict(r) for r in registry.history() if r.at > _iso(started)]
-    episode = episode_path(DataLayout(settings.data_dir), first_champion)
+    episode = DataLayout(settings.data_dir).drift_episode(first_champion)
     detected_at = (
         datetime.fromisoformat(json.loads(episode.read_text())["detected_at"]).timestamp()
         if episode.exists()

@@ -9,7 +9,8 @@ is not yet in the features, as it was not when the service ranked the list.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from functools import partial
 
 import pandas as pd
 from feast import FeatureStore
@@ -80,6 +81,12 @@ def user_features_as_of(
         name = f"{STREAM_VIEW}__{column}"
         joined[name] = stream[name].to_numpy()
     return joined
+
+
+def daily_features_as_of(store: FeatureStore) -> Callable[[pd.DataFrame], pd.DataFrame]:
+    """`user_features_as_of` without the stream view, bound to `store`: the point-in-time
+    join off-policy replays read (they rebuild stream features from the log)."""
+    return partial(user_features_as_of, store, with_stream=False)
 
 
 def labelled_examples(

@@ -56,7 +56,7 @@ class DataLayout:
         return self.root / "raw" / catalog / f"tenant={tenant}"
 
     def validated_events_partition(self, tenant: str, day: date) -> Path:
-        return self.root / "validated" / "events" / f"tenant={tenant}" / f"date={day.isoformat()}"
+        return self.validated_events_of(tenant) / f"date={day.isoformat()}"
 
     def quarantined_events_partition(self, tenant: str, day: date) -> Path:
         return self.root / "quarantine" / "events" / f"tenant={tenant}" / f"date={day.isoformat()}"
@@ -92,6 +92,44 @@ class DataLayout:
     def registry(self) -> Path:
         """The model registry: candidate directories and the promotion log."""
         return self.root / "registry"
+
+    @property
+    def validated_events(self) -> Path:
+        return self.root / "validated" / "events"
+
+    def validated_events_of(self, tenant: str) -> Path:
+        return self.validated_events / f"tenant={tenant}"
+
+    @property
+    def interactions_mart(self) -> Path:
+        """The dbt mart of labels: one row per user-item interaction."""
+        return self.marts / "user_item_interactions.parquet"
+
+    @property
+    def item_text_embeddings_cache(self) -> Path:
+        return self.cache / "item_text_embeddings.parquet"
+
+    @property
+    def monitoring(self) -> Path:
+        return self.root / "monitoring"
+
+    def serving_features_reference(self, version: str) -> Path:
+        """Online features of the users a champion served first, read once (drift reference)."""
+        return self.monitoring / f"features-{version}.parquet"
+
+    def drift_report_file(self, window_id: str) -> Path:
+        return self.monitoring / f"drift-{window_id.replace('@', '-')}.json"
+
+    def drift_episode(self, champion: str) -> Path:
+        """When and why drift was first detected for a champion."""
+        return self.monitoring / "episodes" / f"{champion}.json"
+
+    def experiment_readout(self, experiment: str) -> Path:
+        return self.root / "experiments" / "readouts" / f"{experiment}.json"
+
+    def batch_lists(self, experiment: str, variant: str) -> Path:
+        """The lists last pushed for a batch variant (audit, offline reads)."""
+        return self.root / "experiments" / "batch_lists" / f"{experiment}__{variant}.parquet"
 
     def tenants(self) -> list[str]:
         """Tenants that have a raw event directory, sorted; unknown names are skipped loudly."""

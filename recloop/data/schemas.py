@@ -11,6 +11,8 @@ import pandera.pandas as pa
 from pandera.typing import Series
 
 EVENT_TYPES = ("impression", "click", "rating", "purchase", "view")
+# What a user did with an item (as opposed to being shown it): consumed items, stream counts.
+ENGAGEMENT_TYPES = ("click", "purchase", "rating")
 UTC_NS = {"unit": "ns", "tz": "UTC"}
 
 

@@ -33,8 +33,8 @@ import pandas as pd
 import pyarrow as pa
 
 from recloop.data.layout import parquet_files
+from recloop.data.schemas import ENGAGEMENT_TYPES
 
-ENGAGEMENT_TYPES = ("click", "purchase", "rating")
 WINDOW = timedelta(hours=1)
 LAST_ITEMS = 5
 KEY_COLUMNS = ["tenant_id", "user_id"]

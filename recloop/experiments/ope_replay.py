@@ -1,5 +1,8 @@
 """Off-policy evaluation of registry models on the logged traffic (recloop.experiments.ope_logged).
 
+Daily user features come from a point-in-time join the caller passes in
+(`features_as_of`: Feast's, in the pipeline), streaming ones are rebuilt from the log.
+
 A target is a model served with a policy: for each logged request it ranks the
 candidate pool from the user's features as of the request (Feast's point-in-time
 join, as training does) without what the user had engaged with by then, and the
@@ -16,15 +19,16 @@ does. A client that excludes something else makes the replay differ from what wa
 served (the own-traffic estimate shows it).
 """
 
-from datetime import UTC, datetime, timedelta
-from pathlib import Path
+from __future__ import annotations
 
-import duckdb
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+
 import numpy as np
 import pandas as pd
 
-from assets.resources import RecloopResource
-from feature_repo.training import user_features_as_of
+from recloop.data.layout import DataLayout
+from recloop.data.validated_log import engagements_of, logged_events
 from recloop.evaluation.gates import GateConfig, GateResult
 from recloop.experiments.ope import ope_gate
 from recloop.experiments.ope_logged import (
@@ -38,8 +42,6 @@ from recloop.experiments.ope_logged import (
 )
 from recloop.features.feature_vectors import STREAM_VIEW
 from recloop.features.stream_features import (
-    ENGAGEMENT_TYPES,
-    EVENT_COLUMNS,
     FEATURE_COLUMNS,
     TIMESTAMP_DTYPE,
     stream_features_as_of,
@@ -47,67 +49,25 @@ from recloop.features.stream_features import (
 from recloop.inference.policies import Policy
 from recloop.inference.retrievers import Servable
 
+# Daily user features as of each row's `event_timestamp` (columns `user_id`,
+# `event_timestamp`), in the rows' order: a point-in-time join.
+UserFeaturesAsOf = Callable[[pd.DataFrame], pd.DataFrame]
 OPE_GATE = "ope_vs_logged"
 # Logged requests a gate or a readout evaluates (a seeded sample): about a millisecond
 # of ranking each.
 MAX_REQUESTS = 2_000
 # The gate looks at this much recent traffic.
 GATE_WINDOW = timedelta(days=7)
-LOG_COLUMNS = (
-    "event_id, user_id, item_id, event_type, event_timestamp, request_id, model_version, "
-    "variant, position, propensity"
-)
-
-
-def logged_events(root: Path, since: datetime, variant_prefix: str = "") -> pd.DataFrame:
-    """Validated impressions and engagements that answer a served request, every tenant,
-    since `since` (and only variants starting with `variant_prefix`)."""
-    pattern = _validated_glob(root)
-    if pattern is None:
-        return pd.DataFrame(columns=[c.strip() for c in LOG_COLUMNS.split(",")])
-    with duckdb.connect() as conn:
-        conn.execute("set TimeZone = 'UTC'")
-        return conn.execute(
-            f"select {LOG_COLUMNS} from read_parquet($pattern, union_by_name = true) "
-            "where event_timestamp >= $since and request_id is not null "
-            "and starts_with(coalesce(variant, ''), $prefix) "
-            "and event_type in ('impression', 'click', 'purchase')",
-            {"pattern": str(pattern), "since": since, "prefix": variant_prefix},
-        ).df()
-
-
-def _validated_glob(root: Path) -> Path | None:
-    pattern = root / "validated" / "events" / "tenant=*" / "date=*" / "*.parquet"
-    return pattern if any(root.glob(str(pattern.relative_to(root)))) else None
-
-
-def engagements_of(root: Path, users: list[str]) -> pd.DataFrame:
-    """Every validated engagement (click, purchase, rating) of `users`, all time: what the
-    user had consumed before a request (the client excludes it from the candidates) and
-    what the streaming features count."""
-    pattern = _validated_glob(root)
-    if pattern is None or not users:
-        return pd.DataFrame(columns=[*EVENT_COLUMNS, "request_id", "position"])
-    with duckdb.connect() as conn:
-        conn.execute("set TimeZone = 'UTC'")
-        conn.register("asked", pd.DataFrame({"user_id": users}))
-        return conn.execute(
-            f"select {', '.join(EVENT_COLUMNS)}, request_id, position "
-            "from read_parquet($pattern, union_by_name = true) "
-            f"where event_type in {tuple(ENGAGEMENT_TYPES)} "
-            "and user_id in (select user_id from asked)",
-            {"pattern": str(pattern)},
-        ).df()
 
 
 def slates_with_history(
-    root: Path, events: pd.DataFrame, variants: tuple[str, ...] | None = None
+    layout: DataLayout, events: pd.DataFrame, variants: tuple[str, ...] | None = None
 ) -> LoggedSlates:
     """`logged_slates` of `events` (a seeded sample of MAX_REQUESTS requests), with each
     user's whole engagement history, so `consumed` is what the client excluded."""
     sample = logged_slates(events, variants, max_requests=MAX_REQUESTS)
     users = sorted(sample.rows["user_id"].astype(str).unique())
-    history = engagements_of(root, users)
+    history = engagements_of(layout, users)
     chosen = events.loc[events["request_id"].isin(set(sample.rows["request_id"]))]
     combined = pd.concat(
         [chosen, history.loc[~history["event_id"].isin(set(chosen["event_id"]))]],
@@ -117,10 +77,14 @@ def slates_with_history(
 
 
 def model_target(
-    recloop: RecloopResource, slates: LoggedSlates, model: Servable, policy: Policy
+    layout: DataLayout,
+    features_as_of: UserFeaturesAsOf,
+    slates: LoggedSlates,
+    model: Servable,
+    policy: Policy,
 ) -> TargetPolicy:
     """`model` served with `policy`, on the logged requests of `slates`: daily user
-    features from Feast's point-in-time join, streaming ones from the log."""
+    features from the point-in-time join, streaming ones from the log."""
     requests = slates.requests
     features = None
     if model.needs_features and len(requests):
@@ -128,10 +92,10 @@ def model_target(
             user_id=lambda f: f["user_id"].astype(str),
             event_timestamp=lambda f: f["event_timestamp"].astype(TIMESTAMP_DTYPE),
         )
-        joined = user_features_as_of(recloop.feature_store(), entities, with_stream=False)
+        joined = features_as_of(entities)
         users = sorted(requests["user_id"].astype(str).unique())
         # From the log rather than the dbt mart, which lags the traffic until the next dbt run.
-        stream = stream_features_as_of(engagements_of(recloop.layout().root, users), requests)
+        stream = stream_features_as_of(engagements_of(layout, users), requests)
         for column in FEATURE_COLUMNS:
             joined[f"{STREAM_VIEW}__{column}"] = stream[column].to_numpy()
         features = joined.set_index(requests["request_id"].to_numpy())
@@ -152,7 +116,8 @@ def model_target(
 
 
 def ope_gate_result(
-    recloop: RecloopResource,
+    layout: DataLayout,
+    features_as_of: UserFeaturesAsOf,
     model: Servable,
     policy: Policy,
     min_ess: float,
@@ -163,13 +128,13 @@ def ope_gate_result(
     against what that traffic earned. Passes, saying it was skipped, when the log holds
     no propensities or too little exploration to decide (ESS below `min_ess`)."""
     since = (now or datetime.now(UTC)) - GATE_WINDOW
-    root = recloop.layout().root
-    slates = slates_with_history(root, logged_events(root, since))
+    slates = slates_with_history(layout, logged_events(layout, since))
     if slates.rows.empty:
         return GateResult(
             OPE_GATE, True, 0.0, min_ess, "skipped: no logged impressions with propensities"
         )
-    log = target_log(slates, model_target(recloop, slates, model, policy), RewardModel.fit(slates))
+    target = model_target(layout, features_as_of, slates, model, policy)
+    log = target_log(slates, target, RewardModel.fit(slates))
     verdict = ope_gate(estimate(log)["snips"], logged_value(log), min_ess, tolerance)
     if not verdict.decided:
         return GateResult(OPE_GATE, True, verdict.ess, min_ess, f"skipped: {verdict.reason}")
@@ -177,7 +142,8 @@ def ope_gate_result(
 
 
 def ope_next_to_truth(
-    recloop: RecloopResource,
+    layout: DataLayout,
+    features_as_of: UserFeaturesAsOf,
     events: pd.DataFrame,
     targets: dict[str, tuple[Servable, Policy]],
 ) -> list[dict[str, object]]:
@@ -194,12 +160,11 @@ def ope_next_to_truth(
         clicks = int(own["event_type"].isin(("click", "purchase")).sum())
         online = clicks / requests if requests else float("nan")
         for other in sorted(set(events["variant"].dropna())):
-            slates = slates_with_history(recloop.layout().root, events, variants=(other,))
+            slates = slates_with_history(layout, events, variants=(other,))
             if slates.rows.empty:
                 continue
-            log = target_log(
-                slates, model_target(recloop, slates, model, policy), RewardModel.fit(slates)
-            )
+            target = model_target(layout, features_as_of, slates, model, policy)
+            log = target_log(slates, target, RewardModel.fit(slates))
             estimates = estimate(log)
             results.append(
                 {
