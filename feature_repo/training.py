@@ -11,11 +11,14 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from functools import partial
+from pathlib import Path
 
 import pandas as pd
 from feast import FeatureStore
 from feast.errors import FeastObjectNotFoundException
 
+from recloop.data.layout import DataLayout
+from recloop.data.validated_log import catalog_item_ids, interactions
 from recloop.features.feature_vectors import (
     ITEM_COLUMNS,
     ITEM_VIEW,
@@ -26,7 +29,9 @@ from recloop.features.feature_vectors import (
     feature_refs,
 )
 from recloop.features.stream_features import LOOKUP_BEFORE
+from recloop.features.text_embeddings import embedding_matrix
 from recloop.features.training_set import TemporalCutoffs, label_entities, temporal_cutoffs
+from recloop.training.candidate import TrainingInputs, save_inputs
 
 FEATURE_SERVICE = "retrieval_v2"
 
@@ -132,3 +137,30 @@ def item_snapshot(store: FeatureStore, catalog: pd.DataFrame, as_of: pd.Timestam
     )
     entities["event_timestamp"] = entities["event_timestamp"].astype("datetime64[us, UTC]")
     return historical(store, entities, ITEM_VIEW, ITEM_COLUMNS)
+
+
+def build_training_inputs(
+    layout: DataLayout,
+    store: FeatureStore,
+    text_embeddings: pd.DataFrame,
+    valid_fraction: float,
+    test_fraction: float,
+    holdout_since: pd.Timestamp | None = None,
+    feature_service: str = FEATURE_SERVICE,
+) -> tuple[Path, TrainingInputs]:
+    """Point-in-time training inputs from Feast with `feature_service`'s views, saved under
+    `training/<content hash>/`: the directory and the inputs."""
+    with_stream = uses_stream(store, feature_service)
+    examples, cutoffs = labelled_examples(
+        store, interactions(layout), valid_fraction, test_fraction, holdout_since, with_stream
+    )
+    catalog = pd.DataFrame({"item_id": catalog_item_ids(layout)})
+    items = item_snapshot(store, catalog, cutoffs.valid_start)
+    inputs = TrainingInputs(
+        examples=examples,
+        user_snapshots=user_snapshots(store, examples["user_id"], cutoffs, with_stream),
+        items=items,
+        text_embeddings=embedding_matrix(text_embeddings, items["item_id"].tolist()),
+        cutoffs=cutoffs,
+    )
+    return save_inputs(inputs, layout.training), inputs

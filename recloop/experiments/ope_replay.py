@@ -40,6 +40,9 @@ from recloop.experiments.ope_logged import (
     logged_value,
     target_log,
 )
+from recloop.experiments.routing import variant_label
+from recloop.experiments.serving import variant_policy
+from recloop.experiments.spec import ExperimentSpec
 from recloop.features.feature_vectors import STREAM_VIEW
 from recloop.features.stream_features import (
     FEATURE_COLUMNS,
@@ -47,7 +50,8 @@ from recloop.features.stream_features import (
     stream_features_as_of,
 )
 from recloop.inference.policies import Policy
-from recloop.inference.retrievers import Servable
+from recloop.inference.retrievers import Servable, servable
+from recloop.registry.model_registry import Registry
 
 # Daily user features as of each row's `event_timestamp` (columns `user_id`,
 # `event_timestamp`), in the rows' order: a point-in-time join.
@@ -183,3 +187,20 @@ def ope_next_to_truth(
                 }
             )
     return results
+
+
+def ope_targets(registry: Registry, spec: ExperimentSpec) -> dict[str, tuple[Servable, Policy]]:
+    """The spec's realtime variants' models and policies, as the service serves them now."""
+    targets = {}
+    for name in spec.test.served:
+        variant = spec.variants[name]
+        if variant.inference == "batch":
+            continue
+        if variant.trains:
+            version = registry.deployed_version(spec.name, name, variant.training_digest)
+        else:
+            version = registry.champion() if variant.model == "champion" else variant.model
+        if version is not None:
+            model = servable(registry.load(version))
+            targets[variant_label(spec.name, name)] = (model, variant_policy(variant))
+    return targets
