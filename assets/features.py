@@ -10,13 +10,11 @@ from assets.automation import FRESH_FEATURES
 from assets.resources import RecloopResource
 from feature_repo.definitions import STREAM_MART, build_feature_objects
 from feature_repo.store import (
-    count_online_entities,
     install_monotonic_guard,
-    read_online,
+    materialize_view,
     read_online_as_of,
 )
-from recloop.features.materialization import mart_time_range, materialization_window
-from recloop.features.parity import compare_as_of, compare_parity, latest_offline_rows
+from recloop.features.parity import compare_as_of
 
 FEATURES_GROUP = "features"
 ONLINE_PARITY = "online_offline_parity"
@@ -65,41 +63,25 @@ def feast_feature_views(
     description="Incremental Feast materialization of every feature view into the online store.",
 )
 def feast_online_store(context: dg.AssetExecutionContext, recloop: RecloopResource):
-    store = recloop.feature_store()
-    marts = recloop.layout().marts
+    store, marts = recloop.feature_store(), recloop.layout().marts
     metadata: dict[str, object] = {"online_store": store.config.online_store.type}
     parity: dict[str, dict[str, object]] = {}
     passed = True
     for definition, join_key in build_feature_objects(marts).views_with_join_keys:
-        view_name = definition.name
-        view = store.get_feature_view(view_name)
-        start, end = materialization_window(
-            *mart_time_range(marts / f"{view_name}.parquet"), view.most_recent_end_time
-        )
-        context.log.info(f"materializing {view_name} from {start} to {end}")
-        store.materialize(start_date=start, end_date=end, feature_views=[view_name])
-        offline = latest_offline_rows(marts / f"{view_name}.parquet", join_key, end)
-        online = read_online(store, view, join_key, offline[join_key].tolist())
-        report = compare_parity(offline, online, join_key, [f.name for f in view.features])
-        passed = passed and report.passed
-        parity[view_name] = {
-            "checked": report.checked,
-            "mismatches": report.mismatches,
-            "missing_online": report.missing_online,
-            "examples": report.examples,
+        done = materialize_view(store, marts, definition.name, join_key, context.log.info)
+        parity[done.view] = {
+            "checked": done.parity.checked,
+            "mismatches": done.parity.mismatches,
+            "missing_online": done.parity.missing_online,
+            "examples": done.parity.examples,
         }
-        metadata[f"{view_name}_window"] = f"{start.isoformat()} .. {end.isoformat()}"
-        metadata[f"{view_name}_online_rows"] = count_online_entities(store, view)
-    yield dg.MaterializeResult(
-        metadata=metadata,
-        check_results=[
-            dg.AssetCheckResult(
-                check_name=ONLINE_PARITY,
-                passed=passed,
-                metadata={"parity": dg.MetadataValue.json(parity)},
-            )
-        ],
+        passed = passed and done.parity.passed
+        metadata[f"{done.view}_window"] = f"{done.start.isoformat()} .. {done.end.isoformat()}"
+        metadata[f"{done.view}_online_rows"] = done.online_rows
+    check = dg.AssetCheckResult(
+        check_name=ONLINE_PARITY, passed=passed, metadata={"parity": dg.MetadataValue.json(parity)}
     )
+    yield dg.MaterializeResult(metadata=metadata, check_results=[check])
 
 
 class StreamParityConfig(dg.Config):

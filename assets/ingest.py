@@ -1,6 +1,5 @@
 """Raw log (external assets) and pandera validation into valid and quarantined rows."""
 
-from collections import Counter
 from datetime import UTC, datetime
 
 import dagster as dg
@@ -8,9 +7,10 @@ import dagster as dg
 from assets.partitions import TENANTS, split_event_key
 from assets.resources import RecloopResource
 from recloop.data.ingest import (
+    IngestTotals,
     PartitionReport,
     catalog_counts,
-    event_partition_counts,
+    conservation_violations,
     validate_catalog_partition,
     validate_event_partition,
 )
@@ -73,13 +73,10 @@ def build_ingest_assets(events_partitions: dg.MultiPartitionsDefinition) -> list
         ),
     )
     def validated_events(context: dg.AssetExecutionContext, recloop: RecloopResource):
-        layout = recloop.layout()
-        now = datetime.now(UTC)
-        totals: Counter[str] = Counter()
-        reasons: Counter[str] = Counter()
-        keys = context.partition_keys
-        for key in keys:
-            tenant, day = split_event_key(key)
+        layout, now = recloop.layout(), datetime.now(UTC)
+        partitions = {key: split_event_key(key) for key in context.partition_keys}
+        totals = IngestTotals()
+        for key, (tenant, day) in partitions.items():
             try:
                 report = validate_event_partition(layout, tenant, day, now)
             except RawFileError as exc:
@@ -87,34 +84,22 @@ def build_ingest_assets(events_partitions: dg.MultiPartitionsDefinition) -> list
                     description=f"partition {key} not validated: {exc}",
                     metadata={"partition": key, "tenant": tenant, "date": day.isoformat()},
                 ) from exc
-            totals.update(read=report.read, valid=report.valid, quarantined=report.quarantined)
-            reasons.update(report.reasons)
-            context.log_event(
-                dg.AssetMaterialization(
-                    asset_key=context.asset_key,
-                    partition=key,
-                    metadata=report_metadata(report),
-                )
+            totals.add(report)
+            materialization = dg.AssetMaterialization(
+                asset_key=context.asset_key, partition=key, metadata=report_metadata(report)
             )
-        context.log.info(
-            f"validated {len(keys)} partition(s): {totals['read']:,} read, "
-            f"{totals['valid']:,} valid, {totals['quarantined']:,} quarantined"
-        )
-        broken = []
-        for key in keys:
-            tenant, day = split_event_key(key)
-            counts = event_partition_counts(layout, tenant, day)
-            if not counts.conserved:
-                broken.append(f"{key}: {counts}")
+            context.log_event(materialization)
+        context.log.info(totals.summary())
+        broken = conservation_violations(layout, partitions)
         yield dg.AssetCheckResult(
             check_name=ROWS_CONSERVED,
             passed=not broken,
             metadata={
-                "partitions": len(keys),
-                "read": totals["read"],
-                "valid": totals["valid"],
-                "quarantined": totals["quarantined"],
-                "reasons": dg.MetadataValue.json(dict(reasons)),
+                "partitions": totals.partitions,
+                "read": totals.read,
+                "valid": totals.valid,
+                "quarantined": totals.quarantined,
+                "reasons": dg.MetadataValue.json(dict(totals.reasons)),
                 "violations": dg.MetadataValue.json(broken[:20]),
             },
         )

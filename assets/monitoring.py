@@ -14,6 +14,7 @@ restart or a lost cursor never asks for the same retrain twice.
 """
 
 from datetime import datetime
+from pathlib import Path
 
 import dagster as dg
 
@@ -23,6 +24,7 @@ from recloop.data.layout import write_json_atomic
 from recloop.data.validated_log import events_after
 from recloop.monitoring.champion_drift import (
     ChampionState,
+    CurrentDrift,
     current_drift,
     drift_retrain,
     record_episode,
@@ -68,10 +70,21 @@ def drift_report_asset(context: dg.AssetExecutionContext, recloop: RecloopResour
         raise dg.Failure("no champion to monitor: run the train_and_promote job first")
     report = drift.report
     path = write_json_atomic(report.to_dict(), layout.drift_report_file(report.window_id))
-    mine = drift.events.loc[drift.events["model_version"] == report.model_version]
-    bucket = max(len(mine) // 40, 100)
+    check = dg.AssetCheckResult(
+        check_name="no_drift",
+        passed=not report.drifted,
+        severity=dg.AssetCheckSeverity.WARN,
+        metadata={"reasons": dg.MetadataValue.json(list(report.reasons))},
+    )
+    metadata = _drift_metadata(drift, settings.drift_window, path)
+    yield dg.MaterializeResult(metadata=metadata, check_results=[check])
+
+
+def _drift_metadata(drift: CurrentDrift, window: int, path: Path) -> dict[str, object]:
+    """The report in the Dagster UI: verdict, feature tables, CTR numbers and plot."""
+    report = drift.report
     metadata: dict[str, object] = {
-        "summary": summary(report, settings.drift_window),
+        "summary": summary(report, window),
         "drifted": report.drifted,
         "reasons": dg.MetadataValue.json(list(report.reasons)),
         "report": dg.MetadataValue.path(str(path)),
@@ -79,6 +92,8 @@ def drift_report_asset(context: dg.AssetExecutionContext, recloop: RecloopResour
         "training_serving_skew": dg.MetadataValue.md(_feature_table(drift.skew)),
     }
     if report.enough_data:
+        mine = drift.events.loc[drift.events["model_version"] == report.model_version]
+        bucket = max(len(mine) // 40, 100)
         metadata.update(
             ctr_reference=report.reference.ctr,
             ctr_recent=report.recent.ctr,
@@ -87,14 +102,7 @@ def drift_report_asset(context: dg.AssetExecutionContext, recloop: RecloopResour
             click_genre_js=report.click_genre_js,
             ctr_plot=ctr_curve(ctr_series(mine, bucket), bucket),
         )
-    reasons = dg.MetadataValue.json(list(report.reasons))
-    check = dg.AssetCheckResult(
-        check_name="no_drift",
-        passed=not report.drifted,
-        severity=dg.AssetCheckSeverity.WARN,
-        metadata={"reasons": reasons},
-    )
-    yield dg.MaterializeResult(metadata=metadata, check_results=[check])
+    return metadata
 
 
 @dg.sensor(

@@ -10,7 +10,8 @@ Feast's Redis store already skips rows not newer than the stored one.
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from itertools import islice
 from pathlib import Path
@@ -25,6 +26,8 @@ from feast.repo_config import RepoConfig
 
 from feature_repo.definitions import FEATURE_TTL
 from recloop.features.feature_vectors import STREAM_VIEW, USER_COLUMNS, USER_VIEW, feature_refs
+from recloop.features.materialization import mart_time_range, materialization_window
+from recloop.features.parity import ParityReport, compare_parity, latest_offline_rows
 from recloop.features.stream_features import WINDOW
 from recloop.settings import Settings
 
@@ -197,3 +200,31 @@ def online_user_features(
         full_feature_names=True,
     )
     return without_stale_values(response.to_dict(include_event_timestamps=True), ONLINE_TTLS, now)
+
+
+@dataclass(frozen=True)
+class ViewMaterialization:
+    """One view's incremental materialization: its window, the online rows after it, and
+    the parity of what it wrote with the latest offline rows."""
+
+    view: str
+    start: datetime
+    end: datetime
+    online_rows: int
+    parity: ParityReport
+
+
+def materialize_view(
+    store: FeatureStore, marts: Path, view_name: str, join_key: str, log: Callable[[str], None]
+) -> ViewMaterialization:
+    """Materialize `view_name` from where it last ended to its mart's newest row, then
+    compare every online value with the latest offline one as of the window's end."""
+    view = store.get_feature_view(view_name)
+    mart = marts / f"{view_name}.parquet"
+    start, end = materialization_window(*mart_time_range(mart), view.most_recent_end_time)
+    log(f"materializing {view_name} from {start} to {end}")
+    store.materialize(start_date=start, end_date=end, feature_views=[view_name])
+    offline = latest_offline_rows(mart, join_key, end)
+    online = read_online(store, view, join_key, offline[join_key].tolist())
+    parity = compare_parity(offline, online, join_key, [f.name for f in view.features])
+    return ViewMaterialization(view_name, start, end, count_online_entities(store, view), parity)

@@ -7,6 +7,8 @@ JSON report; a partition that fails leaves every earlier output untouched.
 from __future__ import annotations
 
 import json
+from collections import Counter
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from datetime import date, datetime
 from pathlib import Path
@@ -146,3 +148,40 @@ def catalog_counts(layout: DataLayout, catalog: str, tenant: str) -> RowCounts:
         valid=parquet_rows([layout.validated_catalog(catalog, tenant) / VALID_FILE]),
         quarantined=parquet_rows([layout.quarantined_catalog(catalog, tenant) / QUARANTINE_FILE]),
     )
+
+
+@dataclass
+class IngestTotals:
+    """Rows read, valid and quarantined, and rows per failing check, over partitions."""
+
+    partitions: int = 0
+    read: int = 0
+    valid: int = 0
+    quarantined: int = 0
+    reasons: Counter[str] = field(default_factory=Counter)
+
+    def add(self, report: PartitionReport) -> None:
+        self.partitions += 1
+        self.read += report.read
+        self.valid += report.valid
+        self.quarantined += report.quarantined
+        self.reasons.update(report.reasons)
+
+    def summary(self) -> str:
+        return (
+            f"validated {self.partitions} partition(s): {self.read:,} read, "
+            f"{self.valid:,} valid, {self.quarantined:,} quarantined"
+        )
+
+
+def conservation_violations(
+    layout: DataLayout, partitions: Mapping[str, tuple[str, date]]
+) -> list[str]:
+    """The named (tenant, day) event partitions whose files on disk break
+    valid + quarantined == read, each with its counts."""
+    broken = []
+    for name, (tenant, day) in partitions.items():
+        counts = event_partition_counts(layout, tenant, day)
+        if not counts.conserved:
+            broken.append(f"{name}: {counts}")
+    return broken

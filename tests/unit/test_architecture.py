@@ -12,6 +12,9 @@ PACKAGES = ("recloop", "assets", "services", "feature_repo", "drivers", "bench",
 PRIVATE_APIS = ("bentoml._internal", "dagster._core")
 # The one documented adapter over a private API (its docstring says what and why).
 ADAPTER = Path("services/serving_stack.py")
+# Dagster decorators whose functions must stay thin: they wire resources to domain code.
+DAGSTER_BODIES = {"asset", "multi_asset", "asset_check", "sensor", "schedule"}
+MAX_BODY_LINES = 30
 
 
 def _imported_modules(path: Path) -> set[str]:
@@ -54,3 +57,39 @@ def test_private_api_check_sees_imports_inside_functions(tmp_path: Path) -> None
     probe = tmp_path / "probe.py"
     probe.write_text("def f():\n    from dagster._core.definitions import x\n")
     assert "dagster._core.definitions" in _imported_modules(probe)
+
+
+def _decorated_bodies(path: Path) -> list[tuple[str, int]]:
+    """(name, body lines without the docstring) of every Dagster-decorated function."""
+    bodies = []
+    for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+        if not isinstance(node, ast.FunctionDef):
+            continue
+        names = {ast.unparse(d).split("(")[0].rsplit(".", 1)[-1] for d in node.decorator_list}
+        if not names & DAGSTER_BODIES:
+            continue
+        body = node.body
+        if isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant):
+            body = body[1:]
+        bodies.append((node.name, body[-1].end_lineno - body[0].lineno + 1))
+    return bodies
+
+
+def test_asset_and_sensor_bodies_are_thin() -> None:
+    """Assets, checks, sensors and schedules call tested domain helpers; a long body is
+    logic that belongs in recloop/."""
+    long_bodies = [
+        f"{path.relative_to(REPO)}:{name} ({lines} lines)"
+        for path in sorted((REPO / "assets").glob("*.py"))
+        for name, lines in _decorated_bodies(path)
+        if lines > MAX_BODY_LINES
+    ]
+    assert long_bodies == []
+
+
+def test_body_measure_skips_the_docstring(tmp_path: Path) -> None:
+    probe = tmp_path / "probe.py"
+    probe.write_text(
+        "@dg.asset(key='a')\ndef a():\n    \"\"\"Doc\n    string.\"\"\"\n    x = 1\n    return x\n"
+    )
+    assert _decorated_bodies(probe) == [("a", 2)]
