@@ -85,5 +85,5 @@ def recloop_dbt_models(
     layout = recloop.layout()
     layout.warehouse.parent.mkdir(parents=True, exist_ok=True)
     layout.marts.mkdir(parents=True, exist_ok=True)
-    with data_dir_environment(recloop.data_dir):
+    with data_dir_environment(str(recloop.settings().data_dir)):
         yield from dbt.cli(["build"], context=context).stream()

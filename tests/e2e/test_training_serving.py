@@ -311,6 +311,8 @@ def test_bentoml_build_packages_the_service_without_data(tmp_path) -> None:
     )
     (source,) = tmp_path.glob("bentos/recloop/*/src")
     assert (source / "services" / "service.py").is_file()
-    assert (source / "recloop" / "inference.py").is_file()
+    assert (source / "recloop" / "inference" / "retrievers.py").is_file()
+    # the service needs neither the Dagster code location nor the drivers
+    assert not (source / "assets").exists() and not (source / "drivers").exists()
     assert (source / "feature_repo" / "feature_store.yaml").is_file()
     assert not (source / "tests").exists() and not (source / "data").exists()

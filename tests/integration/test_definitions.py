@@ -17,6 +17,7 @@ from assets.partitions import TENANTS, event_key, split_event_key
 from assets.resources import RecloopResource
 from assets.sensors import tenant_discovery_sensor
 from drivers.demo import lineage
+from recloop.settings import Settings
 from tests.conftest import write_tiny_log
 
 REPO = Path(__file__).resolve().parents[2]
@@ -89,7 +90,7 @@ def test_workspace_loads_as_dagster_dev_loads_it(data_dir, tmp_path) -> None:
 def test_tenant_sensor_adds_new_tenants_once(data_dir, instance) -> None:
     write_tiny_log(data_dir, tenant="shop")
     write_tiny_log(data_dir, tenant="news")
-    resources = {"recloop": RecloopResource(data_dir=str(data_dir))}
+    resources = {"recloop": RecloopResource.from_settings(Settings(data_dir=data_dir))}
     with dg.build_sensor_context(instance=instance, resources=resources) as context:
         result = tenant_discovery_sensor(context)
     assert isinstance(result, dg.SensorResult)
