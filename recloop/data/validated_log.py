@@ -8,6 +8,8 @@ fail, so every read first asks whether there is anything to read.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import datetime
 
 import duckdb
@@ -60,13 +62,20 @@ def validated_events_glob(layout: DataLayout, tenant: str | None = None) -> str 
     return str(directory / f"{tenants}date=*" / "*.parquet")
 
 
+@contextmanager
+def _utc_connection() -> Iterator[duckdb.DuckDBPyConnection]:
+    """An in-memory DuckDB connection that reads and returns timestamps in UTC."""
+    with duckdb.connect() as conn:
+        conn.execute("set TimeZone = 'UTC'")
+        yield conn
+
+
 def served_events(layout: DataLayout, tenant: str) -> pd.DataFrame:
     """Validated impressions and engagements that a model served (model_version set)."""
     pattern = validated_events_glob(layout, tenant)
     if pattern is None:
         return pd.DataFrame(columns=list(SERVED_COLUMNS))
-    with duckdb.connect() as conn:
-        conn.execute("set TimeZone = 'UTC'")
+    with _utc_connection() as conn:
         return conn.execute(
             f"select {', '.join(SERVED_COLUMNS)} from read_parquet($pattern, union_by_name = true) "
             "where model_version is not null and event_type in ('impression', 'click', 'purchase')",
@@ -79,8 +88,7 @@ def events_after(layout: DataLayout, tenant: str, after: pd.Timestamp) -> int:
     pattern = validated_events_glob(layout, tenant)
     if pattern is None:
         return 0
-    with duckdb.connect() as conn:
-        conn.execute("set TimeZone = 'UTC'")
+    with _utc_connection() as conn:
         (count,) = conn.execute(
             "select count(*) from read_parquet($pattern, union_by_name = true) "
             "where event_timestamp > $after",
@@ -94,8 +102,7 @@ def newest_validated_event(layout: DataLayout, tenant: str) -> pd.Timestamp | No
     pattern = validated_events_glob(layout, tenant)
     if pattern is None:
         return None
-    with duckdb.connect() as conn:
-        conn.execute("set TimeZone = 'UTC'")
+    with _utc_connection() as conn:
         (newest,) = conn.execute(
             "select max(event_timestamp) from read_parquet($pattern, union_by_name = true)",
             {"pattern": pattern},
@@ -121,8 +128,7 @@ def logged_events(layout: DataLayout, since: datetime, variant_prefix: str = "")
     pattern = validated_events_glob(layout)
     if pattern is None:
         return pd.DataFrame(columns=list(LOGGED_COLUMNS))
-    with duckdb.connect() as conn:
-        conn.execute("set TimeZone = 'UTC'")
+    with _utc_connection() as conn:
         return conn.execute(
             f"select {', '.join(LOGGED_COLUMNS)} from read_parquet($pattern, union_by_name = true) "
             "where event_timestamp >= $since and request_id is not null "
@@ -139,8 +145,7 @@ def engagements_of(layout: DataLayout, users: list[str]) -> pd.DataFrame:
     pattern = validated_events_glob(layout)
     if pattern is None or not users:
         return pd.DataFrame(columns=list(ENGAGEMENT_COLUMNS))
-    with duckdb.connect() as conn:
-        conn.execute("set TimeZone = 'UTC'")
+    with _utc_connection() as conn:
         conn.register("asked", pd.DataFrame({"user_id": users}))
         return conn.execute(
             f"select {', '.join(ENGAGEMENT_COLUMNS)} "
