@@ -1,10 +1,15 @@
-"""Runtime settings, read from the environment in exactly one place."""
+"""Runtime settings, read from the environment in exactly one place.
+
+Every `RECLOOP_*` variable is declared once in `ENV_VARIABLES` (name, default, meaning);
+the README's settings table lists exactly those (tests/unit/test_settings.py checks it).
+"""
 
 from __future__ import annotations
 
+import getpass
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
 from typing import Literal
@@ -21,12 +26,49 @@ RETRAIN_AFTER_EVENTS_ENV = "RECLOOP_RETRAIN_AFTER_EVENTS"
 POST_DRIFT_IMPRESSIONS_ENV = "RECLOOP_POST_DRIFT_IMPRESSIONS"
 RELOAD_INTERVAL_ENV = "RECLOOP_RELOAD_INTERVAL_S"
 EXPERIMENTS_DIR_ENV = "RECLOOP_EXPERIMENTS_DIR"
+API_KEY_ENV = "RECLOOP_API_KEY"
+ACTOR_ENV = "RECLOOP_ACTOR"
 
 DEFAULT_DATA_DIR = Path("data")
 DEFAULT_REDIS_URL = "127.0.0.1:6379"
 DEFAULT_EXPERIMENTS_DIR = Path("experiments")
 # MovieLens-100K, the demo data set, starts on 1997-09-20.
 DEFAULT_PARTITIONS_START = date(1997, 9, 1)
+
+
+@dataclass(frozen=True)
+class EnvVariable:
+    """One `RECLOOP_*` variable: a row of the README's settings table."""
+
+    name: str
+    # The value an unset variable stands for, written as one would set it; None when
+    # unset means "none" (the README shows "unset" and `meaning` says what happens then).
+    default: str | None
+    meaning: str
+
+
+ENV_VARIABLES: tuple[EnvVariable, ...] = (
+    EnvVariable(DATA_DIR_ENV, "./data", "the data directory"),
+    EnvVariable(ONLINE_STORE_ENV, "sqlite", "Feast's online store: sqlite or redis"),
+    EnvVariable(REDIS_URL_ENV, DEFAULT_REDIS_URL, "Feast's Redis connection string"),
+    EnvVariable(
+        PARTITIONS_START_ENV,
+        DEFAULT_PARTITIONS_START.isoformat(),
+        "first day of the daily event partitions",
+    ),
+    EnvVariable(FEAST_PROJECT_ENV, "recloop", "Feast project"),
+    EnvVariable(API_KEY_ENV, None, "when set, the X-API-Key the service requires; else no auth"),
+    EnvVariable(DRIFT_WINDOW_ENV, "3000", "impressions per drift window"),
+    EnvVariable(RETRAIN_AFTER_EVENTS_ENV, "50000", "new validated events that trigger a retrain"),
+    EnvVariable(
+        POST_DRIFT_IMPRESSIONS_ENV,
+        "50000",
+        "impressions served after a drift began before its retrain",
+    ),
+    EnvVariable(RELOAD_INTERVAL_ENV, "2", "seconds between the service's looks at the registry"),
+    EnvVariable(EXPERIMENTS_DIR_ENV, "./experiments", "the live experiment specs"),
+    EnvVariable(ACTOR_ENV, None, "the actor the registry's audit logs record; else login name"),
+)
 
 
 class SettingsError(ValueError):
@@ -52,11 +94,20 @@ class Settings:
     reload_interval_s: float = 2.0
     # The live experiment specs (`*.yaml` at its top level; experiments/README.md).
     experiments_dir: Path = DEFAULT_EXPERIMENTS_DIR
+    # The key the service requires in `X-API-Key` on its protected routes; None: no auth.
+    # A secret: left out of `repr` and of `to_env`.
+    api_key: str | None = field(default=None, repr=False)
 
     @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
-        """Build settings from `RECLOOP_*` variables; unset ones take defaults."""
+    def from_env(
+        cls, env: Mapping[str, str] | None = None, *, required: tuple[str, ...] = ()
+    ) -> Settings:
+        """Build settings from `RECLOOP_*` variables; unset ones take defaults, except
+        those named in `required`, which must be set and not empty."""
         env = os.environ if env is None else env
+        missing = [variable for variable in required if not env.get(variable)]
+        if missing:
+            raise SettingsError(f"{', '.join(missing)}: must be set")
         data_dir = Path(env.get(DATA_DIR_ENV) or DEFAULT_DATA_DIR).expanduser().resolve()
         experiments_dir = (
             Path(env.get(EXPERIMENTS_DIR_ENV) or DEFAULT_EXPERIMENTS_DIR).expanduser().resolve()
@@ -90,10 +141,15 @@ class Settings:
             redis_url=env.get(REDIS_URL_ENV) or DEFAULT_REDIS_URL,
             partitions_start=start,
             feast_project=env.get(FEAST_PROJECT_ENV) or "recloop",
+            api_key=api_key_from_env(env),
         )
 
     def to_env(self) -> dict[str, str]:
-        """The `RECLOOP_*` variables that rebuild these settings in another process."""
+        """The `RECLOOP_*` variables that rebuild these settings in another process.
+
+        All but the API key: a secret is not handed to every child process (Dagster
+        runs, dbt, the service's own children); the service reads it from its environment.
+        """
         return {
             DATA_DIR_ENV: str(self.data_dir),
             ONLINE_STORE_ENV: self.online_store,
@@ -106,6 +162,18 @@ class Settings:
             RELOAD_INTERVAL_ENV: str(self.reload_interval_s),
             EXPERIMENTS_DIR_ENV: str(self.experiments_dir),
         }
+
+
+def api_key_from_env(env: Mapping[str, str] | None = None) -> str | None:
+    """`RECLOOP_API_KEY`; None when it is unset or empty (no auth)."""
+    env = os.environ if env is None else env
+    return env.get(API_KEY_ENV) or None
+
+
+def actor_from_env(env: Mapping[str, str] | None = None) -> str:
+    """Who acts, for audit logs: `RECLOOP_ACTOR`, else the login name."""
+    env = os.environ if env is None else env
+    return env.get(ACTOR_ENV) or getpass.getuser()
 
 
 def _positive_int(env: Mapping[str, str], variable: str, default: int) -> int:

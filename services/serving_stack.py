@@ -31,7 +31,6 @@ import asyncio
 import gc
 import hmac
 import json
-import os
 from collections.abc import Iterable
 
 import bentoml
@@ -39,7 +38,8 @@ from bentoml._internal.server.http.traffic import TimeoutMiddleware
 from starlette.middleware import Middleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-API_KEY_ENV = "RECLOOP_API_KEY"
+from recloop.settings import api_key_from_env
+
 MAX_BODY_BYTES = 64 * 1024
 REQUEST_TIMEOUT_S = 10.0
 
@@ -179,14 +179,15 @@ class BodySizeLimit:
 
 
 class ApiKeyAuth:
-    """401 unless `X-API-Key` matches `$key_env`, on paths under one of `protected`.
+    """401 unless `X-API-Key` matches `$RECLOOP_API_KEY`, on paths under one of `protected`.
 
-    The key is read when the server builds its app; with the variable unset, auth is off.
+    The key is read when the server builds its app; with the variable unset or empty,
+    auth is off.
     """
 
-    def __init__(self, app: ASGIApp, protected: Iterable[str], key_env: str = API_KEY_ENV):
+    def __init__(self, app: ASGIApp, protected: Iterable[str]):
         self.app = app
-        self.key = os.environ.get(key_env, "").encode()
+        self.key = (api_key_from_env() or "").encode()
         self.protected = tuple(protected)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:

@@ -17,7 +17,6 @@ CLI and the service read the same registry without importing BentoML.
 
 from __future__ import annotations
 
-import getpass
 import json
 import os
 import shutil
@@ -28,6 +27,7 @@ from pathlib import Path
 from recloop.models import model_artifact, popularity_model
 from recloop.models.model_artifact import ModelBundle, load_bundle, read_manifest, save_bundle
 from recloop.models.popularity_model import PopularityModel, load_popularity, save_popularity
+from recloop.settings import actor_from_env
 
 MODEL_NAME = "two_tower"
 POPULARITY_MODEL_NAME = "popularity"
@@ -198,7 +198,14 @@ class Registry:
                 f"it cannot serve {experiment}:{variant}"
             )
         record = VariantDeployment(
-            experiment, variant, version, training_digest, actor or _actor(), reason, _now(), gate
+            experiment,
+            variant,
+            version,
+            training_digest,
+            actor or actor_from_env(),
+            reason,
+            _now(),
+            gate,
         )
         _append_line(self.deployments_file, asdict(record))
         return record
@@ -241,7 +248,7 @@ class Registry:
             raise PromotionError(f"{version} is already the champion")
         return self._append(
             PromotionRecord(
-                "promote", version, current, actor or _actor(), reason, _now(), forced=force
+                "promote", version, current, actor or actor_from_env(), reason, _now(), forced=force
             )
         )
 
@@ -254,7 +261,9 @@ class Registry:
                 + ("no champion yet" if not stack else f"{stack[0]} is the only champion so far")
             )
         return self._append(
-            PromotionRecord("rollback", stack[-2], stack[-1], actor or _actor(), reason, _now())
+            PromotionRecord(
+                "rollback", stack[-2], stack[-1], actor or actor_from_env(), reason, _now()
+            )
         )
 
 
@@ -264,10 +273,6 @@ def _append_line(path: Path, record: dict) -> None:
         handle.write(json.dumps(record, sort_keys=True) + "\n")
         handle.flush()
         os.fsync(handle.fileno())
-
-
-def _actor() -> str:
-    return os.environ.get("RECLOOP_ACTOR") or getpass.getuser()
 
 
 def _now() -> str:

@@ -1,9 +1,19 @@
+import getpass
 from datetime import date
 from pathlib import Path
 
 import pytest
 
-from recloop.settings import Settings, SettingsError
+from recloop import settings as settings_module
+from recloop.settings import (
+    DATA_DIR_ENV,
+    ENV_VARIABLES,
+    EnvVariable,
+    Settings,
+    SettingsError,
+    actor_from_env,
+    api_key_from_env,
+)
 
 
 def test_defaults_resolve_data_dir_to_an_absolute_path() -> None:
@@ -46,3 +56,67 @@ def test_environment_overrides(tmp_path: Path) -> None:
 def test_bad_values_name_the_variable(env: dict[str, str], message: str) -> None:
     with pytest.raises(SettingsError, match=message):
         Settings.from_env(env)
+
+
+README = Path(__file__).resolve().parents[2] / "README.md"
+TABLE_HEADER = "| variable | default | meaning |"
+
+
+def readme_settings_rows(text: str) -> list[tuple[str, str]]:
+    """(variable, default cell) of each row of the README's settings table, backticks
+    stripped from the variable and kept in the default (`./data`; unset)."""
+    lines = text.splitlines()
+    start = lines.index(TABLE_HEADER) + 2  # past the header and the |---| line
+    rows = []
+    for line in lines[start:]:
+        if not line.startswith("|"):
+            break
+        variable, default, _meaning = (cell.strip() for cell in line.strip("|").split("|", 2))
+        rows.append((variable.strip("`"), default))
+    return rows
+
+
+def test_readme_settings_table_lists_exactly_the_declared_variables() -> None:
+    in_readme = sorted(
+        row for row in readme_settings_rows(README.read_text()) if row[0].startswith("RECLOOP_")
+    )
+    declared = sorted(
+        (v.name, "unset" if v.default is None else f"`{v.default}`") for v in ENV_VARIABLES
+    )
+    assert in_readme == declared
+
+
+def test_every_variable_constant_is_declared_once() -> None:
+    constants = {value for name, value in vars(settings_module).items() if name.endswith("_ENV")}
+    names = [v.name for v in ENV_VARIABLES]
+    assert len(names) == len(set(names))
+    assert set(names) == constants
+
+
+@pytest.mark.parametrize("variable", [v for v in ENV_VARIABLES if v.default is not None])
+def test_declared_defaults_are_what_an_unset_variable_means(variable: EnvVariable) -> None:
+    assert variable.default is not None
+    assert Settings.from_env({variable.name: variable.default}) == Settings.from_env({})
+
+
+def test_api_key_is_optional_and_kept_out_of_repr_and_child_environments() -> None:
+    assert Settings.from_env({}).api_key is None
+    assert Settings.from_env({"RECLOOP_API_KEY": ""}).api_key is None
+    assert api_key_from_env({"RECLOOP_API_KEY": ""}) is None
+    settings = Settings.from_env({"RECLOOP_API_KEY": "s3cret"})
+    assert settings.api_key == api_key_from_env({"RECLOOP_API_KEY": "s3cret"}) == "s3cret"
+    assert "s3cret" not in repr(settings)
+    assert "RECLOOP_API_KEY" not in settings.to_env()
+
+
+def test_actor_defaults_to_the_login_name() -> None:
+    assert actor_from_env({"RECLOOP_ACTOR": "ci-bot"}) == "ci-bot"
+    assert actor_from_env({"RECLOOP_ACTOR": ""}) == getpass.getuser()
+    assert actor_from_env({}) == getpass.getuser()
+
+
+def test_required_variables_must_be_set(tmp_path: Path) -> None:
+    with pytest.raises(SettingsError, match="RECLOOP_DATA_DIR: must be set"):
+        Settings.from_env({"RECLOOP_DATA_DIR": ""}, required=(DATA_DIR_ENV,))
+    settings = Settings.from_env({"RECLOOP_DATA_DIR": str(tmp_path)}, required=(DATA_DIR_ENV,))
+    assert settings.data_dir == tmp_path
