@@ -1,0 +1,452 @@
+"""What the recommendation service holds and does, without BentoML.
+
+`RecloopRuntime` owns the served champion (hot-swapped from the registry by a watcher
+thread, which also reloads the online experiments), the event buffer and its writer
+thread (which pushes fresh stream features to Feast once their events are on disk),
+and the served lists that feedback must answer. services/service.py is the HTTP
+layer over it: the endpoints call these methods and turn `Refused` into an error
+answer. Kept free of BentoML so the serving logic reads (and runs) on its own.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pandas as pd
+import torch
+from feast.data_source import PushMode
+
+from feature_repo.definitions import STREAM_PUSH_SOURCE
+from feature_repo.store import online_user_features, open_feature_store
+from recloop.data.event_log import (
+    EventBuffer,
+    ServedList,
+    ServedLists,
+    feedback_problem,
+    feedback_row,
+    impression_rows,
+    logged_served_lists,
+)
+from recloop.data.layout import DataLayout, check_tenant_id
+from recloop.experiments import Route
+from recloop.experiments.serving import VariantList, serve_route
+from recloop.features.feature_vectors import FeatureColumns
+from recloop.features.stream_features import WINDOW, StreamState, recent_engagement_events
+from recloop.inference.retrievers import Recommendation, Retriever, UnknownItemError
+from recloop.registry.model_registry import Registry
+from recloop.settings import Settings
+from services.api import (
+    EventStats,
+    ExperimentStats,
+    FlushResponse,
+    ModelStats,
+    RankedItem,
+    RecommendResponse,
+    SimilarItemsResponse,
+    StatsResponse,
+)
+from services.experiments import BatchLists, ExperimentLoader, ExperimentSet
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_VARIANT = "champion"
+EVENT_FLUSH_SECONDS = 1.0
+# A durable /feedback answers 503 if its batch is not on disk by then (the request
+# timeout, services/serving_stack.py, is 10 s).
+DURABLE_TIMEOUT_S = 5.0
+
+
+class EventCounters:
+    """Prometheus counters (/metrics) of event rows accepted and durably written."""
+
+    def __init__(self) -> None:
+        # Imported here, not at the top: prometheus_client picks its multiprocess mode
+        # when imported, and BentoML's worker sets PROMETHEUS_MULTIPROC_DIR after it
+        # has imported this module.
+        import prometheus_client
+
+        self.accepted = prometheus_client.Counter(
+            "recloop_events_accepted", "Event rows the service accepted (impressions, feedback)"
+        )
+        self.written = prometheus_client.Counter(
+            "recloop_events_written", "Event rows written to fsync'd raw-log files"
+        )
+
+
+@dataclass(frozen=True)
+class Champion:
+    """The model being served and the tenant its events are logged under, swapped as one."""
+
+    retriever: Retriever
+    tenant: str
+
+
+class Refused(Exception):
+    """A request the runtime does not serve: the HTTP status and the message the
+    service answers with (an {"error": message} body)."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+NO_CHAMPION = "no champion model yet: run the train_and_promote job (or `make demo`)"
+
+
+def _items(result: Recommendation, served: ServedList | None = None) -> list[RankedItem]:
+    return [
+        RankedItem(
+            item_id=item_id,
+            score=round(score, 6),
+            position=position,
+            model_version=served.version_at(position) if served else None,
+            variant=served.variant_at(position) if served else None,
+        )
+        for position, (item_id, score) in enumerate(
+            zip(result.item_ids, result.scores, strict=True)
+        )
+    ]
+
+
+def _joined(values: list[str]) -> str:
+    """Distinct values in order of first appearance, '+'-joined."""
+    return "+".join(dict.fromkeys(values))
+
+
+class RecloopRuntime:
+    """The service's state and background work; `start` runs its two threads."""
+
+    def __init__(self) -> None:
+        # One request is one small forward pass: intra-op threads only contend.
+        torch.set_num_threads(1)
+        self.settings = Settings.from_env()
+        self.layout = DataLayout(self.settings.data_dir)
+        self.registry = Registry(self.layout.registry)
+        self.store = open_feature_store(self.settings)
+        self.counters = EventCounters()
+        self.events = EventBuffer(self.layout, on_written=self.counters.written.inc)
+        self.served = ServedLists()
+        self.restored_served_lists = 0
+        # Fresh user features (recloop.features.stream_features), pushed by the flusher thread
+        # through a store of its own, so pushes never share the request path's connection.
+        self.stream = StreamState()
+        self.stream_store = open_feature_store(self.settings)
+        self.champion: Champion | None = None
+        # Online tests (services/experiments.py): reloaded by the watcher thread.
+        self.experiment_loader = ExperimentLoader(self.settings.experiments_dir, self.registry)
+        self.experiments = ExperimentSet.empty()
+        self.batch_lists = BatchLists(self.store)
+        self.swaps = 0
+        self.load_failures = 0
+        self.load_error: str | None = None
+        self.failed_version: str | None = None
+        self._reload_lock = threading.Lock()
+        self._stop = threading.Event()
+
+    def start(self) -> None:
+        """Start the registry watcher and the event writer (daemon threads)."""
+        # Load in the background, so /livez answers while weights and index load.
+        threading.Thread(target=self._watch_registry, daemon=True).start()
+        threading.Thread(target=self._flush_periodically, daemon=True).start()
+
+    def reload(self) -> str | None:
+        """Load the registry's champion beside the current one, then swap the reference.
+
+        Requests in flight keep the `Champion` they read; new ones see the new one. A
+        load that fails leaves the current champion serving; the error is kept for
+        /admin/stats (and for the 503 answers while nothing serves) and raised.
+        """
+        with self._reload_lock:
+            version = self.registry.champion()
+            current = self.champion
+            if version is None or (current and current.retriever.version == version):
+                self.load_error = self.failed_version = None
+                return version
+            try:
+                champion = self._load(version)
+                if current is None:
+                    self._restore_served(champion.tenant)
+                    self._restore_stream(champion.tenant)
+            except Exception as exc:
+                self.load_failures += 1
+                self.failed_version = version
+                self.load_error = f"{type(exc).__name__}: {exc}"
+                raise
+            self.champion = champion
+            self.swaps += 1
+            self.load_error = self.failed_version = None
+            return version
+
+    def _load(self, version: str) -> Champion:
+        retriever = Retriever(self.registry.load(version))
+        tenants = retriever.bundle.metadata.get("tenants")
+        if not tenants:
+            raise ValueError(f"model {version} records no tenant; retrain it with this recloop")
+        return Champion(retriever, check_tenant_id(str(tenants[0])))
+
+    def _restore_served(self, tenant: str) -> None:
+        """Let feedback answer responses given before a restart or a crash: rebuild the
+        served lists from today's and yesterday's impression batches."""
+        today = datetime.now(UTC).date()
+        days = [today - timedelta(days=1), today]
+        restored = logged_served_lists(self.layout, tenant, days, self.served.capacity)
+        for served in restored:
+            self.served.remember(served)
+        self.restored_served_lists = len(restored)
+
+    def _restore_stream(self, tenant: str) -> None:
+        """Replay recent engagement events into the stream state before the champion (and
+        so feedback) is published, so rows pushed after a restart count the events from
+        before it. Two hours: a replayed user's row looks back an hour from their latest
+        event, itself up to an hour old. Replayed users are pushed again, which repairs a
+        push lost to a crash between flush and push."""
+        now = datetime.now(UTC)
+        days = [now.date() - timedelta(days=1), now.date()]
+        partitions = [self.layout.raw_events_partition(tenant, day) for day in days]
+        self.stream.add_frame(recent_engagement_events(partitions, now, window=2 * WINDOW))
+
+    def _watch_registry(self) -> None:
+        """Serve what the promotion log names: the first champion, then every promotion
+        or rollback; and the experiment specs and their deployed variants as they change.
+        A version that failed to load is retried only by /admin/reload."""
+        while True:
+            try:
+                if self.registry.champion() != self.failed_version:
+                    self.reload()
+            except Exception:
+                logger.exception(
+                    "could not swap in the registry's champion; serving %s", self._serving()
+                )
+            try:
+                self.experiments = self.experiment_loader.refresh(self.experiments)
+            except Exception:
+                logger.exception("could not reload the experiments; the previous ones stay live")
+            if self._stop.wait(self.settings.reload_interval_s):
+                return
+
+    def _serving(self) -> str | None:
+        champion = self.champion
+        return champion.retriever.version if champion else None
+
+    def _flush_periodically(self) -> None:
+        while not self._stop.is_set():
+            # Drained before the flush and pushed after it, so a pushed value only counts
+            # events that are on disk (feedback adds to the buffer before the stream).
+            stream_rows = self.stream.drain()
+            try:
+                self.events.flush_when_due(EVENT_FLUSH_SECONDS)
+            except Exception:
+                # The rows stay buffered for the next flush and /admin/stats shows the error.
+                logger.exception("writing events to the raw log failed; retrying")
+                self.stream.requeue(stream_rows)
+                self._stop.wait(EVENT_FLUSH_SECONDS)
+                continue
+            self._push_stream(stream_rows)
+
+    def _push_stream(self, rows: pd.DataFrame) -> None:
+        """Push drained stream rows to Feast's online store (the flusher thread, never the
+        request path); rows that fail go back to the state for the next tick."""
+        if rows.empty:
+            return
+        try:
+            self.stream_store.push(STREAM_PUSH_SOURCE, rows, to=PushMode.ONLINE)
+        except Exception:
+            logger.exception("pushing %d stream feature rows to Feast failed; retrying", len(rows))
+            self.stream.requeue(rows)
+
+    def _log_events(self, rows: list[dict[str, object]]) -> int:
+        """Buffer rows for the raw log; the sequence number of the last one."""
+        seq = self.events.add(rows)
+        self.counters.accepted.inc(len(rows))
+        return seq
+
+    def close(self) -> None:
+        """Stop the threads, write what is buffered and push its stream rows."""
+        self._stop.set()
+        stream_rows = self.stream.drain()
+        self.events.flush()
+        self._push_stream(stream_rows)
+
+    def is_ready(self) -> bool:
+        """A champion is loaded (BentoML's /readyz)."""
+        return self.champion is not None
+
+    def _ready_champion(self) -> Champion:
+        """The champion to answer with; 503 while none is loaded, saying why."""
+        champion = self.champion
+        if champion is None:
+            raise Refused(503, self._not_ready())
+        return champion
+
+    def _not_ready(self) -> str:
+        if self.load_error:
+            return f"the champion failed to load: {self.load_error}"
+        if self.registry.champion() is None:
+            return NO_CHAMPION
+        return "the champion is still loading"
+
+    def _user_features(self, user_id: str) -> FeatureColumns:
+        """One row of the user's online features, as Feast's dict of lists; values older
+        than their view's ttl (an hour for streaming ones, 30 days for daily ones) are
+        null, as in the training set's point-in-time join."""
+        return online_user_features(self.store, [user_id], datetime.now(UTC))
+
+    def recommend(
+        self, user_id: str, k: int, exclude: list[str], context: dict[str, Any]
+    ) -> RecommendResponse:
+        """The champion's list, or the routed experiment's; remembered and logged."""
+        champion = self._ready_champion()
+        retriever, experiments = champion.retriever, self.experiments
+        now = datetime.now(UTC)
+        route = None
+        if experiments.router.specs:
+            events = (
+                retriever.interactions(user_id) if experiments.router.needs_user_events else None
+            )
+            route = experiments.router.route(user_id, champion.tenant, context, events, now)
+        request_id = uuid.uuid4().hex
+        known = user_id in retriever.user_index
+        features = self._user_features(user_id) if known or route is not None else None
+        if route is None:
+            result = retriever.recommend(user_id, features if known else None, k, exclude)
+            served = ServedList(
+                request_id=request_id,
+                tenant_id=champion.tenant,
+                user_id=user_id,
+                item_ids=tuple(result.item_ids),
+                model_version=retriever.version,
+                variant=DEFAULT_VARIANT,
+            )
+        else:
+            result, served = self._experiment_list(
+                route, champion, features, user_id, k, exclude, request_id, now
+            )
+        self.served.remember(served)
+        self._log_events(impression_rows(served, result.scores, now))
+        return RecommendResponse(
+            request_id=request_id,
+            model_version=served.model_version,
+            variant=served.variant,
+            experiment=route.experiment if route else None,
+            fallback=result.fallback,
+            items=_items(result, served),
+        )
+
+    def _experiment_list(
+        self,
+        route: Route,
+        champion: Champion,
+        features: FeatureColumns | None,
+        user_id: str,
+        k: int,
+        exclude: list[str],
+        request_id: str,
+        now: datetime,
+    ) -> tuple[Recommendation, ServedList]:
+        """The routed variants' list (services/experiments.py, recloop.experiments.serving)."""
+        sources = self.experiments.sources
+
+        def variant_list(variant: str, size: int) -> VariantList:
+            return sources[(route.experiment, variant)].list_for(
+                champion.retriever,
+                self.batch_lists,
+                user_id,
+                features,
+                size,
+                exclude,
+                request_id,
+                now,
+            )
+
+        response = serve_route(route, variant_list, k, request_id)
+        served = ServedList(
+            request_id=request_id,
+            tenant_id=champion.tenant,
+            user_id=user_id,
+            item_ids=tuple(response.item_ids),
+            model_version=_joined(response.item_versions) or champion.retriever.version,
+            variant=_joined(list(route.labels)),
+            item_versions=tuple(response.item_versions),
+            item_variants=tuple(response.item_variants),
+            propensities=tuple(response.propensities),
+        )
+        return Recommendation(response.item_ids, response.scores, None), served
+
+    def feedback(
+        self, request_id: str, user_id: str, item_id: str, event_type: str, value: float | None
+    ) -> int:
+        """Log feedback on a served list and count it in the user's stream features; the
+        event's sequence number. Refused (404, 422) unless it matches what was shown."""
+        served = self.served.get(request_id)
+        problem = feedback_problem(served, request_id, user_id, item_id, event_type, value)
+        if problem is not None:
+            raise Refused(*problem)
+        row = feedback_row(served, item_id, event_type, value, datetime.now(UTC))
+        seq = self._log_events([row])
+        self.stream.add([row])
+        return seq
+
+    def wait_durable(self, seq: int) -> None:
+        """Block until event `seq` is on disk; refused (503) after DURABLE_TIMEOUT_S, the
+        event staying buffered."""
+        if not self.events.wait_durable(seq, DURABLE_TIMEOUT_S):
+            raise Refused(
+                503,
+                f"the event was accepted but is not on disk after {DURABLE_TIMEOUT_S:.0f} s "
+                f"(last write error: {self.events.last_error}); it stays buffered, do not resend",
+            )
+
+    def similar_items(self, item_id: str, k: int) -> SimilarItemsResponse:
+        """The champion's nearest items to `item_id`; refused (404) for an unknown item."""
+        retriever = self._ready_champion().retriever
+        try:
+            result = retriever.similar_items(item_id, k)
+        except UnknownItemError:
+            raise Refused(404, f"unknown item_id {item_id!r}") from None
+        return SimilarItemsResponse(
+            item_id=item_id, model_version=retriever.version, items=_items(result)
+        )
+
+    def flush(self) -> FlushResponse:
+        """Write the buffered events now: the files written, and the rows since start."""
+        files = [str(path) for path in self.events.flush()]
+        return FlushResponse(files=files, written=self.events.written)
+
+    def stats(self) -> StatsResponse:
+        """Event counts, model swaps, experiments and served lists, for /admin/stats."""
+        events = self.events.stats()
+        return StatsResponse(
+            events=EventStats(
+                accepted=events.accepted,
+                written=events.written,
+                durable_seq=events.durable_seq,
+                pending=events.pending,
+                failed_flushes=events.failed_flushes,
+                last_error=events.last_error,
+            ),
+            models=ModelStats(
+                serving=self._serving(),
+                registry_champion=self.registry.champion(),
+                swaps=self.swaps,
+                load_failures=self.load_failures,
+                failed_version=self.failed_version,
+                load_error=self.load_error,
+            ),
+            experiments=ExperimentStats(
+                live=[spec.name for spec in self.experiments.router.specs],
+                waiting={
+                    name: list(reasons)
+                    for name, reasons in self.experiments.waiting.items()
+                    if reasons
+                },
+                error=self.experiments.error,
+            ),
+            served_lists=len(self.served),
+            restored_served_lists=self.restored_served_lists,
+        )
