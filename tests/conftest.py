@@ -8,24 +8,27 @@ the marker, so `pytest -m unit` and `make test-unit` select exactly the fast tie
 
 from __future__ import annotations
 
-import uuid
+import os
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
-import dagster as dg
 import numpy as np
 import pandas as pd
 import pytest
-import redis
+import torch
 
 from recloop.data.layout import DataLayout
 from recloop.data.movielens import MovieLensFrames, to_raw_log, write_raw_log
 from recloop.settings import Settings
 
-# The MovieLens-100K trained system, a session fixture shared by several modules.
-pytest_plugins = ("tests.trained_system",)
-
 TIERS = ("unit", "integration", "e2e")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Under `pytest -n N` each worker is a process per core; torch's own thread pool
+    would oversubscribe the cores and its spinning threads slow every test severalfold."""
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        torch.set_num_threads(1)
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -107,27 +110,3 @@ def tiny_log(data_dir: Path) -> DataLayout:
 @pytest.fixture
 def tiny_settings(data_dir: Path) -> Settings:
     return Settings(data_dir=data_dir, partitions_start=date(2024, 1, 1))
-
-
-@pytest.fixture
-def instance() -> dg.DagsterInstance:
-    with dg.instance_for_test() as test_instance:
-        yield test_instance
-
-
-@pytest.fixture
-def redis_url() -> str:
-    """The real Redis on 127.0.0.1:6379 (CI starts it); a test needing it fails if it is down."""
-    url = "127.0.0.1:6379"
-    redis.Redis(host="127.0.0.1", port=6379).ping()
-    return url
-
-
-@pytest.fixture
-def redis_project() -> str:
-    """A Feast project name of its own, so parallel or repeated runs never share Redis keys."""
-    project = f"t{uuid.uuid4().hex[:10]}"
-    yield project
-    client = redis.Redis(host="127.0.0.1", port=6379)
-    for key in client.scan_iter(match=b"*" + project.encode(), count=1000):
-        client.delete(key)

@@ -13,10 +13,10 @@ import json
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
-from feast import FeatureStore
 
 from recloop.data.layout import DataLayout, write_json_atomic, write_parquet_atomic
 from recloop.data.validated_log import item_genres, served_events
@@ -30,6 +30,10 @@ from recloop.monitoring.drift_report import (
     served_windows,
 )
 from recloop.registry.model_registry import Registry
+
+if TYPE_CHECKING:
+    # Only a type here: importing Feast costs seconds in processes that never open a store.
+    from feast import FeatureStore
 
 # User features the drift sensor compares: those the world moves (ratings). Click and
 # impression counts are left out because the service's own lists drive them (a closed
