@@ -36,6 +36,7 @@ from recloop.evaluation import gates
 from recloop.experiments.ope_replay import OPE_GATE, ope_gate_result
 from recloop.features.training_set import split_summary
 from recloop.inference.batch_lists import batch_list_rows
+from recloop.inference.policies import Policy
 from recloop.inference.retrievers import Servable, servable
 from recloop.models.configs import TwoTowerConfig, field_types
 from recloop.models.model_artifact import ModelBundle
@@ -208,7 +209,7 @@ def model_chain_assets(chain: ModelChain) -> list[dg.AssetsDefinition]:
 def _ope_gate(recloop: RecloopResource) -> OpeGate:
     layout, features_as_of = recloop.layout(), daily_features_as_of(recloop.feature_store())
 
-    def gate(model: Servable, policy: Any, config: gates.GateConfig) -> gates.GateResult:
+    def gate(model: Servable, policy: Policy, config: gates.GateConfig) -> gates.GateResult:
         return ope_gate_result(
             layout, features_as_of, model, policy, config.ope_min_ess, config.ope_tolerance
         )
