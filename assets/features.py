@@ -42,7 +42,9 @@ def feast_feature_views(
             "feature_views": dg.MetadataValue.json(
                 {view.name: [f.name for f in view.features] for view in objects.views}
             ),
-            "feature_services": objects.retrieval_v1.name,
+            "feature_services": dg.MetadataValue.json(
+                [objects.retrieval_v1.name, objects.retrieval_v2.name]
+            ),
             "monotonic_guards": dg.MetadataValue.json(guards),
         }
     )

@@ -182,7 +182,8 @@ def build_feature_objects(marts_dir: Path) -> FeatureRepoObjects:
         name="batch_lists_source",
         path=str(marts_dir / BATCH_LISTS_FILE),
         timestamp_field="event_timestamp",
-        description="The lists last pushed, one row per user per list (written with each push).",
+        description="Batch source of the pushed lists (Feast requires one); lists reach the "
+        "online store by push only, and each push is kept under experiments/batch_lists/.",
     )
     batch_lists_push = PushSource(
         name=BATCH_LISTS_PUSH_SOURCE,
