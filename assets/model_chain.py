@@ -41,7 +41,12 @@ from recloop.inference.retrievers import Servable, servable
 from recloop.models.configs import TwoTowerConfig, field_types
 from recloop.models.model_artifact import ModelBundle
 from recloop.registry.model_registry import PromotionError, Registry
-from recloop.training.candidate import TrainingInputs, load_inputs, shuffle_training_labels
+from recloop.training.candidate import (
+    TrainingInputs,
+    load_inputs,
+    save_inputs,
+    shuffle_training_labels,
+)
 from recloop.training.chain import (
     GatePlan,
     Judgement,
@@ -50,7 +55,7 @@ from recloop.training.chain import (
     code_version,
     flat_metrics,
     judge,
-    save_labels_only_inputs,
+    labels_only_inputs,
     train,
 )
 
@@ -273,8 +278,8 @@ def _build_training_set(
 ) -> tuple[Path, TrainingInputs]:
     layout = recloop.layout()
     if not recipe.reads_features:
-        directory = save_labels_only_inputs(layout, config.valid_fraction, config.test_fraction)
-        return directory, load_inputs(directory)
+        labels = labels_only_inputs(layout, config.valid_fraction, config.test_fraction)
+        return save_inputs(labels, layout.training), labels
     return build_training_inputs(
         layout,
         recloop.feature_store(),

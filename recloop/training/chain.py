@@ -15,7 +15,6 @@ from __future__ import annotations
 import subprocess
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -43,7 +42,6 @@ from recloop.training.candidate import (
     evaluation_set,
     fit_candidate,
     popularity_metrics,
-    save_inputs,
 )
 
 TWO_TOWER = "two_tower"
@@ -129,13 +127,6 @@ def labels_only_inputs(
         text_embeddings=np.zeros((len(catalog), 0), dtype=np.float32),
         cutoffs=cutoffs,
     )
-
-
-def save_labels_only_inputs(
-    layout: DataLayout, valid_fraction: float, test_fraction: float
-) -> Path:
-    """`labels_only_inputs`, saved under `training/<content hash>/`."""
-    return save_inputs(labels_only_inputs(layout, valid_fraction, test_fraction), layout.training)
 
 
 def train(recipe: ModelRecipe, inputs: TrainingInputs, training_set: str) -> TrainedModel:
