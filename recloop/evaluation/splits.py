@@ -1,10 +1,12 @@
 """Interaction matrices and train/validation/test splits.
 
-Two protocols:
+Three protocols:
 - `temporal_split`: global time cut-offs, the honest one for a system that retrains
   on new data (the model never sees the future).
 - `random_split_per_user`: RecBole's default for MovieLens (each user's interactions
   shuffled and split 8:1:1), so numbers compare with published ones.
+- `chronological_split_per_user`: each user's interactions in time order, cut by
+  ratios (next-items prediction for every user, whenever they were active).
 """
 
 from __future__ import annotations
@@ -129,6 +131,34 @@ def random_split_per_user(
         valid=interactions.subset(part == 1),
         test=interactions.subset(part == 2),
         protocol=f"random per user {ratios}, seed {seed}",
+    )
+
+
+def _per_user_parts(
+    interactions: Interactions, ratios: tuple[float, float, float], key: np.ndarray
+) -> np.ndarray:
+    """Part (0 train, 1 valid, 2 test) of each interaction: each user's interactions
+    ordered by `key`, cut with RecBole's sizes."""
+    part = np.zeros(len(interactions), dtype=np.int8)
+    order = np.lexsort((key, interactions.users))
+    boundaries = np.flatnonzero(np.diff(interactions.users[order])) + 1
+    for group in np.split(order, boundaries):
+        cuts = np.cumsum(recbole_split_counts(len(group), ratios))[:-1]
+        for index, chunk in enumerate(np.split(group, cuts)):
+            part[chunk] = index
+    return part
+
+
+def chronological_split_per_user(
+    interactions: Interactions, ratios: tuple[float, float, float] = (0.8, 0.1, 0.1)
+) -> Split:
+    """Each user's oldest interactions train, the next validate, the latest test."""
+    part = _per_user_parts(interactions, ratios, interactions.timestamps)
+    return Split(
+        train=interactions.subset(part == 0),
+        valid=interactions.subset(part == 1),
+        test=interactions.subset(part == 2),
+        protocol=f"chronological per user {ratios}",
     )
 
 

@@ -38,6 +38,19 @@ class Popularity:
         return np.broadcast_to(self.counts, (len(users), len(self.counts))).copy()
 
 
+def cosine_neighbours(train: sp.csr_matrix, neighbours: int, shrink: float = 0.0) -> np.ndarray:
+    """(n_items, n_items) float32 cosine similarity of item columns, each column cut to its
+    top `neighbours`, diagonal zero; `shrink` damps pairs with little support."""
+    co = (train.T @ train).toarray().astype(np.float64)
+    norms = np.sqrt(np.diag(co))
+    similarity = co / (np.outer(norms, norms) + shrink + 1e-12)
+    np.fill_diagonal(similarity, 0.0)
+    if neighbours < similarity.shape[0]:
+        cutoff = -np.partition(-similarity, neighbours - 1, axis=0)[neighbours - 1]
+        similarity[similarity < cutoff] = 0.0
+    return similarity.astype(np.float32)
+
+
 @dataclass
 class ItemKNN:
     """Item-based cosine neighbourhood: each item keeps its `neighbours` most similar items."""
@@ -49,14 +62,8 @@ class ItemKNN:
     similarity: np.ndarray | None = None
 
     def fit(self, train: sp.csr_matrix) -> ItemKNN:
-        co = (train.T @ train).toarray().astype(np.float64)
-        norms = np.sqrt(np.diag(co))
-        similarity = co / (np.outer(norms, norms) + self.shrink + 1e-12)
-        np.fill_diagonal(similarity, 0.0)
-        if self.neighbours < similarity.shape[0]:
-            cutoff = -np.partition(-similarity, self.neighbours - 1, axis=0)[self.neighbours - 1]
-            similarity[similarity < cutoff] = 0.0
-        self.train, self.similarity = train, similarity.astype(np.float32)
+        self.train = train
+        self.similarity = cosine_neighbours(train, self.neighbours, self.shrink)
         return self
 
     def score(self, users: np.ndarray) -> np.ndarray:
