@@ -1,17 +1,23 @@
-"""Offline quality of the baselines on MovieLens-100K, two protocols, one process.
+"""Offline quality on MovieLens-100K: the multi-stage recommender, the two-tower alone and
+the strong baselines, three protocols, several seeds, one process.
 
-    .venv/bin/python -m bench.quality [--k 10] [--seed 2020]
+    .venv/bin/python -m bench.quality [--seeds 0 1 2] [--protocols recbole chronological temporal]
 
-The two-tower model reads the catalog (demographics; genres, release year and the
-MiniLM embedding of title and genres), not Feast: both protocols need features for
-every split, and RecBole's has no time order to join on. The pipeline's own model
-(assets/training.py) uses Feast's point-in-time features instead.
+Protocols (train / validation / test 8:1:1 in each):
+- recbole: every rating a positive, each user's ratings shuffled and cut (RecBole's
+  protocol, so numbers compare with published ones); the seed also draws the split;
+- chronological: ratings >= 4, each user's ratings in time order (next items);
+- temporal: ratings >= 4, global time cut-offs (what the pipeline's gates use).
 
-Protocols: RecBole's (each user's ratings shuffled 8:1:1, every rating a positive,
-full ranking, seen items masked) so numbers compare with published ones, and a
-temporal split (the one a retraining system lives with). ALS is tuned on the
-validation part and the two-tower model stops early on validation NDCG@10; the
-table reports the test part. Prints a table and writes bench/results/quality.json.
+Everything is tuned on the validation part only: ALS by grid and the two-tower by
+Optuna (TPE, `--two-tower-trials`), both on the first seed of a protocol and reused for
+the others; EASE's L2 by grid (every seed); the two-tower's epochs by early stopping; the multi-stage recommender takes the tuned EASE and ALS settings and draws
+its ranker's labels from inside the training part. The test part is read once, for
+the table. Models read the catalog (demographics; genres, release year and the MiniLM
+embedding of title and genres), not Feast: RecBole's protocol has no time order to
+join on. Diversity is measured in the MiniLM embedding space, the same for every model.
+
+Prints a table (mean ± sd over seeds) and writes bench/results/quality.json.
 """
 
 from __future__ import annotations
@@ -21,9 +27,12 @@ import itertools
 import json
 import platform
 import time
+from collections.abc import Callable
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 from tqdm import tqdm
 
 from recloop.data.movielens import fetch_recbole_wheel, read_ml100k_wheel, to_raw_log
@@ -34,7 +43,9 @@ from recloop.evaluation.metrics import (
     ndcg_at_k,
 )
 from recloop.evaluation.splits import (
+    Interactions,
     Split,
+    chronological_split_per_user,
     index_interactions,
     random_split_per_user,
     temporal_split,
@@ -42,9 +53,23 @@ from recloop.evaluation.splits import (
 from recloop.features.catalog_features import item_feature_matrix, user_feature_matrix
 from recloop.features.text_embeddings import embed_items, embedding_matrix
 from recloop.models.baselines import ALS, EASE, ItemKNN, Popularity, Recommender, recommend
+from recloop.models.candidate_sources import (
+    ItemToItemSource,
+    MatrixFactorisationSource,
+    RecentNeighboursSource,
+    TrendingSource,
+    TwoTowerSource,
+)
 from recloop.models.configs import TwoTowerConfig
+from recloop.models.multi_stage import (
+    LabelWindow,
+    LabelWindowKind,
+    MultiStageConfig,
+    MultiStageRecommender,
+)
 from recloop.models.two_tower import TwoTowerRecommender
 from recloop.settings import Settings
+from recloop.training.tuning import tune_two_tower
 
 RESULTS = Path(__file__).resolve().parent / "results" / "quality.json"
 ALS_GRID = {
@@ -52,42 +77,276 @@ ALS_GRID = {
     "regularization": (0.01, 0.1, 1.0),
     "alpha": (1.0, 5.0, 20.0),
 }
+EASE_GRID = (50.0, 100.0, 250.0, 500.0, 1000.0)
+COLD_USER_INTERACTIONS = 5
+MULTI_STAGE_FOLDS = 2
+# The acceptance goals of the served recommender and the two-tower, as ratios.
+GOALS = {
+    "multi_stage / ease ndcg@10": 1.05,
+    "two_tower / ease ndcg@10": 0.95,
+    "multi_stage cold-item / warm-item recall@10": 0.5,
+    "multi_stage / popularity cold-user ndcg@10": 1.1,
+}
 
 
-def tune_als(split: Split, k: int, seed: int) -> tuple[ALS, dict[str, float]]:
-    """Pick ALS hyperparameters by validation NDCG@k (test is never looked at)."""
+@dataclass(frozen=True)
+class Protocol:
+    name: str
+    min_rating: float | None  # None: every rating is a positive
+    label_window: LabelWindowKind  # how the multi-stage ranker draws labels from training
+    split: Callable[[Interactions, int], Split]
+
+
+PROTOCOLS = {
+    "recbole": Protocol(
+        "recbole", None, "random", lambda data, seed: random_split_per_user(data, seed=2020 + seed)
+    ),
+    "chronological": Protocol(
+        "chronological", 4.0, "latest", lambda data, seed: chronological_split_per_user(data)
+    ),
+    "temporal": Protocol("temporal", 4.0, "global", lambda data, seed: temporal_split(data)),
+}
+
+
+@dataclass(frozen=True)
+class Catalog:
+    events: pd.DataFrame
+    item_ids: np.ndarray
+    users: pd.DataFrame
+    item_features: np.ndarray  # genres and year, then the MiniLM embedding
+    text_embeddings: np.ndarray  # the MiniLM embedding alone, for diversity
+
+
+def load_catalog(settings: Settings) -> Catalog:
+    log = to_raw_log(read_ml100k_wheel(fetch_recbole_wheel(settings.data_dir / "cache")), "ml100k")
+    item_ids = np.sort(log.items["item_id"].unique())
+    texts = embed_items(
+        log.items.drop_duplicates("item_id", keep="last"),
+        settings.data_dir / "cache" / "item_text_embeddings.parquet",
+    )
+    text = embedding_matrix(texts.embeddings, list(item_ids))
+    return Catalog(
+        events=log.events,
+        item_ids=item_ids,
+        users=log.users,
+        item_features=np.hstack([item_feature_matrix(log.items, item_ids), text]),
+        text_embeddings=text,
+    )
+
+
+def validation_ndcg(model: Recommender, split: Split, k: int) -> float:
     train = split.train.matrix()
     users = np.arange(split.train.n_users)
-    relevant = split.valid.per_user()
+    return ndcg_at_k(recommend(model, users, train, k), split.valid.per_user())
+
+
+def tune_als(split: Split, k: int, seed: int) -> tuple[dict[str, float], float]:
+    """ALS hyperparameters by validation NDCG@k (test is never looked at)."""
     best: tuple[float, dict[str, float]] = (-1.0, {})
     grid = list(itertools.product(*ALS_GRID.values()))
-    for values in tqdm(grid, desc="tune ALS on validation", unit="fit"):
+    for values in tqdm(grid, desc="tune ALS on validation", unit="fit", leave=False):
         params = dict(zip(ALS_GRID, values, strict=True))
-        model = ALS(seed=seed, **params).fit(train)
-        score = ndcg_at_k(recommend(model, users, train, k), relevant)
+        score = validation_ndcg(ALS(seed=seed, **params).fit(split.train.matrix()), split, k)
         if score > best[0]:
             best = (score, params)
-    return ALS(seed=seed, **best[1]), {"valid_ndcg": best[0], **best[1]}
+    return best[1], best[0]
 
 
-def evaluate_model(model: Recommender, split: Split, k: int) -> dict[str, dict[str, float]]:
+def tune_ease(split: Split, k: int) -> tuple[float, float]:
+    """EASE's L2 by validation NDCG@k."""
+    scores = {
+        l2: validation_ndcg(EASE(l2=l2).fit(split.train.matrix()), split, k) for l2 in EASE_GRID
+    }
+    best = max(scores, key=scores.get)
+    return best, scores[best]
+
+
+def two_tower_validation(
+    split: Split, user_features: np.ndarray, item_features: np.ndarray
+) -> Callable[[TwoTowerConfig], float]:
+    """The two-tower's best validation NDCG@10 under a configuration (early stopping)."""
+
+    def score(config: TwoTowerConfig) -> float:
+        model = TwoTowerRecommender(
+            user_features, item_features, config, split.valid.per_user(), progress=False
+        )
+        return model.fit(split.train.matrix()).result.best_score
+
+    return score
+
+
+def evaluate_model(
+    model: Recommender | MultiStageRecommender, split: Split, k: int, catalog: Catalog
+) -> dict[str, dict[str, float]]:
     """Fit on train, rank for test with train + validation masked; overall and per segment."""
     train = split.train.matrix()
     seen = (train + split.valid.matrix()).tocsr()
     users = np.arange(split.train.n_users)
     started = time.perf_counter()
-    model.fit(train)
+    if isinstance(model, MultiStageRecommender):
+        model.fit(split.train)
+    else:
+        model.fit(train)
     top_k = recommend(model, users, seen, k)
     elapsed = time.perf_counter() - started
-    popularity = np.asarray(train.sum(axis=0)).ravel()
     inputs = EvaluationInputs(
-        n_items=split.train.n_items, n_users=split.train.n_users, item_popularity=popularity
+        n_items=split.train.n_items,
+        n_users=split.train.n_users,
+        item_popularity=np.asarray(train.sum(axis=0)).ravel(),
+        item_vectors=catalog.text_embeddings,
     )
     relevant = split.test.per_user()
-    cold_users = np.diff(train.indptr) < 5
+    cold_users = np.diff(train.indptr) < COLD_USER_INTERACTIONS
     results = evaluate_segments(top_k, relevant, inputs, {"cold_users": cold_users})
     results["all"]["fit_and_rank_s"] = elapsed
     return {**results, **evaluate_item_segments(top_k, relevant, inputs)}
+
+
+def run_protocol(
+    protocol: Protocol, catalog: Catalog, seeds: list[int], k: int, two_tower_trials: int
+) -> dict[str, object]:
+    events = catalog.events
+    if protocol.min_rating is not None:
+        events = events.loc[events["value"] >= protocol.min_rating]
+    data = index_interactions(events, item_ids=catalog.item_ids)
+    user_features = user_feature_matrix(catalog.users, data.user_ids)
+    item_features = catalog.item_features
+    runs = []
+    als_params: dict[str, float] = {}
+    two_tower = TwoTowerConfig()
+    for seed in seeds:
+        split = protocol.split(data, seed)
+        tuning: dict[str, object] = {}
+        if not als_params:
+            als_params, tuning["als_valid_ndcg"] = tune_als(split, k, seed)
+            search = tune_two_tower(
+                two_tower_validation(split, user_features, item_features),
+                replace(two_tower, seed=seed),
+                two_tower_trials,
+                seed,
+            )
+            two_tower = search.best
+            tuning["two_tower_search"] = {"best": search.best_score, "trials": search.trials}
+        tuned = replace(two_tower, seed=seed)
+        l2, tuning["ease_valid_ndcg"] = tune_ease(split, k)
+        tuning.update(als=als_params, ease_l2=l2, two_tower=tuned.to_dict())
+
+        def sources(
+            seed: int = seed, l2: float = l2, als: dict = als_params, tuned: TwoTowerConfig = tuned
+        ) -> list:
+            return [
+                ItemToItemSource(l2=l2),
+                MatrixFactorisationSource(seed=seed, **als),
+                TwoTowerSource(user_features, item_features, tuned),
+                TrendingSource(),
+                RecentNeighboursSource(),
+            ]
+
+        multi_stage = MultiStageRecommender(
+            sources,
+            item_features,
+            MultiStageConfig(
+                candidates={
+                    "item_to_item": 100,
+                    "matrix_factorisation": 50,
+                    "two_tower": 100,
+                    "trending": 30,
+                    "recent_neighbours": 50,
+                },
+                label_window=LabelWindow(
+                    protocol.label_window, share=0.125, seed=seed, folds=MULTI_STAGE_FOLDS
+                ),
+            ),
+        )
+        models: list[Recommender | MultiStageRecommender] = [
+            Popularity(),
+            ItemKNN(),
+            EASE(l2=l2),
+            ALS(seed=seed, **als_params),
+            TwoTowerRecommender(
+                user_features,
+                item_features,
+                tuned,
+                validation=split.valid.per_user(),
+                progress=False,
+            ),
+            multi_stage,
+        ]
+        metrics = {}
+        for model in tqdm(models, desc=f"{protocol.name} seed {seed}", unit="model"):
+            metrics[model.name] = evaluate_model(model, split, k, catalog)
+        runs.append(
+            {
+                "seed": seed,
+                "sizes": split.describe(),
+                "tuning": tuning,
+                "multi_stage": multi_stage.report,
+                "models": metrics,
+            }
+        )
+    return {"protocol": runs[0]["sizes"]["protocol"], "runs": runs}
+
+
+def mean_sd(runs: list[dict], model: str, segment: str, metric: str) -> tuple[float, float]:
+    values = [run["models"][model].get(segment, {}).get(metric, np.nan) for run in runs]
+    return float(np.nanmean(values)), float(np.nanstd(values))
+
+
+def summarise(report: dict[str, dict], k: int) -> tuple[list[str], dict[str, dict]]:
+    """The table's lines and each protocol's goal ratios."""
+    ndcg, recall = f"ndcg@{k}", f"recall@{k}"
+    header = (
+        f"{'protocol':<14}{'model':<21}{ndcg:>16}{recall:>16}{'x EASE':>8}{'coverage':>9}"
+        f"{'novelty':>8}{'gini':>6}{'divers.':>8}{'cold-user':>10}{'cold/warm':>10}"
+    )
+    lines = [header, "-" * len(header)]
+    goals = {}
+    for name, result in report.items():
+        runs = result["runs"]
+        ease = mean_sd(runs, "ease", "all", ndcg)[0]
+        for model in runs[0]["models"]:
+            n_mean, n_sd = mean_sd(runs, model, "all", ndcg)
+            r_mean, r_sd = mean_sd(runs, model, "all", recall)
+            cold_user = mean_sd(runs, model, "cold_users", ndcg)[0]
+            cold_item = mean_sd(runs, model, "cold_items", recall)[0]
+            warm_item = mean_sd(runs, model, "warm_items", recall)[0]
+            lines.append(
+                f"{name:<14}{model:<21}{n_mean:>9.4f}±{n_sd:.4f}{r_mean:>9.4f}±{r_sd:.4f}"
+                f"{n_mean / ease:>8.3f}{mean_sd(runs, model, 'all', 'coverage')[0]:>9.3f}"
+                f"{mean_sd(runs, model, 'all', 'novelty')[0]:>8.2f}"
+                f"{mean_sd(runs, model, 'all', 'exposure_gini')[0]:>6.3f}"
+                f"{mean_sd(runs, model, 'all', 'diversity')[0]:>8.3f}"
+                f"{cold_user:>10.4f}{cold_item / warm_item:>10.3f}"
+            )
+        multi = mean_sd(runs, "multi_stage", "all", ndcg)[0]
+        goals[name] = {
+            "multi_stage / ease ndcg@10": multi / ease,
+            "two_tower / ease ndcg@10": mean_sd(runs, "two_tower", "all", ndcg)[0] / ease,
+            "multi_stage cold-item / warm-item recall@10": mean_sd(
+                runs, "multi_stage", "cold_items", recall
+            )[0]
+            / mean_sd(runs, "multi_stage", "warm_items", recall)[0],
+            "multi_stage / popularity cold-user ndcg@10": mean_sd(
+                runs, "multi_stage", "cold_users", ndcg
+            )[0]
+            / mean_sd(runs, "popularity", "cold_users", ndcg)[0],
+        }
+    return lines, goals
+
+
+def write_results(args: argparse.Namespace, report: dict, goals: dict, elapsed_s: float) -> None:
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    summary = {
+        "dataset": "MovieLens-100K",
+        "k": args.k,
+        "seeds": args.seeds,
+        "two_tower_trials": args.two_tower_trials,
+        "python": platform.python_version(),
+        "elapsed_s": elapsed_s,
+        "goals": {"targets": GOALS, "reached": goals},
+        "protocols": report,
+    }
+    RESULTS.write_text(json.dumps(summary, indent=2, sort_keys=True, default=float))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -95,66 +354,28 @@ def main(argv: list[str] | None = None) -> int:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--k", type=int, default=10)
-    parser.add_argument("--seed", type=int, default=2020)
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--two-tower-trials", type=int, default=10)
+    parser.add_argument(
+        "--protocols", nargs="+", choices=sorted(PROTOCOLS), default=list(PROTOCOLS)
+    )
     args = parser.parse_args(argv)
-    settings = Settings.from_env()
-    log = to_raw_log(read_ml100k_wheel(fetch_recbole_wheel(settings.data_dir / "cache")), "ml100k")
-    data = index_interactions(log.events, item_ids=np.sort(log.items["item_id"].unique()))
-    user_features = user_feature_matrix(log.users, data.user_ids)
-    texts = embed_items(
-        log.items.drop_duplicates("item_id", keep="last"),
-        settings.data_dir / "cache" / "item_text_embeddings.parquet",
-    )
-    item_features = np.hstack(
-        [
-            item_feature_matrix(log.items, data.item_ids),
-            embedding_matrix(texts.embeddings, list(data.item_ids)),
-        ]
-    )
-    report: dict[str, object] = {
-        "dataset": "MovieLens-100K (every rating a positive)",
-        "k": args.k,
-        "seed": args.seed,
-        "python": platform.python_version(),
-        "protocols": {},
-    }
-    rows = []
-    for split in (random_split_per_user(data, seed=args.seed), temporal_split(data)):
-        als, als_choice = tune_als(split, args.k, args.seed)
-        two_tower = TwoTowerRecommender(
-            user_features,
-            item_features,
-            TwoTowerConfig(seed=args.seed),
-            validation=split.valid.per_user(),
+    catalog = load_catalog(Settings.from_env())
+    started = time.perf_counter()
+    report = {}
+    for name in args.protocols:
+        report[name] = run_protocol(
+            PROTOCOLS[name], catalog, args.seeds, args.k, args.two_tower_trials
         )
-        models: list[Recommender] = [Popularity(), ItemKNN(), EASE(), als, two_tower]
-        per_model = {}
-        for model in models:
-            per_model[model.name] = evaluate_model(model, split, args.k)
-            overall = per_model[model.name]["all"]
-            segments = per_model[model.name]
-            cold = segments.get("cold_items", {}).get(f"recall@{args.k}")
-            warm = segments.get("warm_items", {}).get(f"recall@{args.k}")
-            protocol = split.protocol.split(":")[0].split(" (")[0]
-            rows.append((protocol, model.name, overall, cold, warm))
-        report["protocols"][split.protocol] = {
-            "sizes": split.describe(),
-            "als_tuning": als_choice,
-            "models": per_model,
-        }
-    k = args.k
-    header = f"{'protocol':<18}{'model':<12}{'ndcg@' + str(k):>9}{'recall@' + str(k):>11}{'map@' + str(k):>8}{'coverage':>10}{'novelty':>9}{'gini':>7}{'cold rec':>10}{'warm rec':>10}"
-    print(header)
-    print("-" * len(header))
-    for protocol, name, m, cold, warm in rows:
-        cold_text = f"{cold:.4f}" if cold is not None else "-"
-        warm_text = f"{warm:.4f}" if warm is not None else "-"
-        print(
-            f"{protocol:<18}{name:<12}{m[f'ndcg@{k}']:>9.4f}{m[f'recall@{k}']:>11.4f}{m[f'map@{k}']:>8.4f}"
-            f"{m['coverage']:>10.3f}{m['novelty']:>9.2f}{m['exposure_gini']:>7.3f}{cold_text:>10}{warm_text:>10}"
-        )
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(report, indent=2, sort_keys=True, default=float))
+        # Written after each protocol: a long run that stops early keeps what it measured.
+        write_results(args, report, {}, time.perf_counter() - started)
+    lines, goals = summarise(report, args.k)
+    print("\n".join(lines))
+    print(f"\n{'goal':<48}{'target':>8}" + "".join(f"{name:>15}" for name in goals))
+    for goal, target in GOALS.items():
+        values = "".join(f"{goals[name][goal]:>15.3f}" for name in goals)
+        print(f"{goal:<48}{target:>8.2f}{values}")
+    write_results(args, report, goals, time.perf_counter() - started)
     print(f"\nwrote {RESULTS}")
     return 0
 

@@ -30,7 +30,7 @@ from recloop.models.candidate_sources import (
     TwoTowerSource,
     last_timestamp,
 )
-from recloop.models.ranker import LambdaRanker, RankerConfig
+from recloop.models.ranker import BoostedRanker, RankerConfig
 
 LabelWindowKind = Literal["latest", "random", "global"]
 NOT_A_CANDIDATE = -1e6  # below any ranker score; popularity still orders the rest
@@ -127,7 +127,7 @@ class MultiStageRecommender:
     config: MultiStageConfig = field(default_factory=MultiStageConfig)
     name: str = "multi_stage"
     sources: list[CandidateSource] = field(default_factory=list)
-    ranker: LambdaRanker | None = None
+    ranker: BoostedRanker | None = None
     report: dict[str, object] = field(default_factory=dict)
     history: sp.csr_matrix | None = None
     reference_time: int = 0
@@ -164,10 +164,12 @@ class MultiStageRecommender:
                     ),
                     "candidates_per_user": float(len(table.rows) / max(len(users), 1)),
                 }
-        self.ranker = LambdaRanker(self.config.ranker).fit(
-            pd.concat(tables, ignore_index=True),
+        features = pd.concat(tables, ignore_index=True)
+        self.ranker = BoostedRanker(self.config.ranker).fit(
+            features,
             np.concatenate(targets).astype(np.int32),
             np.concatenate(groups),
+            decreasing=[name for name in features if name.endswith("_log_rank")],
         )
         self.report["ranker"] = {
             "rounds": self.ranker.rounds,

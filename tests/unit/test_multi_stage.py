@@ -19,7 +19,7 @@ from recloop.models.candidate_sources import (
     last_items,
 )
 from recloop.models.multi_stage import LabelWindow, MultiStageConfig, MultiStageRecommender
-from recloop.models.ranker import LambdaRanker, RankerConfig
+from recloop.models.ranker import BoostedRanker, RankerConfig
 
 N_USERS, N_ITEMS = 80, 40
 SMALL_RANKER = RankerConfig(min_data_in_leaf=5, num_leaves=7, max_rounds=60, seed=0)
@@ -114,7 +114,7 @@ def test_ranker_learns_a_planted_signal() -> None:
     noise = rng.random(len(groups))
     labels = (signal > 0.9).astype(np.int32)
     features = pd.DataFrame({"signal": signal, "noise": noise})
-    ranker = LambdaRanker(SMALL_RANKER).fit(features, labels, groups)
+    ranker = BoostedRanker(SMALL_RANKER).fit(features, labels, groups)
     gains = ranker.importance()
     assert gains["signal"] > 10 * max(gains["noise"], 1e-9)
     assert ranker.valid_ndcg > 0.9
@@ -122,7 +122,7 @@ def test_ranker_learns_a_planted_signal() -> None:
 
 def test_ranker_refuses_unsorted_groups() -> None:
     with pytest.raises(ValueError, match="sorted by group"):
-        LambdaRanker(SMALL_RANKER).fit(
+        BoostedRanker(SMALL_RANKER).fit(
             pd.DataFrame({"x": [0.0, 1.0]}), np.array([1, 0]), np.array([1, 0])
         )
 
@@ -198,3 +198,16 @@ def test_multi_stage_beats_popularity_on_planted_tastes() -> None:
     relevant = split.test.per_user()
     assert ndcg_at_k(top, relevant) > 1.5 * ndcg_at_k(popular, relevant)
     assert set(model.report["ranker"]["gain"]) >= {"item_to_item_z", "content_affinity"}
+
+
+def test_ranker_score_never_rises_with_a_decreasing_feature() -> None:
+    rng = np.random.default_rng(1)
+    groups = np.repeat(np.arange(300), 10)
+    rank = rng.integers(0, 50, len(groups)).astype(float)
+    other = rng.random(len(groups))
+    # Noisy labels that mostly favour good ranks, sometimes bad ones.
+    labels = ((rank < 10) ^ (rng.random(len(groups)) < 0.2)).astype(np.int32)
+    features = pd.DataFrame({"source_log_rank": np.log1p(rank), "other": other})
+    ranker = BoostedRanker(SMALL_RANKER).fit(features, labels, groups, ["source_log_rank"])
+    sweep = pd.DataFrame({"source_log_rank": np.log1p(np.arange(50.0)), "other": 0.5})
+    assert np.all(np.diff(ranker.predict(sweep)) <= 1e-12)
