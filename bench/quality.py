@@ -303,6 +303,13 @@ def run_protocol(
     return {"protocol": runs[0]["sizes"]["protocol"], "runs": runs}
 
 
+def ratio(numerator: float, denominator: float) -> float:
+    """numerator / denominator; inf when only the denominator is 0, nan when both are."""
+    if denominator == 0:
+        return float("nan") if numerator == 0 else float("inf")
+    return numerator / denominator
+
+
 def mean_sd(runs: list[dict], model: str, segment: str, metric: str) -> tuple[float, float]:
     values = [run["models"][model].get(segment, {}).get(metric, np.nan) for run in runs]
     return float(np.nanmean(values)), float(np.nanstd(values))
@@ -328,28 +335,29 @@ def summarise(report: dict[str, dict], k: int) -> tuple[list[str], dict[str, dic
             warm_item = mean_sd(runs, model, "warm_items", recall)[0]
             lines.append(
                 f"{name:<14}{model:<21}{n_mean:>9.4f}±{n_sd:.4f}{r_mean:>9.4f}±{r_sd:.4f}"
-                f"{n_mean / ease:>8.3f}{mean_sd(runs, model, 'all', 'coverage')[0]:>9.3f}"
+                f"{ratio(n_mean, ease):>8.3f}{mean_sd(runs, model, 'all', 'coverage')[0]:>9.3f}"
                 f"{mean_sd(runs, model, 'all', 'novelty')[0]:>8.2f}"
                 f"{mean_sd(runs, model, 'all', 'exposure_gini')[0]:>6.3f}"
                 f"{mean_sd(runs, model, 'all', 'diversity')[0]:>8.3f}"
-                f"{cold_user:>10.4f}{cold_item / warm_item:>10.3f}"
+                f"{cold_user:>10.4f}{ratio(cold_item, warm_item):>10.3f}"
             )
-        multi = mean_sd(runs, "multi_stage", "all", ndcg)[0]
+
+        def mean(model: str, segment: str, metric: str, runs: list = runs) -> float:
+            return mean_sd(runs, model, segment, metric)[0]
+
         goals[name] = {
-            "multi_stage / ease ndcg@10": multi / ease,
+            "multi_stage / ease ndcg@10": ratio(mean("multi_stage", "all", ndcg), ease),
             "two_tower / ease ndcg@10": (
-                mean_sd(runs, "two_tower", "all", ndcg)[0] / ease
+                ratio(mean("two_tower", "all", ndcg), ease)
                 if "two_tower" in runs[0]["models"]
                 else float("nan")
             ),
-            "multi_stage cold-item / warm-item recall@10": mean_sd(
-                runs, "multi_stage", "cold_items", recall
-            )[0]
-            / mean_sd(runs, "multi_stage", "warm_items", recall)[0],
-            "multi_stage / popularity cold-user ndcg@10": mean_sd(
-                runs, "multi_stage", "cold_users", ndcg
-            )[0]
-            / mean_sd(runs, "popularity", "cold_users", ndcg)[0],
+            "multi_stage cold-item / warm-item recall@10": ratio(
+                mean("multi_stage", "cold_items", recall), mean("multi_stage", "warm_items", recall)
+            ),
+            "multi_stage / popularity cold-user ndcg@10": ratio(
+                mean("multi_stage", "cold_users", ndcg), mean("popularity", "cold_users", ndcg)
+            ),
         }
     return lines, goals
 
