@@ -100,7 +100,9 @@ def variant_chain(spec: ExperimentSpec, variant: Variant) -> ModelChain:
     """The variant's model chain: trained and judged like the champion's but its offline
     comparison with the champion (the online test decides), then deployed or served as
     batch lists; a batch variant that trains nothing only pushes its model's lists."""
-    keys = {role: dg.AssetKey(list(key)) for role, key in variant_asset_keys(spec, variant.name).items()}
+    keys = {
+        role: dg.AssetKey(list(key)) for role, key in variant_asset_keys(spec, variant.name).items()
+    }
     label = variant_label(spec.name, variant.name)
     batch = variant.inference == "batch"
     recipe = (

@@ -234,7 +234,9 @@ def _check_specs(chain: ModelChain, key: dg.AssetKey) -> list[dg.AssetCheckSpec]
 
 def _training_set_asset(chain: ModelChain) -> dg.AssetsDefinition:
     recipe = chain.recipe
-    reads = f" with {recipe.feature_service}'s features" if recipe.reads_features else " (labels only)"
+    reads = (
+        f" with {recipe.feature_service}'s features" if recipe.reads_features else " (labels only)"
+    )
 
     @dg.asset(
         key=chain.keys.training_set,
@@ -303,8 +305,13 @@ def _model_asset(chain: ModelChain) -> dg.AssetsDefinition:
         tags=dict(chain.tags),
         check_specs=_check_specs(chain, chain.keys.model) if judged_here else None,
         description=f"{chain.label}: the {chain.recipe.algorithm} model trained on the train "
-        "part, registered in the model registry"
-        + (", judged on the test part (the gates are blocking checks)." if judged_here else "."),
+        "part (a two-tower then refit on every label unless `refit` is off; the registry "
+        "keeps both weight sets and serves the refit), registered in the model registry"
+        + (
+            ", judged on the test part by the train-part weights (the gates are blocking checks)."
+            if judged_here
+            else "."
+        ),
     )
     if chain.run_config:
 
@@ -345,7 +352,8 @@ def _train_and_register(
     judgement = None
     if chain.keys.evaluation is None:
         champion = registry.champion()
-        champion_model = registry.load(champion) if champion else None
+        # With the weights it was judged as: a refit champion saw most of this test window.
+        champion_model = registry.load(champion, with_evaluated=True) if champion else None
         judgement = judge(trained.model, inputs, plan, _ope_gate(recloop), champion, champion_model)
         labels["gate"] = "passed" if judgement.passed else "failed"
         metadata |= _judgement_metadata(judgement) | {"gate_config": plan.config.to_dict()}
@@ -413,7 +421,8 @@ def _evaluation_asset(chain: ModelChain) -> dg.AssetsDefinition:
     ):
         registry = Registry(recloop.layout().registry)
         inputs = load_inputs(Path(training_set))
-        judgement = judge(registry.load(model), inputs, chain.plan, _ope_gate(recloop))
+        judged = registry.load(model, with_evaluated=True)
+        judgement = judge(judged, inputs, chain.plan, _ope_gate(recloop))
         result = {"version": model, **_judgement_metadata(judgement)}
         yield dg.Output(result, metadata={"model_version": model, **_judgement_shown(judgement)})
         yield from gate_check_results(result["gate"]["results"], chain.checks)

@@ -238,6 +238,8 @@ def model_summary(settings: Settings) -> dict:
             "feature_service": metadata["feature_service"],
             "best_epoch": metadata["best_epoch"],
             "code_version": metadata["code_version"],
+            # The served weights, when they are the judged ones refit on every label.
+            "refit": metadata.get("refit"),
         },
     }
 
@@ -256,6 +258,11 @@ def print_summary(summary: dict, path: Path) -> None:
     print(f"  champion            {summary['model_version']}")
     for name in ("ndcg@10", "recall@10", "coverage"):
         print(f"      {name:<14}{metrics[name]:>8.4f}   popularity {popularity[name]:.4f}")
+    refit = summary["training"]["refit"]
+    served = (
+        f"refit on {refit['examples']:,} labels, {refit['epochs']} epochs" if refit else "judged"
+    )
+    print(f"  served weights      {served}")
     gate = summary["gate"]
     print(f"  gate                {'passed' if gate['passed'] else 'FAILED'}")
     for result in gate["results"]:

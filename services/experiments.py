@@ -90,9 +90,6 @@ class _BatchServable:
     def needs_features(self) -> bool:
         return False
 
-    def knows_user(self, user_id: str) -> bool:
-        return True
-
     def interactions(self, user_id: str) -> int:
         return 0
 
@@ -128,8 +125,7 @@ class VariantSource:
         request_id: str,
         now: datetime,
     ) -> VariantList:
-        """This variant's list for one request (`features`: the user's online features when
-        the user is known to some model, else None)."""
+        """This variant's list for one request (`features`: the user's online features)."""
         if self.batch:
             found = batch_lists.lookup(user_id, self.label, now)
             if found is None:
@@ -137,7 +133,7 @@ class VariantSource:
             model: Servable = _BatchServable(*found)
         else:
             model = self.model if self.model is not None else champion
-        usable = features if model.needs_features and model.knows_user(user_id) else None
+        usable = features if model.needs_features else None
         rng = request_rng(f"{request_id}:{self.label}")
         recommendation = rank_with_policy(model, self.policy, user_id, usable, k, exclude, rng)
         return VariantList(recommendation, model.version)

@@ -311,10 +311,10 @@ class RecloopRuntime:
             )
             route = experiments.router.route(user_id, champion.tenant, context, events, now)
         request_id = uuid.uuid4().hex
-        known = user_id in retriever.user_index
-        features = self._user_features(user_id) if known or route is not None else None
+        # Read for every user: the user tower places one it has no history of from these.
+        features = self._user_features(user_id)
         if route is None:
-            result = retriever.recommend(user_id, features if known else None, k, exclude)
+            result = retriever.recommend(user_id, features, k, exclude)
             served = ServedList(
                 request_id=request_id,
                 tenant_id=champion.tenant,
@@ -342,7 +342,7 @@ class RecloopRuntime:
         self,
         route: Route,
         champion: Champion,
-        features: FeatureColumns | None,
+        features: FeatureColumns,
         user_id: str,
         k: int,
         exclude: list[str],

@@ -1,4 +1,5 @@
-"""A tiny trained bundle (two genres, eight users, six items) for artifact, gate and registry tests."""
+"""A tiny trained bundle (two genres, eight users, six items) for artifact, gate and registry
+tests, and a point-in-time training set of the same world for the candidate's fit."""
 
 from __future__ import annotations
 
@@ -13,10 +14,12 @@ from recloop.features.feature_vectors import (
     FeatureSpec,
     activity_columns,
 )
+from recloop.features.training_set import TemporalCutoffs
 from recloop.models.configs import TwoTowerConfig
 from recloop.models.model_artifact import ModelBundle, item_vectors_of
 from recloop.models.retrieval_index import RetrievalIndex
 from recloop.models.two_tower import TrainingExamples, train_two_tower
+from recloop.training.candidate import TrainingInputs
 
 # Users 0-3 like items 0 and 1 (genre A); users 4-7 like items 2 and 3 (genre B).
 LIKES = np.zeros((8, 6), dtype=np.float32)
@@ -77,4 +80,56 @@ def tiny_bundle(config: TwoTowerConfig = CONFIG) -> ModelBundle:
         item_popularity=np.asarray(TRAIN.sum(axis=0)).ravel(),
         index=RetrievalIndex.build(item_vectors_of(result.model)),
         metadata={"tenants": ["shop"]},
+    )
+
+
+DAY = pd.Timestamp("2024-03-01", tz="UTC")
+CUTOFFS = TemporalCutoffs(DAY + pd.Timedelta(days=1), DAY + pd.Timedelta(days=2))
+# (user, item, day): the genre-A users u0-u2 and genre-B users u4-u6 train on day 0 and go on
+# to the cold items i4 / i5; u3 and u7 have labels only on day 2, the test part.
+LABELS = [
+    *((f"u{u}", f"i{i}", 0) for u in (0, 1, 2) for i in (0, 1)),
+    *((f"u{u}", f"i{i}", 0) for u in (4, 5, 6) for i in (2, 3)),
+    ("u0", "i4", 1),
+    ("u1", "i4", 1),
+    ("u4", "i5", 1),
+    ("u5", "i5", 1),
+    ("u2", "i4", 2),
+    ("u6", "i5", 2),
+    ("u3", "i0", 2),
+    ("u3", "i1", 2),
+    ("u7", "i2", 2),
+    ("u7", "i3", 2),
+]
+
+
+def tiny_training_inputs() -> TrainingInputs:
+    """`LABELS` as a training set: features as `user_frame` gives them, split at `CUTOFFS`,
+    in a catalog of 16 items (top-10 lists need ten unseen ones), i6-i15 never labelled."""
+    item_ids = [f"i{i}" for i in range(16)]
+    genres = [*ITEM_GENRES, *(["A", "B"] * 5)]
+    catalog = feast_frame(
+        ITEM_VIEW, item_ids, "item_id", years_since_release=[5.0] * 16, genres=genres
+    )
+    users = [user for user, _, _ in LABELS]
+    examples = user_frame(users)
+    examples["item_id"] = [item for _, item, _ in LABELS]
+    examples["tenant_id"] = "shop"
+    examples["event_timestamp"] = [
+        DAY + pd.Timedelta(days=day, minutes=n) for n, (_, _, day) in enumerate(LABELS)
+    ]
+    examples["split"] = CUTOFFS.part_of(examples["event_timestamp"]).to_numpy()
+    snapshots = pd.concat(
+        [
+            user_frame(list(USER_IDS)).assign(as_of=as_of)
+            for as_of in (CUTOFFS.valid_start, CUTOFFS.test_start)
+        ],
+        ignore_index=True,
+    )
+    return TrainingInputs(
+        examples=examples,
+        user_snapshots=snapshots,
+        items=catalog,
+        text_embeddings=np.zeros((len(catalog), 2), dtype=np.float32),
+        cutoffs=CUTOFFS,
     )

@@ -174,4 +174,3 @@ def catalog_texts(layout: DataLayout) -> pd.DataFrame:
         return warehouse.execute(
             "select item_id, title, genres from int_items order by item_id"
         ).df()
-

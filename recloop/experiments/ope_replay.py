@@ -107,7 +107,7 @@ def model_target(
     def probabilities(request: pd.Series, k: int) -> tuple[list[str], np.ndarray]:
         user = str(request["user_id"])
         row = None
-        if features is not None and model.knows_user(user):
+        if features is not None:
             row = features.loc[[request["request_id"]]].reset_index(drop=True)
         pool = model.recommend(user, row, max(policy.pool_size(k), k), list(request["consumed"]))
         if not pool.item_ids:

@@ -54,8 +54,27 @@ def feature_refs(view: str, columns: Sequence[str]) -> list[str]:
 FeatureColumns = pd.DataFrame | Mapping[str, Sequence[object]]
 
 
+USER_TOWER_NAMES = (
+    *(f"{USER_VIEW}__{column}" for column in USER_COLUMNS),
+    *(f"{STREAM_VIEW}__{column}" for column in STREAM_COLUMNS),
+)
+
+
 def _column(frame: FeatureColumns, view: str, column: str) -> Sequence[object]:
     return frame[f"{view}__{column}"]
+
+
+def empty_user_row() -> dict[str, list[None]]:
+    """One user with no row in any user view: what Feast answers for an unknown user."""
+    return {name: [None] for name in USER_TOWER_NAMES}
+
+
+def describes_user(frame: FeatureColumns) -> bool:
+    """Whether the first row holds any user feature or recent item, by which the user
+    tower can place a user whose history the model does not know."""
+    return any(
+        not is_missing(next(iter(frame[name]))) for name in USER_TOWER_NAMES if name in frame
+    )
 
 
 def _numbers(values: Sequence[object]) -> np.ndarray:

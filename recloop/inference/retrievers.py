@@ -1,10 +1,13 @@
 """Inference: the one code path for offline evaluation and serving.
 
-Two-tower (`Retriever` over a `ModelBundle`): user features (daily and streaming) ->
-user tower -> index search -> drop seen and excluded items -> top k. Users the model
-has never seen, or without features, get the most popular unseen items instead, and
-the result says so. Popularity (`PopularityRetriever`, an experiment's baseline): the
-most counted items the user has not interacted with.
+Two-tower (`Retriever` over a `ModelBundle`): user features (daily and streaming) and
+the user's known history -> user tower -> index search -> drop seen and excluded items
+-> top k. A user the id embedding never saw, or absent from the model's users, is
+placed by the tower from features, recent items and history alone (the id embedding
+is masked, as in training). Only a request with nothing to go on (no known history,
+no feature and no recent item) gets the most popular unseen items, and the result
+says so. Popularity (`PopularityRetriever`, an experiment's baseline): the most counted
+items the user has not interacted with.
 
 `rank_with_policy` puts an exploration policy (recloop.inference.policies) over either: it
 retrieves the policy's candidate pool and draws the list with its propensities.
@@ -21,7 +24,7 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 
-from recloop.features.feature_vectors import FeatureColumns
+from recloop.features.feature_vectors import FeatureColumns, describes_user, empty_user_row
 from recloop.inference.policies import Policy
 from recloop.models.model_artifact import ModelBundle
 from recloop.models.popularity_model import PopularityModel
@@ -47,8 +50,6 @@ class Servable(Protocol):
 
     @property
     def needs_features(self) -> bool: ...
-
-    def knows_user(self, user_id: str) -> bool: ...
 
     def interactions(self, user_id: str) -> int:
         """How many items the model knows the user interacted with (0 if unknown)."""
@@ -107,7 +108,6 @@ class Retriever:
                 self.known_history, torch.arange(self.known_history.shape[0])
             )
         self.popular = PopularityRanking(bundle.item_popularity)
-        self.known_users = bundle.model.known_users.numpy()
 
     @property
     def version(self) -> str:
@@ -117,22 +117,26 @@ class Retriever:
     def needs_features(self) -> bool:
         return True
 
-    def knows_user(self, user_id: str) -> bool:
-        return user_id in self.user_index
-
     def interactions(self, user_id: str) -> int:
         return _row_length(self.known_history, self.user_index.get(user_id))
 
     @torch.inference_mode()
     def user_vectors(self, users: np.ndarray, features: FeatureColumns) -> np.ndarray:
-        """(len(users), dim) for user indices, with Feast feature columns as of the request."""
-        index = torch.from_numpy(users.astype(np.int64))
-        spec = self.bundle.spec
-        vectors = self.bundle.model.users_with_summary(
+        """(len(users), dim) for user indices, with Feast feature columns as of the request.
+
+        Index -1: a user absent from the model, placed by features and recent items with
+        the id embedding masked and an empty history summary (a training example with no
+        earlier history has the same)."""
+        users = users.astype(np.int64)
+        absent = torch.from_numpy(users < 0)
+        index = torch.from_numpy(np.where(users < 0, 0, users))
+        model, spec = self.bundle.model, self.bundle.spec
+        vectors = model.users_with_summary(
             index,
             torch.from_numpy(spec.user_vectors(features)),
-            self.summaries[index],
+            self.summaries[index].masked_fill(absent.unsqueeze(1), 0.0),
             torch.from_numpy(spec.recent_item_indices(features, self.item_index)),
+            known=model.known_users[index] & ~absent,
         )
         return vectors.numpy()
 
@@ -153,16 +157,19 @@ class Retriever:
     def recommend(
         self, user_id: str, features: FeatureColumns | None, k: int, exclude: Iterable[str] = ()
     ) -> Recommendation:
-        """Top `k` for one user; `features` is one row of Feast columns, None when unavailable."""
+        """Top `k` for one user from the user tower; `features` is one row of Feast
+        columns, None when unavailable. Popularity only when the model knows no history
+        of the user and the request carries no feature and no recent item."""
         user = self.user_index.get(user_id)
         banned = _row_items(self.known_history, user) | _item_rows(self.item_index, exclude)
-        usable = user is not None and self.known_users[user] and features is not None
-        if not usable:
+        no_history = _row_length(self.known_history, user) == 0
+        if no_history and (features is None or not describes_user(features)):
             top, scores = self.popular.top(banned, k)
             return Recommendation(
                 [str(self.bundle.item_ids[i]) for i in top], scores, POPULARITY_FALLBACK
             )
-        query = self.user_vectors(np.array([user]), features)
+        row = np.array([-1 if user is None else user])
+        query = self.user_vectors(row, features if features is not None else empty_user_row())
         top, scores = self._search_unseen(query, banned, k)
         return Recommendation([str(self.bundle.item_ids[i]) for i in top], scores, None)
 
@@ -206,9 +213,6 @@ class PopularityRetriever:
     def needs_features(self) -> bool:
         return False
 
-    def knows_user(self, user_id: str) -> bool:
-        return user_id in self.user_index
-
     def interactions(self, user_id: str) -> int:
         return _row_length(self.known_history, self.user_index.get(user_id))
 
@@ -239,8 +243,8 @@ def rank_with_policy(
     rng: np.random.Generator,
 ) -> Recommendation:
     """The policy's list from the model's top `policy.pool_size(k)` candidates, with the
-    propensity of each shown item. A popularity fallback (unknown user) is served as it
-    is, without propensities: no policy drew it."""
+    propensity of each shown item. A popularity fallback (a user the model has nothing
+    on) is served as it is, without propensities: no policy drew it."""
     pool = model.recommend(user_id, features, policy.pool_size(k), exclude)
     if pool.fallback is not None or not pool.item_ids:
         return Recommendation(pool.item_ids[:k], pool.scores[:k], pool.fallback)

@@ -15,7 +15,7 @@ import typing
 from dataclasses import asdict, dataclass
 from typing import Any
 
-JSON_TYPES = {int: "integer", float: "number"}
+JSON_TYPES = {bool: "boolean", int: "integer", float: "number"}
 
 
 def param(
@@ -44,7 +44,9 @@ class TwoTowerConfig:
     dim: int = param(64, "embedding size of both towers", minimum=1)
     hidden: int = param(128, "hidden width of each tower's MLP", minimum=1)
     temperature: float = param(0.1, "softmax temperature of the in-batch loss", exclusive_minimum=0)
-    id_dropout: float = param(0.3, "share of id embeddings dropped while training", minimum=0, maximum=1)
+    id_dropout: float = param(
+        0.3, "share of id embeddings dropped while training", minimum=0, maximum=1
+    )
     lr: float = param(3e-3, "Adam learning rate", exclusive_minimum=0)
     weight_decay: float = param(1e-4, "Adam weight decay", minimum=0)
     batch_size: int = param(1024, "training examples per batch", minimum=1)
@@ -55,8 +57,15 @@ class TwoTowerConfig:
         0.5, "share of examples whose recent items are hidden", minimum=0, maximum=1
     )
     seed: int = param(0, "seed of initialisation, dropout and batching", minimum=0)
+    # The gates judge the model trained on the train part; what serves should also know
+    # the newest labels and the users and items that appear only in them.
+    refit: bool = param(
+        True,
+        "serve the same configuration refit on every label (train, validation and test) for "
+        "the validated number of epochs; the gates still judge the train-part model",
+    )
 
-    def to_dict(self) -> dict[str, float | int]:
+    def to_dict(self) -> dict[str, float | int | bool]:
         return asdict(self)
 
 

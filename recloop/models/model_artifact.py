@@ -12,13 +12,13 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 import scipy.sparse as sp
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load, save
 
 from recloop.data.layout import sha256_file
 from recloop.features.feature_vectors import FeatureSpec
@@ -32,6 +32,8 @@ WEIGHTS = "weights.safetensors"
 INDEX = "index.bin"
 HISTORY = "history.npz"
 MANIFEST = "manifest.json"
+EVALUATED_WEIGHTS = "evaluated_weights.safetensors"
+EVALUATED_INDEX = "evaluated_index.bin"
 
 
 class CorruptArtifactError(ValueError):
@@ -52,6 +54,44 @@ class ModelBundle:
     index: RetrievalIndex
     metadata: dict[str, object] = field(default_factory=dict)
     version: str = ""
+    # The weights the gates judged (train part only) and their index, when `model` is their
+    # refit on every label; None when `model` itself was judged. Shares the rest.
+    evaluated: ModelBundle | None = None
+
+    def judged(self) -> ModelBundle:
+        """What offline evaluation must score: never weights that saw the test labels."""
+        if self.evaluated is not None:
+            return self.evaluated
+        if "refit" in self.metadata:
+            raise ValueError(
+                f"model {self.version or '(unsaved)'} was refit on its test labels and was "
+                "loaded without its evaluated weights: load it with with_evaluated=True"
+            )
+        return self
+
+
+def refit_bundle(
+    evaluated: ModelBundle, model: TwoTowerModel, index: RetrievalIndex, refit: dict[str, object]
+) -> ModelBundle:
+    """`evaluated`'s configuration refit on more labels: serves `model`, keeps `evaluated`
+    for judging; `refit` (what the refit trained on) joins the metadata."""
+    return replace(
+        evaluated,
+        model=model,
+        index=index,
+        metadata={**evaluated.metadata, "refit": refit},
+        evaluated=evaluated,
+    )
+
+
+def weights_bytes(model: TwoTowerModel) -> bytes:
+    """The state dict as safetensors bytes: the same weights give the same bytes."""
+    return save({name: tensor.contiguous() for name, tensor in model.state_dict().items()})
+
+
+def weights_sha256(model: TwoTowerModel) -> str:
+    """sha256 of `weights_bytes`, equal to the saved weight file's hash in the manifest."""
+    return hashlib.sha256(weights_bytes(model)).hexdigest()
 
 
 def manifest_version(manifest: dict[str, object]) -> str:
@@ -62,9 +102,13 @@ def manifest_version(manifest: dict[str, object]) -> str:
 def save_bundle(bundle: ModelBundle, directory: Path) -> str:
     """Write the bundle's files and manifest into `directory`; return the content version."""
     directory.mkdir(parents=True, exist_ok=True)
-    state = {name: tensor.contiguous() for name, tensor in bundle.model.state_dict().items()}
-    save_file(state, str(directory / WEIGHTS))
+    (directory / WEIGHTS).write_bytes(weights_bytes(bundle.model))
     (directory / INDEX).write_bytes(bundle.index.to_bytes())
+    files = [WEIGHTS, INDEX, HISTORY]
+    if bundle.evaluated is not None:
+        (directory / EVALUATED_WEIGHTS).write_bytes(weights_bytes(bundle.evaluated.model))
+        (directory / EVALUATED_INDEX).write_bytes(bundle.evaluated.index.to_bytes())
+        files += [EVALUATED_WEIGHTS, EVALUATED_INDEX]
     history = bundle.history.tocsr()
     np.savez(
         directory / HISTORY,
@@ -82,11 +126,13 @@ def save_bundle(bundle: ModelBundle, directory: Path) -> str:
         "item_ids": [str(i) for i in bundle.item_ids],
         "index_kind": bundle.index.kind,
         "metadata": bundle.metadata,
-        "files": {name: sha256_file(directory / name) for name in (WEIGHTS, INDEX, HISTORY)},
+        "files": {name: sha256_file(directory / name) for name in files},
     }
     manifest["version"] = manifest_version(manifest)
     (directory / MANIFEST).write_text(json.dumps(manifest, indent=1, sort_keys=True))
     bundle.version = str(manifest["version"])
+    if bundle.evaluated is not None:
+        bundle.evaluated.version = bundle.version
     return bundle.version
 
 
@@ -146,29 +192,42 @@ def verified_manifest(
     return manifest
 
 
-def load_bundle(directory: Path, expected_version: str | None = None) -> ModelBundle:
-    """Verify every file against the manifest, then load; raises CorruptArtifactError."""
-    manifest = verified_manifest(directory, expected_version, "two-tower", FORMAT_VERSION)
-    config = TwoTowerConfig(**manifest["config"])
-    spec = FeatureSpec.from_dict(manifest["feature_spec"])
-    state = load_file(str(directory / WEIGHTS))
-    with np.load(directory / HISTORY, allow_pickle=False) as arrays:
-        history = binary_csr(arrays)
-        shape = history.shape
-        popularity = arrays["item_popularity"]
+def _load_model(
+    directory: Path, weights: str, index_file: str, manifest: dict[str, object], n_users: int
+) -> tuple[TwoTowerModel, RetrievalIndex]:
+    """One weight file and its index (both verified beforehand)."""
+    state = load((directory / weights).read_bytes())
     model = TwoTowerModel(
-        shape[0], int(manifest["n_user_features"]), state["item_features"].numpy(), config
+        n_users,
+        int(manifest["n_user_features"]),
+        state["item_features"].numpy(),
+        TwoTowerConfig(**manifest["config"]),
     )
     model.load_state_dict(state)
     model.eval()
-    item_vectors = item_vectors_of(model)
     index = RetrievalIndex.from_bytes(
-        manifest["index_kind"], (directory / INDEX).read_bytes(), item_vectors
+        manifest["index_kind"], (directory / index_file).read_bytes(), item_vectors_of(model)
     )
-    return ModelBundle(
+    return model, index
+
+
+def load_bundle(
+    directory: Path, expected_version: str | None = None, with_evaluated: bool = False
+) -> ModelBundle:
+    """Verify every file against the manifest, then load; raises CorruptArtifactError.
+
+    `with_evaluated` also loads the weights the gates judged when the model was refit
+    (offline evaluation needs them; serving does not, so it does not hold them).
+    """
+    manifest = verified_manifest(directory, expected_version, "two-tower", FORMAT_VERSION)
+    with np.load(directory / HISTORY, allow_pickle=False) as arrays:
+        history = binary_csr(arrays)
+        popularity = arrays["item_popularity"]
+    model, index = _load_model(directory, WEIGHTS, INDEX, manifest, history.shape[0])
+    bundle = ModelBundle(
         model=model,
-        config=config,
-        spec=spec,
+        config=TwoTowerConfig(**manifest["config"]),
+        spec=FeatureSpec.from_dict(manifest["feature_spec"]),
         user_ids=np.asarray(manifest["user_ids"], dtype=object),
         item_ids=np.asarray(manifest["item_ids"], dtype=object),
         history=history,
@@ -177,6 +236,15 @@ def load_bundle(directory: Path, expected_version: str | None = None) -> ModelBu
         metadata=dict(manifest["metadata"]),
         version=str(manifest["version"]),
     )
+    if with_evaluated and EVALUATED_WEIGHTS in dict(manifest["files"]):
+        evaluated, evaluated_index = _load_model(
+            directory, EVALUATED_WEIGHTS, EVALUATED_INDEX, manifest, history.shape[0]
+        )
+        metadata = {k: v for k, v in bundle.metadata.items() if k != "refit"}
+        bundle.evaluated = replace(
+            bundle, model=evaluated, index=evaluated_index, metadata=metadata
+        )
+    return bundle
 
 
 @torch.no_grad()

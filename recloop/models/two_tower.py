@@ -167,10 +167,16 @@ class TwoTowerModel(nn.Module):
         features: torch.Tensor,
         summary: torch.Tensor,
         recent: torch.Tensor,
+        known: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """The user tower on a history summary computed beforehand (serving caches it)."""
+        """The user tower on a history summary computed beforehand (serving caches it).
+
+        `known` (batch,) bool overrides which rows may use their id embedding (default:
+        the ids training saw); serving masks it for a user the model has no row for.
+        """
         extra = torch.cat([summary, self.recent_summary(recent)], dim=1)
-        return self.user_tower(users, features, extra, known=self.known_users[users])
+        mask = self.known_users[users] if known is None else known
+        return self.user_tower(users, features, extra, known=mask)
 
     def items(self, items: torch.Tensor) -> torch.Tensor:
         return self.item_tower(items, self.item_features[items], known=self.known_items[items])
@@ -203,6 +209,69 @@ class TrainResult:
     history: list[dict[str, float]] = field(default_factory=list)
 
 
+class _Trainer:
+    """Adam on the in-batch softmax from the seeded initialisation; `epoch` is one pass.
+
+    The same seed and shapes give the same initial weights and the same batch order, so
+    a refit on more labels starts where the validated run started.
+    """
+
+    def __init__(
+        self,
+        examples: TrainingExamples,
+        history: sp.csr_matrix,
+        item_features: np.ndarray,
+        config: TwoTowerConfig,
+    ):
+        torch.manual_seed(config.seed)
+        self.rng = np.random.default_rng(config.seed)
+        self.config = config
+        n_users, n_items = history.shape
+        model = TwoTowerModel(n_users, examples.user_features.shape[1], item_features, config)
+        model.known_items[:] = torch.from_numpy(np.bincount(examples.items, minlength=n_items) > 0)
+        model.known_users[:] = torch.from_numpy(np.bincount(examples.users, minlength=n_users) > 0)
+        self.model = model
+        self.history = history.tocsr()
+        self.users, self.items = examples.users, examples.items
+        self.features = torch.from_numpy(examples.user_features.astype(np.float32))
+        self.recent = torch.from_numpy(examples.recent.astype(np.int64))
+        counts = np.bincount(self.items, minlength=n_items)
+        self.log_q = torch.from_numpy(
+            np.log(np.maximum(counts, 1) / counts.sum()).astype(np.float32)
+        )
+        self.optimizer = torch.optim.Adam(
+            [p for p in model.parameters() if p.requires_grad],
+            lr=config.lr,
+            weight_decay=config.weight_decay,
+        )
+
+    def epoch(self) -> float:
+        """One pass over the examples in a seeded order; the mean loss. Leaves eval mode on."""
+        model, config = self.model, self.config
+        model.train()
+        order = self.rng.permutation(len(self.users))
+        total = 0.0
+        for start in range(0, len(order), config.batch_size):
+            batch = order[start : start + config.batch_size]
+            users = torch.from_numpy(self.users[batch])
+            items = torch.from_numpy(self.items[batch])
+            hidden = torch.from_numpy(self.rng.random(len(batch)) < config.recent_dropout)
+            recent = self.recent[batch].masked_fill(hidden.unsqueeze(1), -1)
+            loss = in_batch_softmax_loss(
+                model.users(users, self.features[batch], self.history, recent, exclude=items),
+                model.items(items),
+                items,
+                self.log_q[items],
+                config.temperature,
+            )
+            self.optimizer.zero_grad()
+            loss.backward()
+            self.optimizer.step()
+            total += float(loss.detach()) * len(batch)
+        model.eval()
+        return total / len(order)
+
+
 def train_two_tower(
     examples: TrainingExamples,
     history: sp.csr_matrix,
@@ -211,63 +280,43 @@ def train_two_tower(
     validate: Callable[[TwoTowerModel], float] | None = None,
     progress: bool = True,
 ) -> TrainResult:
-    """Train with Adam; keep the weights of the epoch with the best `validate` score.
+    """Train with Adam; keep the weights of the epoch with the best `validate` score
+    (without `validate`: the lowest training loss).
 
     `history` (users x items, the training interactions) feeds the history summary
     and marks which users and items the id embeddings know.
     """
-    torch.manual_seed(config.seed)
-    rng = np.random.default_rng(config.seed)
-    n_users, n_items = history.shape
-    model = TwoTowerModel(n_users, examples.user_features.shape[1], item_features, config)
-    model.known_items[:] = torch.from_numpy(np.bincount(examples.items, minlength=n_items) > 0)
-    model.known_users[:] = torch.from_numpy(np.bincount(examples.users, minlength=n_users) > 0)
-    history = history.tocsr()
-    users_all, items_all = examples.users, examples.items
-    features_all = torch.from_numpy(examples.user_features.astype(np.float32))
-    recent_all = torch.from_numpy(examples.recent.astype(np.int64))
-    counts = np.bincount(items_all, minlength=n_items)
-    log_q = torch.from_numpy(np.log(np.maximum(counts, 1) / counts.sum()).astype(np.float32))
-    optimizer = torch.optim.Adam(
-        [p for p in model.parameters() if p.requires_grad],
-        lr=config.lr,
-        weight_decay=config.weight_decay,
-    )
-    best = TrainResult(model=copy.deepcopy(model), best_epoch=-1, best_score=-np.inf)
+    trainer = _Trainer(examples, history, item_features, config)
+    best = TrainResult(model=copy.deepcopy(trainer.model), best_epoch=-1, best_score=-np.inf)
     stale = 0
     for epoch in tqdm(range(config.epochs), desc="two-tower", unit="epoch", disable=not progress):
-        model.train()
-        order = rng.permutation(len(users_all))
-        total = 0.0
-        for start in range(0, len(order), config.batch_size):
-            batch = order[start : start + config.batch_size]
-            users = torch.from_numpy(users_all[batch])
-            items = torch.from_numpy(items_all[batch])
-            recent = recent_all[batch]
-            hidden = torch.from_numpy(rng.random(len(batch)) < config.recent_dropout)
-            recent = recent.masked_fill(hidden.unsqueeze(1), -1)
-            loss = in_batch_softmax_loss(
-                model.users(users, features_all[batch], history, recent, exclude=items),
-                model.items(items),
-                items,
-                log_q[items],
-                config.temperature,
-            )
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-            total += float(loss.detach()) * len(batch)
-        model.eval()
-        score = validate(model) if validate else -total
-        best.history.append({"epoch": epoch, "loss": total / len(order), "score": score})
+        loss = trainer.epoch()
+        score = validate(trainer.model) if validate else -loss
+        best.history.append({"epoch": epoch, "loss": loss, "score": score})
         if score > best.best_score:
-            best = TrainResult(copy.deepcopy(model), epoch, score, best.history)
+            best = TrainResult(copy.deepcopy(trainer.model), epoch, score, best.history)
             stale = 0
         else:
             stale += 1
             if stale >= config.patience:
                 break
     return best
+
+
+def refit_two_tower(
+    examples: TrainingExamples,
+    history: sp.csr_matrix,
+    item_features: np.ndarray,
+    config: TwoTowerConfig,
+    epochs: int,
+    progress: bool = True,
+) -> TwoTowerModel:
+    """Exactly `epochs` epochs with no validation, the last weights kept: the validated
+    configuration refit on more labels for the epoch count validation chose."""
+    trainer = _Trainer(examples, history, item_features, config)
+    for _ in tqdm(range(epochs), desc="two-tower refit", unit="epoch", disable=not progress):
+        trainer.epoch()
+    return trainer.model
 
 
 @torch.no_grad()

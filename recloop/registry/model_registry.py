@@ -137,11 +137,15 @@ class Registry:
     def labels(self, version: str) -> dict[str, str]:
         return dict(self._record(version)["labels"])
 
-    def load(self, version: str) -> ServableModel:
-        """The model, every file checked against its sha256 and the version."""
+    def load(self, version: str, with_evaluated: bool = False) -> ServableModel:
+        """The model, every file checked against its sha256 and the version.
+        `with_evaluated`: a refit two-tower also brings the weights its gates judged
+        (`ModelBundle.judged`), which offline comparisons must score."""
         if model_name(version) == POPULARITY_MODEL_NAME:
             return load_popularity(self.path(version), expected_version=version)
-        return load_bundle(self.path(version), expected_version=version)
+        return load_bundle(
+            self.path(version), expected_version=version, with_evaluated=with_evaluated
+        )
 
     def manifest(self, version: str) -> dict[str, object]:
         """The version's manifest, checked against its own hash."""

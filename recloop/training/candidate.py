@@ -43,13 +43,19 @@ from recloop.features.feature_vectors import FeatureSpec
 from recloop.features.training_set import TemporalCutoffs
 from recloop.inference.retrievers import PopularityRetriever, Retriever
 from recloop.models.baselines import Popularity, recommend, top_k_unseen
-from recloop.models.model_artifact import ModelBundle, item_vectors_of
+from recloop.models.model_artifact import (
+    ModelBundle,
+    item_vectors_of,
+    refit_bundle,
+    weights_sha256,
+)
 from recloop.models.popularity_model import PopularityModel
 from recloop.models.retrieval_index import DEFAULT_ANN_MIN_ITEMS, RetrievalIndex
 from recloop.models.two_tower import (
     TrainingExamples,
     TwoTowerConfig,
     TwoTowerModel,
+    refit_two_tower,
     score_users,
     train_two_tower,
 )
@@ -84,6 +90,7 @@ class EvaluationSet:
 
 @dataclass
 class Candidate:
+    # What is registered and served; `bundle.judged()` is what `metrics` describe.
     bundle: ModelBundle
     metrics: dict[str, dict[str, float]]
     popularity_metrics: dict[str, float]
@@ -142,7 +149,9 @@ def evaluate_bundle(bundle: ModelBundle, evaluation: EvaluationSet, k: int = K) 
     """Metrics of `bundle` on `evaluation`, through the serving code path (`Retriever`).
 
     Works for any bundle, including a champion trained on another catalog or user
-    set: ids are mapped, and users the bundle does not know get its fallback.
+    set: ids are mapped, and a user the bundle has no row for is served as the service
+    would serve them (placed from features and recent items, else popularity), their
+    items seen before the cut-off excluded. Pass `bundle.judged()` for a refit model.
     """
     bundle_users = pd.Index(bundle.user_ids.astype(str))
     bundle_items = pd.Index(bundle.item_ids.astype(str))
@@ -159,9 +168,13 @@ def evaluate_bundle(bundle: ModelBundle, evaluation: EvaluationSet, k: int = K) 
         top[known] = catalog_index.get_indexer(bundle.item_ids[ranked.ravel()].astype(str)).reshape(
             ranked.shape
         )
+    seen_items = evaluation.seen_pairs.groupby(evaluation.seen_pairs["user_id"].astype(str))
+    seen_items = seen_items["item_id"].agg(lambda items: [str(i) for i in items])
     for row in np.flatnonzero(~known):
-        fallback = retriever.recommend(str(evaluation.user_ids[row]), None, k)
-        top[row] = catalog_index.get_indexer(fallback.item_ids)
+        user = str(evaluation.user_ids[row])
+        features = evaluation.features.iloc[[row]].reset_index(drop=True)
+        served = retriever.recommend(user, features, k, exclude=seen_items.get(user, []))
+        top[row] = catalog_index.get_indexer(served.item_ids)
     if (top < 0).any():
         outside = sorted(set(bundle.item_ids.astype(str)) - set(evaluation.catalog))[:5]
         raise ValueError(
@@ -211,6 +224,21 @@ def popularity_metrics(evaluation: EvaluationSet, k: int = K) -> dict[str, float
     return evaluate(top, evaluation.relevant, evaluation.inputs())
 
 
+def _training_examples(
+    frame: pd.DataFrame,
+    spec: FeatureSpec,
+    user_index: pd.Index,
+    item_index: pd.Index,
+    item_position: dict[str, int],
+) -> TrainingExamples:
+    return TrainingExamples(
+        users=user_index.get_indexer(frame["user_id"]).astype(np.int64),
+        items=item_index.get_indexer(frame["item_id"]).astype(np.int64),
+        user_features=spec.user_vectors(frame),
+        recent=spec.recent_item_indices(frame, item_position),
+    )
+
+
 def fit_candidate(
     inputs: TrainingInputs,
     config: TwoTowerConfig,
@@ -218,7 +246,14 @@ def fit_candidate(
     metadata: dict[str, object] | None = None,
     progress: bool = True,
 ) -> Candidate:
-    """Train on the train part, stop early on validation NDCG@10, evaluate on test."""
+    """Train on the train part, stop early on validation NDCG@10, evaluate on test.
+
+    With `config.refit` (the default), the bundle that is registered and served is then
+    the same configuration, seed and feature spec refit on every label (train,
+    validation and test) for the validated number of epochs: it knows the newest labels
+    and every user and item with any history. The metrics and gates stay about the
+    train-part weights, which the bundle keeps (`bundle.evaluated`, `bundle.judged()`).
+    """
     examples = inputs.examples.assign(
         user_id=inputs.examples["user_id"].astype(str),
         item_id=inputs.examples["item_id"].astype(str),
@@ -243,12 +278,6 @@ def fit_candidate(
     item_features = spec.item_vectors(items, inputs.text_embeddings)
     train_history = _pairs_matrix(train, user_index, item_index)
     item_position = {item: n for n, item in enumerate(item_ids)}
-    training_examples = TrainingExamples(
-        users=user_index.get_indexer(train["user_id"]).astype(np.int64),
-        items=item_index.get_indexer(train["item_id"]).astype(np.int64),
-        user_features=spec.user_vectors(train),
-        recent=spec.recent_item_indices(train, item_position),
-    )
     validation = evaluation_set(inputs, "valid", inputs.cutoffs.valid_start)
     valid_users = user_index.get_indexer(validation.user_ids)
     valid_features = spec.user_vectors(validation.features)
@@ -260,10 +289,15 @@ def fit_candidate(
         return ndcg_at_k(top_k_unseen(scores, valid_seen, K), validation.relevant)
 
     result = train_two_tower(
-        training_examples, train_history, item_features, config, validate, progress
+        _training_examples(train, spec, user_index, item_index, item_position),
+        train_history,
+        item_features,
+        config,
+        validate,
+        progress,
     )
     all_history = _pairs_matrix(examples, user_index, item_index)
-    bundle = ModelBundle(
+    evaluated = ModelBundle(
         model=result.model,
         config=config,
         spec=spec,
@@ -272,17 +306,44 @@ def fit_candidate(
         history=all_history,
         item_popularity=np.asarray(all_history.sum(axis=0)).ravel(),
         index=RetrievalIndex.build(item_vectors_of(result.model), ann_min_items),
-        metadata={
-            **(metadata or {}),
-            "tenants": sorted(examples["tenant_id"].astype(str).unique().tolist()),
-            "best_epoch": result.best_epoch,
-            "valid_ndcg@10": result.best_score,
-        },
     )
     test = evaluation_set(inputs, "test", inputs.cutoffs.test_start)
+    metrics = evaluate_bundle(evaluated, test)
+    evaluated.metadata = {
+        **(metadata or {}),
+        "tenants": sorted(examples["tenant_id"].astype(str).unique().tolist()),
+        "best_epoch": result.best_epoch,
+        "valid_ndcg@10": result.best_score,
+        "evaluated": {
+            "weights_sha256": weights_sha256(result.model),
+            "best_epoch": result.best_epoch,
+            "valid_ndcg@10": result.best_score,
+            "examples": len(train),
+            # trained on labels before the validation cut-off, stopped on those before this
+            "labels_before": inputs.cutoffs.test_start.isoformat(),
+            "test": metrics["all"],
+        },
+    }
+    bundle = evaluated
+    if config.refit:
+        epochs = result.best_epoch + 1
+        refit = refit_two_tower(
+            _training_examples(examples, spec, user_index, item_index, item_position),
+            all_history,
+            item_features,
+            config,
+            epochs,
+            progress,
+        )
+        bundle = refit_bundle(
+            evaluated,
+            refit,
+            RetrievalIndex.build(item_vectors_of(refit), ann_min_items),
+            {"weights_sha256": weights_sha256(refit), "epochs": epochs, "examples": len(examples)},
+        )
     return Candidate(
         bundle=bundle,
-        metrics=evaluate_bundle(bundle, test),
+        metrics=metrics,
         popularity_metrics=popularity_metrics(test),
         evaluation=test,
         history=result.history,
@@ -311,6 +372,19 @@ def champion_served_share(examples: pd.DataFrame, champion_version: str | None) 
     return float(served.mean())
 
 
+def _labels_seen_in_window(champion: ModelBundle | None, candidate: ModelBundle) -> str:
+    """Why the champion's judged weights may have seen the candidate's test labels ("" if
+    they cannot have, or either model predates the record)."""
+    seen = (champion.metadata.get("evaluated") or {}).get("labels_before") if champion else None
+    window = (candidate.metadata.get("evaluated") or {}).get("labels_before")
+    if seen is None or window is None or pd.Timestamp(seen) <= pd.Timestamp(window):
+        return ""
+    return (
+        f"the champion's evaluated weights saw labels up to {seen}, after this test window "
+        f"starts ({window}): the comparison favours the champion"
+    )
+
+
 def candidate_gates(
     candidate: Candidate,
     champion: ModelBundle | None,
@@ -318,9 +392,27 @@ def candidate_gates(
     champion_served_share: float = 0.0,
     sample_users: int = 200,
 ) -> list[GateResult]:
-    """Every promotion gate for `candidate`; the champion is evaluated on the same test set."""
+    """Every promotion gate for `candidate`: its metrics (of the weights it was judged
+    as) against popularity and against the champion's judged weights on the same test
+    set; sanity on the weights that would serve.
+
+    The champion is scored through `champion.judged()`: for a refit champion, the weights
+    trained on its train part, not the refit, which saw every label up to its data end
+    and so most of a later test window when little data has arrived since. Those weights
+    saw only labels before the champion's own test cut-off, which precedes a later
+    candidate's test window whenever data only grows (new data, a drift holdout). A
+    holdout placed back in time can start the window earlier: then the champion has
+    seen part of it, the comparison favours it (the gate may block a good candidate,
+    never pass a bad one), and the gate's detail says so.
+    """
     metrics = candidate.metrics["all"]
-    champion_metrics = evaluate_bundle(champion, candidate.evaluation)["all"] if champion else None
+    champion_metrics = (
+        evaluate_bundle(champion.judged(), candidate.evaluation)["all"] if champion else None
+    )
+    regression = no_regression(metrics, champion_metrics, config, champion_served_share)
+    overlap = _labels_seen_in_window(champion, candidate.bundle)
+    if overlap:
+        regression = replace(regression, detail=f"{regression.detail}; {overlap}")
     bundle, evaluation = candidate.bundle, candidate.evaluation
     retriever = Retriever(bundle)
     rows = [
@@ -333,7 +425,7 @@ def candidate_gates(
     scores = retriever.user_vectors(users, features) @ bundle.index.vectors.T
     return [
         beats_popularity(metrics, candidate.popularity_metrics, config),
-        no_regression(metrics, champion_metrics, config, champion_served_share),
+        regression,
         *coverage_and_bias(metrics, candidate.popularity_metrics, config),
         *sanity(bundle.model, scores, len(bundle.index), len(bundle.item_ids), config),
     ]

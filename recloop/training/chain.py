@@ -130,18 +130,29 @@ def labels_only_inputs(
 
 
 def train(recipe: ModelRecipe, inputs: TrainingInputs, training_set: str) -> TrainedModel:
-    """Fit the recipe's model on the train part (a two-tower stops early on validation)."""
+    """Fit the recipe's model on the train part (a two-tower stops early on validation,
+    then is refit on every label unless its config says not to: `judge` scores the
+    train-part weights, the registry keeps and serves both)."""
     if recipe.algorithm == TWO_TOWER:
         config = TwoTowerConfig(**recipe.params)
         candidate = fit_candidate(
-            inputs, config, ann_min_items=recipe.ann_min_items, metadata={"training_set": training_set}
+            inputs,
+            config,
+            ann_min_items=recipe.ann_min_items,
+            metadata={"training_set": training_set},
         )
+        bundle = candidate.bundle
         metadata = {
             "feature_service": recipe.feature_service,
             "config": config.to_dict(),
-            "best_epoch": candidate.bundle.metadata["best_epoch"],
+            "best_epoch": bundle.metadata["best_epoch"],
+            **{
+                key: bundle.metadata[key]
+                for key in ("evaluated", "refit")
+                if key in bundle.metadata
+            },
         }
-        return TrainedModel(candidate.bundle, metadata, candidate.history)
+        return TrainedModel(bundle, metadata, candidate.history)
     if recipe.algorithm == POPULARITY:
         window_days = recipe.params.get("window_days")
         model = fit_popularity(
@@ -164,13 +175,16 @@ def judge(
 ) -> Judgement:
     """Metrics on the test part and every gate of `plan`. A popularity model is held to
     full lists only; a two-tower to the promotion gates (against `champion` on the same
-    test set when the plan says so) and to the off-policy gate."""
+    test set when the plan says so) and to the off-policy gate. A refit two-tower is
+    judged by the weights trained on the train part (`ModelBundle.judged`): the refit
+    saw the test labels and the logged traffic; sanity checks the weights that serve."""
     test = evaluation_set(inputs, "test", inputs.cutoffs.test_start)
     baseline = popularity_metrics(test)
     if isinstance(model, PopularityModel):
         metrics, lengths = evaluate_popularity(model, test, K)
         return Judgement(metrics, baseline, [gates.full_lists(lengths, K)])
-    metrics = evaluate_bundle(model, test)
+    judged = model.judged()
+    metrics = evaluate_bundle(judged, test)
     candidate = Candidate(model, metrics, baseline, test)
     if plan.against_champion:
         share = champion_served_share(inputs.examples, champion_version)
@@ -180,7 +194,7 @@ def judge(
             r for r in candidate_gates(candidate, None, plan.config) if r.name != NO_REGRESSION
         ]
     return Judgement(
-        metrics, baseline, [*offline, ope_gate(servable(model), plan.policy, plan.config)]
+        metrics, baseline, [*offline, ope_gate(servable(judged), plan.policy, plan.config)]
     )
 
 

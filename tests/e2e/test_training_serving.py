@@ -169,9 +169,26 @@ def test_recommend_ranks_unseen_items_with_the_champion(trained, server) -> None
     assert scores == sorted(scores, reverse=True)
 
 
-def test_unknown_user_gets_the_marked_popularity_fallback(server) -> None:
+def test_a_user_with_no_history_and_no_features_gets_the_marked_popularity_fallback(
+    server,
+) -> None:
     status, answer = call(f"{server}/recommend", {"user_id": "never-seen", "k": 3})
     assert status == 200 and answer["fallback"] == "popularity" and len(answer["items"]) == 3
+
+
+def test_no_user_with_history_gets_the_popularity_fallback(trained, server) -> None:
+    """The champion serves its weights refit on every label: the users whose labels all
+    fall after the train part's cut-off (unknown to the judged weights) are ranked too."""
+    bundle = trained.registry.load(trained.registry.champion(), with_evaluated=True)
+    late = ~bundle.judged().model.known_users.numpy()
+    assert late.sum() > 50 and bundle.model.known_users.all()
+    fallbacks = []
+    for user in bundle.user_ids:
+        status, answer = call(f"{server}/recommend", {"user_id": str(user), "k": 3})
+        assert status == 200
+        if answer["fallback"] is not None:
+            fallbacks.append(str(user))
+    assert fallbacks == []
 
 
 def test_similar_items(server) -> None:

@@ -90,6 +90,6 @@ def test_asset_and_sensor_bodies_are_thin() -> None:
 def test_body_measure_skips_the_docstring(tmp_path: Path) -> None:
     probe = tmp_path / "probe.py"
     probe.write_text(
-        "@dg.asset(key='a')\ndef a():\n    \"\"\"Doc\n    string.\"\"\"\n    x = 1\n    return x\n"
+        '@dg.asset(key=\'a\')\ndef a():\n    """Doc\n    string."""\n    x = 1\n    return x\n'
     )
     assert _decorated_bodies(probe) == [("a", 2)]

@@ -20,6 +20,7 @@ def test_schema_carries_types_bounds_and_meanings() -> None:
     assert schema["properties"]["id_dropout"]["maximum"] == 1
     assert schema["properties"]["temperature"]["exclusiveMinimum"] == 0
     assert params_schema(PopularityConfig)["properties"]["window_days"]["type"] == "integer"
+    assert schema["properties"]["refit"]["type"] == "boolean"
 
 
 @pytest.mark.parametrize(
@@ -30,6 +31,8 @@ def test_schema_carries_types_bounds_and_meanings() -> None:
         ({"temperature": 0}, False),
         ({"recent_dropout": 1.5}, False),
         ({"epochs": 2.5}, False),
+        ({"refit": False}, True),
+        ({"refit": 0}, False),
         ({"dims": 8}, False),
     ],
 )

@@ -1,10 +1,12 @@
 """Saved models load back identically, and anything tampered with is refused."""
 
+import copy
 import json
 
 import numpy as np
 import pytest
 
+from recloop.features.feature_vectors import STREAM_VIEW, empty_user_row
 from recloop.inference.retrievers import POPULARITY_FALLBACK, Retriever
 from recloop.models.model_artifact import (
     INDEX,
@@ -47,10 +49,31 @@ def test_recommendations_follow_the_taste_and_skip_seen_items(bundle) -> None:
     assert not {"i0", "i1"} & set(genre_a.item_ids)
 
 
-def test_unknown_user_gets_the_popularity_fallback(bundle) -> None:
-    result = Retriever(bundle).recommend("stranger", None, k=3, exclude=["i0"])
+@pytest.mark.parametrize("features", [None, empty_user_row()], ids=["no-features", "all-null"])
+def test_only_a_user_with_nothing_to_go_on_gets_the_popularity_fallback(bundle, features) -> None:
+    result = Retriever(bundle).recommend("stranger", features, k=3, exclude=["i0"])
     assert result.fallback == POPULARITY_FALLBACK
     assert "i0" not in result.item_ids and len(result.item_ids) == 3
+
+
+def test_a_user_the_model_has_no_row_for_is_placed_by_their_features(bundle) -> None:
+    retriever = Retriever(bundle)
+    genre_b = retriever.recommend("stranger", user_frame(["u6"]), k=3)
+    genre_a = retriever.recommend("stranger", user_frame(["u0"]), k=3)
+    assert genre_b.fallback is None and genre_a.fallback is None
+    assert set(genre_b.item_ids) == {"i2", "i3", "i5"}
+    assert set(genre_a.item_ids) == {"i0", "i1", "i4"}
+    recent_only = {**empty_user_row(), f"{STREAM_VIEW}__last_items": [["i2"]]}
+    assert retriever.recommend("stranger", recent_only, k=3).fallback is None
+
+
+def test_a_user_without_an_id_embedding_is_ranked_from_history_without_features(bundle) -> None:
+    masked = copy.deepcopy(bundle)
+    masked.model.known_users[:] = False
+    retriever = Retriever(masked)
+    for user, cold_item_of_their_genre in (("u0", "i4"), ("u6", "i5")):
+        result = retriever.recommend(user, None, k=1)
+        assert result.fallback is None and result.item_ids == [cold_item_of_their_genre]
 
 
 def test_corrupted_weights_are_rejected(bundle, tmp_path) -> None:

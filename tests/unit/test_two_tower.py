@@ -8,6 +8,7 @@ from recloop.models.two_tower import (
     TrainingExamples,
     TwoTowerConfig,
     in_batch_softmax_loss,
+    refit_two_tower,
     score_users,
     train_two_tower,
 )
@@ -44,6 +45,19 @@ def test_cold_items_are_scored_through_their_features() -> None:
 
 def test_training_is_reproducible_with_a_seed() -> None:
     np.testing.assert_array_equal(train(), train())
+
+
+def test_a_refit_for_the_validated_epochs_reproduces_the_validated_run() -> None:
+    """Same seed, same examples: `refit_two_tower` for best_epoch + 1 epochs gives the
+    weights early stopping kept, so on more labels it differs only by what it learned."""
+    examples = TrainingExamples.from_matrix(TRAIN, USER_FEATURES)
+    scores = iter([0.1, 0.3, 0.2, 0.1, 0.0])
+    config = TwoTowerConfig(dim=8, hidden=16, batch_size=4, epochs=5, patience=2, seed=5)
+    result = train_two_tower(examples, TRAIN, GENRES, config, lambda _: next(scores), False)
+    assert result.best_epoch == 1 and len(result.history) == 4
+    refit = refit_two_tower(examples, TRAIN, GENRES, config, result.best_epoch + 1, False)
+    for name, tensor in result.model.state_dict().items():
+        torch.testing.assert_close(refit.state_dict()[name], tensor, rtol=0, atol=0)
 
 
 def test_loss_masks_duplicate_items_in_the_batch() -> None:
