@@ -55,7 +55,7 @@ from recloop.data.layout import DataLayout, write_json_atomic
 from recloop.experiments import ExperimentSpec, load_spec, readout_asset_key
 from recloop.registry.model_registry import Registry
 from recloop.settings import Settings
-from recloop.simulator import Population
+from recloop.simulator import SCENARIOS, Population, Scenario
 
 EXAMPLES = PROJECT_ROOT / "experiments" / "examples"
 AB_EXAMPLE = EXAMPLES / "two_tower_vs_popularity_ab.yaml"
@@ -70,6 +70,7 @@ class ExperimentDemoConfig:
     data_dir: Path
     artifacts: Path
     orchestrator: Orchestrator = "daemon"
+    scenario: Scenario = "grounded"  # the simulated users (recloop.simulator)
     warmup_sessions: int = 300  # champion traffic before the first spec arrives
     sessions_per_test: int = 3_000
     rate: float = 40.0  # sessions per second, all workers together
@@ -180,6 +181,7 @@ def summarize(
         tests[spec.name] = entry
     sessions = list(traffic.sessions)
     return {
+        "scenario": traffic.population.scenario,
         "active": [spec.name for spec in specs if spec.is_active(now)],
         "tests": tests,
         "sessions": len(sessions),
@@ -302,16 +304,22 @@ def run_experiments(
     return summarize(specs, readouts, lead_times, traffic, datetime.now(UTC))
 
 
+def _decimal(value: float | None) -> str:
+    """A readout number; None where a variant served nobody (a test that never went live)."""
+    return "n/a" if value is None else f"{value:.4f}"
+
+
 def print_experiments(summary: dict) -> None:
     print()
+    print(f"  scenario            {summary['scenario']:>10}")
     print(f"  sessions            {summary['sessions']:>10,} ({summary['failed_requests']} failed)")
     for name, test in summary["tests"].items():
         print(f"  {name} ({test['kind']}), live {test['lead_time_s']} s after the copy")
         for variant, result in test["variants"].items():
-            low, high = result["ctr_ci"]
+            low, high = (_decimal(bound) for bound in result["ctr_ci"])
             print(
                 f"    {variant:<16} {result['impressions']:>8,} impressions {result['clicks']:>6,} "
-                f"clicks  CTR {result['ctr']:.4f} [{low:.4f}, {high:.4f}]"
+                f"clicks  CTR {_decimal(result['ctr'])} [{low}, {high}]"
             )
         print(f"    {test['summary']}")
 
@@ -326,6 +334,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--artifacts", type=Path, default=Path("artifacts"))
     parser.add_argument("--orchestrator", choices=["daemon", "inline"], default="daemon")
     parser.add_argument(
+        "--scenario",
+        choices=SCENARIOS,
+        default=ExperimentDemoConfig.scenario,
+        help="the simulated users: tastes from a factorisation of all ratings (grounded) "
+        "or from genres and item quality (genre_taste); see recloop/simulator.py",
+    )
+    parser.add_argument(
         "--sessions-per-test", type=int, default=ExperimentDemoConfig.sessions_per_test
     )
     parser.add_argument("--rate", type=float, default=ExperimentDemoConfig.rate)
@@ -337,11 +352,17 @@ def main(argv: list[str] | None = None) -> int:
         data_dir=args.data_dir,
         artifacts=args.artifacts,
         orchestrator=args.orchestrator,
+        scenario=args.scenario,
         sessions_per_test=args.sessions_per_test,
         rate=args.rate,
         seed=args.seed,
     )
-    loop_config = LoopConfig(data_dir=config.data_dir, artifacts=config.artifacts, seed=args.seed)
+    loop_config = LoopConfig(
+        data_dir=config.data_dir,
+        artifacts=config.artifacts,
+        scenario=config.scenario,
+        seed=config.seed,
+    )
     settings, instance, population, consumed = prepare(loop_config)
     settings = replace(settings, experiments_dir=settings.data_dir / "experiments")
     if Registry(DataLayout(settings.data_dir).registry).deployments():

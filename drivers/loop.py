@@ -19,9 +19,11 @@ artifacts/demo_summary.json.
 """
 
 import argparse
+import contextlib
 import http.client
 import json
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -48,7 +50,7 @@ from recloop.data.movielens import fetch_recbole_wheel, read_ml100k_wheel, shift
 from recloop.experiments import directory_digest
 from recloop.registry.model_registry import Registry
 from recloop.settings import Settings
-from recloop.simulator import Population
+from recloop.simulator import SCENARIOS, Population, Scenario, fit_population
 
 Orchestrator = Literal["daemon", "inline"]
 MAX_EXCLUDE = 1_000  # the service's limit on `exclude`
@@ -76,6 +78,7 @@ class LoopConfig:
     data_dir: Path
     artifacts: Path
     orchestrator: Orchestrator = "daemon"
+    scenario: Scenario = "grounded"  # the simulated users (recloop.simulator)
     sessions_before_drift: int = 1_500
     sessions_after_swap: int = 1_500
     rate: float = 40.0  # sessions per second, all workers together
@@ -238,7 +241,8 @@ def abandon_unfinished_runs(instance: dg.DagsterInstance) -> None:
 def prepare(
     config: LoopConfig,
 ) -> tuple[Settings, dg.DagsterInstance, Population, dict[str, set[str]]]:
-    """The time-shifted pipeline and a champion (reused when the data dir has one)."""
+    """The time-shifted pipeline, a champion (reused when the data dir has one), the
+    scenario's simulated users and what each of them rated."""
     layout = DataLayout(config.data_dir.resolve())
     frames = read_ml100k_wheel(fetch_recbole_wheel(layout.cache))
     shift = shift_to_end_before(frames, datetime.now(UTC))
@@ -252,7 +256,8 @@ def prepare(
     if Registry(layout.registry).champion() is None:
         train_and_promote(build_features(settings, instance, shift), instance)
     rated = frames.ratings.groupby("user_id")["item_id"].agg(set).to_dict()
-    return settings, instance, Population.from_movielens(frames.ratings, frames.items), rated
+    population = fit_population(config.scenario, frames.ratings, frames.items, seed=config.seed)
+    return settings, instance, population, rated
 
 
 class InlineOrchestrator:
@@ -382,9 +387,13 @@ class DaemonOrchestrator:
             raise RuntimeError(f"dagster-daemon exited with {self.proc.returncode}; see {self.log}")
 
     def stop(self) -> None:
+        """Stop the daemon, then what it left in its session: a run in flight outlives
+        it, and would go on training on the shared cores."""
         if self.proc is not None:
             self.proc.terminate()
             self.proc.wait(60)
+            with contextlib.suppress(ProcessLookupError):  # the session is already empty
+                os.killpg(self.proc.pid, signal.SIGTERM)
 
 
 def _wait(
@@ -448,7 +457,8 @@ def run_loop(config: LoopConfig) -> dict:
         traffic.start()
         try:
             print(
-                f"loop: {config.sessions_before_drift} sessions with the champion {first_champion}"
+                f"loop: {config.sessions_before_drift} sessions with the champion {first_champion}, "
+                f"{population.scenario} users"
             )
             _wait(
                 lambda: traffic.count() >= config.sessions_before_drift,
@@ -501,6 +511,7 @@ def run_loop(config: LoopConfig) -> dict:
     before = [s for s in sessions if s.phase == "before_drift"]
     loop = {
         "orchestrator": config.orchestrator,
+        "scenario": population.scenario,
         "sessions": len(sessions),
         "failed_requests": len(traffic.failures),
         "failures": traffic.failures[:10],
@@ -529,6 +540,7 @@ def run_loop(config: LoopConfig) -> dict:
     }
     timeline = {
         "started": started,
+        "scenario": population.scenario,
         "marks": _marks(drift_at, detected_at, runs, promotions, swap_at if swapped else None),
         "sessions": [asdict(s) for s in sessions],
     }
@@ -587,6 +599,7 @@ def merge_into_summary(part: dict, artifacts: Path, key: str = "loop") -> Path:
 
 def print_loop(loop: dict) -> None:
     print()
+    print(f"  scenario            {loop['scenario']:>10}")
     print(
         f"  sessions            {loop['sessions']:>10,} ({loop['failed_requests']} failed requests)"
     )
@@ -617,6 +630,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--artifacts", type=Path, default=Path("artifacts"))
     parser.add_argument("--orchestrator", choices=["daemon", "inline"], default="daemon")
     parser.add_argument(
+        "--scenario",
+        choices=SCENARIOS,
+        default=LoopConfig.scenario,
+        help="the simulated users: tastes from a factorisation of all ratings (grounded) "
+        "or from genres and item quality (genre_taste); see recloop/simulator.py",
+    )
+    parser.add_argument(
         "--sessions-before-drift", type=int, default=LoopConfig.sessions_before_drift
     )
     parser.add_argument("--sessions-after-swap", type=int, default=LoopConfig.sessions_after_swap)
@@ -634,6 +654,7 @@ def main(argv: list[str] | None = None) -> int:
         data_dir=args.data_dir,
         artifacts=args.artifacts,
         orchestrator=args.orchestrator,
+        scenario=args.scenario,
         sessions_before_drift=args.sessions_before_drift,
         sessions_after_swap=args.sessions_after_swap,
         rate=args.rate,

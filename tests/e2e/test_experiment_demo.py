@@ -33,7 +33,7 @@ def demo(trained: TrainedSystem, tmp_path_factory) -> tuple[dict, Registry]:
     )
     layout = DataLayout(settings.data_dir)
     frames = read_ml100k_wheel(fetch_recbole_wheel(layout.cache))
-    population = Population.from_movielens(frames.ratings, frames.items)
+    population = Population.grounded(frames.ratings, frames.items)
     consumed = frames.ratings.groupby("user_id")["item_id"].agg(set).to_dict()
     config = ExperimentDemoConfig(
         data_dir=settings.data_dir,
