@@ -12,6 +12,7 @@ bodies only wire the resource to the domain steps.
 """
 
 import dataclasses
+import functools
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
@@ -48,6 +49,7 @@ from recloop.training.candidate import (
     shuffle_training_labels,
 )
 from recloop.training.chain import (
+    ALGORITHM_CONFIGS,
     GatePlan,
     Judgement,
     ModelRecipe,
@@ -64,7 +66,8 @@ PROMOTION_CHECKS = {
     "beats_popularity": "NDCG@10 beats popularity's by the configured margin.",
     "no_regression_vs_champion": "NDCG@10 within tolerance of the champion's, same test set.",
     "coverage_and_bias": "Catalog coverage and popularity bias within bounds.",
-    "sanity": "Finite weights, scores that vary, an index that holds the whole catalog.",
+    "sanity": "Finite weights, scores that vary, an index (EASE: item-to-item weights) that "
+    "holds the whole catalog.",
     OPE_GATE: "Off-policy estimate on logged exploration traffic not below what it earned "
     "(skipped while the log holds too little exploration).",
 }
@@ -125,7 +128,7 @@ class ModelChain:
     tags: Mapping[str, str] = field(default_factory=dict)
     registry_labels: Mapping[str, str] = field(default_factory=dict)
     registry_metadata: Mapping[str, Any] = field(default_factory=dict)
-    # The champion's hyperparameters and split come from run config (CandidateConfig,
+    # The champion's hyperparameters and split come from run config (`candidate_config`,
     # TrainingSetConfig); a variant's are its spec's, which its deployment is keyed by.
     run_config: bool = False
     release_description: str = ""
@@ -161,23 +164,34 @@ class _CandidateSettings(dg.Config):
     label_permutation_seed: int | None = None
 
     def applied_to(self, recipe: ModelRecipe, plan: GatePlan) -> tuple[ModelRecipe, GatePlan]:
-        params = {f.name: getattr(self, f.name) for f in dataclasses.fields(TwoTowerConfig)}
         thresholds = {f.name: getattr(self, f.name) for f in dataclasses.fields(gates.GateConfig)}
+        # The rest are the algorithm's own hyperparameters (`candidate_config` added them).
+        own = set(_CandidateSettings.model_fields) | set(thresholds)
+        params = {name: getattr(self, name) for name in type(self).model_fields if name not in own}
         return (
             replace(recipe, params=params, ann_min_items=self.ann_min_items),
             replace(plan, config=gates.GateConfig(**thresholds)),
         )
 
 
-# Two-tower hyperparameters (recloop.models.configs.TwoTowerConfig) and the gate
-# thresholds (recloop.evaluation.gates.GateConfig), flat as run config has them.
-CandidateConfig = create_model(
-    "CandidateConfig",
-    __base__=_CandidateSettings,
-    __doc__="Two-tower hyperparameters and gate thresholds of a candidate.",
-    **dagster_fields(TwoTowerConfig),
-    **dagster_fields(gates.GateConfig),
-)
+@functools.cache
+def candidate_config(config_class: type) -> type[_CandidateSettings]:
+    """The run config of a chain's model asset: the algorithm's hyperparameters (its config
+    dataclass, recloop.models.configs) and the gate thresholds
+    (recloop.evaluation.gates.GateConfig), flat as run config has them. One class per
+    algorithm (cached), whichever chains use it."""
+    name = config_class.__name__.removesuffix("Config")
+    return create_model(
+        f"{name}CandidateConfig",
+        __base__=_CandidateSettings,
+        __doc__=f"{name} hyperparameters and gate thresholds of a candidate.",
+        **dagster_fields(config_class),
+        **dagster_fields(gates.GateConfig),
+    )
+
+
+# The champion chain's (assets.training trains a two-tower).
+CandidateConfig = candidate_config(TwoTowerConfig)
 
 
 def gate_check_results(
@@ -304,20 +318,23 @@ def _model_asset(chain: ModelChain) -> dg.AssetsDefinition:
         group_name=chain.group,
         tags=dict(chain.tags),
         check_specs=_check_specs(chain, chain.keys.model) if judged_here else None,
-        description=f"{chain.label}: the {chain.recipe.algorithm} model trained on the train "
-        "part (a two-tower then refit on every label unless `refit` is off; the registry "
-        "keeps both weight sets and serves the refit), registered in the model registry"
+        description=f"{chain.label}: the {chain.recipe.algorithm} model (a two-tower trained on "
+        "the train part, then refit on every label unless `refit` is off, the registry keeping "
+        "both weight sets and serving the refit; popularity and EASE fitted on the labels "
+        "before the test part), registered in the model registry"
         + (
-            ", judged on the test part by the train-part weights (the gates are blocking checks)."
+            ", judged on the test part by weights that never saw it (the gates are blocking "
+            "checks)."
             if judged_here
             else "."
         ),
     )
     if chain.run_config:
+        run_config = candidate_config(ALGORITHM_CONFIGS[chain.recipe.algorithm])
 
         def model(
             context: dg.AssetExecutionContext,
-            config: CandidateConfig,
+            config: run_config,
             recloop: RecloopResource,
             training_set: str,
         ):

@@ -37,7 +37,13 @@ from recloop.experiments import Route
 from recloop.experiments.serving import VariantList, serve_route
 from recloop.features.feature_vectors import FeatureColumns
 from recloop.features.stream_features import WINDOW, StreamState, recent_engagement_events
-from recloop.inference.retrievers import Recommendation, Retriever, UnknownItemError
+from recloop.inference.retrievers import (
+    Recommendation,
+    Servable,
+    SimilarItems,
+    UnknownItemError,
+    servable,
+)
 from recloop.registry.model_registry import Registry
 from recloop.settings import Settings
 from services.api import (
@@ -80,9 +86,10 @@ class EventCounters:
 
 @dataclass(frozen=True)
 class Champion:
-    """The model being served and the tenant its events are logged under, swapped as one."""
+    """The model being served (of any registered kind) and the tenant its events are
+    logged under, swapped as one."""
 
-    retriever: Retriever
+    retriever: Servable
     tenant: str
 
 
@@ -184,11 +191,11 @@ class RecloopRuntime:
             return version
 
     def _load(self, version: str) -> Champion:
-        retriever = Retriever(self.registry.load(version))
-        tenants = retriever.bundle.metadata.get("tenants")
+        model = self.registry.load(version)
+        tenants = model.metadata.get("tenants")
         if not tenants:
             raise ValueError(f"model {version} records no tenant; retrain it with this recloop")
-        return Champion(retriever, check_tenant_id(str(tenants[0])))
+        return Champion(servable(model), check_tenant_id(str(tenants[0])))
 
     def _restore_served(self, tenant: str) -> None:
         """Let feedback answer responses given before a restart or a crash: rebuild the
@@ -403,8 +410,11 @@ class RecloopRuntime:
             )
 
     def similar_items(self, item_id: str, k: int) -> SimilarItemsResponse:
-        """The champion's nearest items to `item_id`; refused (404) for an unknown item."""
+        """The champion's nearest items to `item_id`; refused (404) for an unknown item,
+        (501) when the champion's kind ranks no similar items (popularity)."""
         retriever = self._ready_champion().retriever
+        if not isinstance(retriever, SimilarItems):
+            raise Refused(501, f"the champion {retriever.version} ranks no similar items")
         try:
             result = retriever.similar_items(item_id, k)
         except UnknownItemError:

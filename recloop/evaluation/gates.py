@@ -7,10 +7,10 @@ in the README); every result carries the value and the threshold it was held to.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 
 import numpy as np
-import torch
 
 NDCG = "ndcg@10"
 
@@ -123,14 +123,17 @@ def coverage_and_bias(
 
 
 def sanity(
-    model: torch.nn.Module,
+    weights: Iterable[np.ndarray],
     sample_scores: np.ndarray,
     index_size: int,
     catalog_size: int,
     config: GateConfig,
 ) -> list[GateResult]:
-    """No NaN/inf weights, scores that vary, and an index that holds the whole catalog."""
-    bad = sum(int((~torch.isfinite(p.float())).sum()) for p in model.state_dict().values())
+    """No NaN/inf weights, scores that vary, and an index (or item-to-item matrix) that
+    holds the whole catalog. `weights`: every array of the model that would serve."""
+    # integer and boolean buffers are finite by construction
+    arrays = [w for w in map(np.asarray, weights) if w.dtype.kind == "f"]
+    bad = sum(int(np.count_nonzero(~np.isfinite(w))) for w in arrays)
     std = float(np.nanstd(sample_scores)) if np.isfinite(sample_scores).all() else 0.0
     return [
         GateResult("finite_weights", bad == 0, float(bad), 0.0, f"{bad} non-finite weight values"),

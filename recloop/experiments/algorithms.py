@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any
 
-from recloop.models.configs import PopularityConfig, TwoTowerConfig, params_schema
+from recloop.models.configs import EaseConfig, PopularityConfig, TwoTowerConfig, params_schema
 
 
 @dataclass(frozen=True)
@@ -61,6 +61,14 @@ register_algorithm(
         name="popularity",
         description="items by their number of interactions (recloop/models/baselines.py)",
         params_schema=params_schema(PopularityConfig),
+        uses_feature_service=False,
+    )
+)
+register_algorithm(
+    Algorithm(
+        name="ease",
+        description="EASE, item-to-item weights in closed form (recloop/models/ease_model.py)",
+        params_schema=params_schema(EaseConfig),
         uses_feature_service=False,
     )
 )

@@ -69,6 +69,19 @@ def empty_user_row() -> dict[str, list[None]]:
     return {name: [None] for name in USER_TOWER_NAMES}
 
 
+RECENT_ITEMS = f"{STREAM_VIEW}__last_items"
+
+
+def recent_item_ids(frame: FeatureColumns) -> list[str]:
+    """The first row's streaming last items, most recent first; none when the frame has no
+    such column (a labels-only evaluation set) or it is null (no engagement in the hour,
+    or a stale row). For models that read no other feature."""
+    if RECENT_ITEMS not in frame:
+        return []
+    value = next(iter(frame[RECENT_ITEMS]))
+    return [] if is_missing(value) else [str(item) for item in value]
+
+
 def describes_user(frame: FeatureColumns) -> bool:
     """Whether the first row holds any user feature or recent item, by which the user
     tower can place a user whose history the model does not know."""

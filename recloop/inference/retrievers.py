@@ -6,8 +6,14 @@ the user's known history -> user tower -> index search -> drop seen and excluded
 placed by the tower from features, recent items and history alone (the id embedding
 is masked, as in training). Only a request with nothing to go on (no known history,
 no feature and no recent item) gets the most popular unseen items, and the result
-says so. Popularity (`PopularityRetriever`, an experiment's baseline): the most counted
-items the user has not interacted with.
+says so.
+
+The labels-only kinds share `HistoryRetriever`: ids, the interactions known at query
+time (never recommended again) and the popularity ranking. Popularity
+(`PopularityRetriever`, an experiment's baseline): the most counted items the user has
+not interacted with. EASE (`EaseRetriever`): the user's known history plus the items
+the request's streaming features say they just engaged with, times the item-to-item
+weights; popularity, said so, for a request with neither.
 
 `rank_with_policy` puts an exploration policy (recloop.inference.policies) over either: it
 retrieves the policy's candidate pool and draws the list with its propensities.
@@ -18,18 +24,26 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 from itertools import islice
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 import numpy as np
 import scipy.sparse as sp
 import torch
 
-from recloop.features.feature_vectors import FeatureColumns, describes_user, empty_user_row
+from recloop.features.feature_vectors import (
+    FeatureColumns,
+    describes_user,
+    empty_user_row,
+    recent_item_ids,
+)
 from recloop.inference.policies import Policy
+from recloop.models.ease_model import EaseModel
 from recloop.models.model_artifact import ModelBundle
 from recloop.models.popularity_model import PopularityModel
 
 POPULARITY_FALLBACK = "popularity"
+# Every kind the registry stores; `servable` wraps each in its retriever.
+ServableModel = ModelBundle | PopularityModel | EaseModel
 
 
 @dataclass(frozen=True)
@@ -58,6 +72,13 @@ class Servable(Protocol):
     def recommend(
         self, user_id: str, features: FeatureColumns | None, k: int, exclude: Iterable[str] = ()
     ) -> Recommendation: ...
+
+
+@runtime_checkable
+class SimilarItems(Protocol):
+    """A kind that can rank items by their likeness to one item (/similar_items)."""
+
+    def similar_items(self, item_id: str, k: int) -> Recommendation: ...
 
 
 class UnknownItemError(KeyError):
@@ -91,6 +112,15 @@ def _row_length(history: sp.csr_matrix, row: int | None) -> int:
 
 def _item_rows(item_index: dict[str, int], item_ids: Iterable[str]) -> set[int]:
     return {item_index[i] for i in item_ids if i in item_index}
+
+
+def _top_unbanned(scores: np.ndarray, banned: set[int], k: int) -> tuple[list[int], list[float]]:
+    """The `k` best-scored item indices outside `banned`, best first, ties by index."""
+    allowed = np.ones(len(scores), dtype=bool)
+    allowed[list(banned)] = False
+    candidates = np.flatnonzero(allowed)
+    top = candidates[np.lexsort((candidates, -scores[candidates]))[:k]]
+    return top.tolist(), [float(s) for s in scores[top]]
 
 
 class Retriever:
@@ -194,43 +224,116 @@ class Retriever:
         return Recommendation([str(self.bundle.item_ids[i]) for i in top], scores, None)
 
 
-class PopularityRetriever:
-    """Serves a `PopularityModel`: the most counted items the user has not had. `history`
-    overrides the interactions known at query time (offline evaluation)."""
+class HistoryModel(Protocol):
+    """What a labels-only kind holds: its ids and the interactions it knows."""
 
-    def __init__(self, model: PopularityModel, history: sp.csr_matrix | None = None):
+    user_ids: np.ndarray
+    item_ids: np.ndarray
+    history: sp.csr_matrix
+    version: str
+
+
+class HistoryRetriever:
+    """Base of the labels-only kinds, whose lists start from what the user is known to
+    have interacted with. `history` overrides the interactions known at query time
+    (offline evaluation passes what was known at the test cut-off); `counts` rank the
+    popularity list."""
+
+    def __init__(
+        self, model: HistoryModel, counts: np.ndarray, history: sp.csr_matrix | None = None
+    ):
         self.model = model
         self.known_history = model.history if history is None else history.tocsr()
         self.user_index = {str(u): i for i, u in enumerate(model.user_ids)}
         self.item_index = {str(i): n for n, i in enumerate(model.item_ids)}
-        self.popular = PopularityRanking(model.counts)
+        self.popular = PopularityRanking(counts)
 
     @property
     def version(self) -> str:
         return self.model.version
 
+    def interactions(self, user_id: str) -> int:
+        return _row_length(self.known_history, self.user_index.get(user_id))
+
+    def _known(self, user_id: str) -> set[int]:
+        return _row_items(self.known_history, self.user_index.get(user_id))
+
+    def _listed(
+        self, top: list[int], scores: list[float], fallback: str | None = None
+    ) -> Recommendation:
+        return Recommendation([str(self.model.item_ids[i]) for i in top], scores, fallback)
+
+
+class PopularityRetriever(HistoryRetriever):
+    """Serves a `PopularityModel`: the most counted items the user has not had."""
+
+    def __init__(self, model: PopularityModel, history: sp.csr_matrix | None = None):
+        super().__init__(model, model.counts, history)
+
     @property
     def needs_features(self) -> bool:
         return False
-
-    def interactions(self, user_id: str) -> int:
-        return _row_length(self.known_history, self.user_index.get(user_id))
 
     def recommend(
         self, user_id: str, features: FeatureColumns | None, k: int, exclude: Iterable[str] = ()
     ) -> Recommendation:
         """Top `k` by count, without the user's known items and `exclude`; `features` unused."""
-        user = self.user_index.get(user_id)
-        banned = _row_items(self.known_history, user) | _item_rows(self.item_index, exclude)
-        top, scores = self.popular.top(banned, k)
-        return Recommendation([str(self.model.item_ids[i]) for i in top], scores, None)
+        banned = self._known(user_id) | _item_rows(self.item_index, exclude)
+        return self._listed(*self.popular.top(banned, k))
 
 
-def servable(model: ModelBundle | PopularityModel) -> Retriever | PopularityRetriever:
-    """The serving wrapper of a registry model of either kind."""
+class EaseRetriever(HistoryRetriever):
+    """Serves an `EaseModel`: scores = the user's items (known history and the request's
+    streaming last items, as a 0/1 row) times the item-to-item weights. Those items are
+    never returned: EASE reconstructs its input, so they would rank first. A user with
+    neither gets the popularity list, marked as a fallback: the labels per item of the
+    known history (offline, those before the cut-off: test labels never rank it)."""
+
+    def __init__(self, model: EaseModel, history: sp.csr_matrix | None = None):
+        known = model.history if history is None else history
+        super().__init__(model, np.asarray(known.sum(axis=0)).ravel(), history)
+        self.weights = model.weights
+
+    @property
+    def needs_features(self) -> bool:
+        # Only the streaming last items: what places a user the weights were not fitted on.
+        return True
+
+    def score_rows(self, rows: np.ndarray) -> np.ndarray:
+        """(len(rows), n_items) scores of users by their rows of the known history."""
+        return np.asarray(self.known_history[rows] @ self.weights)
+
+    def recommend(
+        self, user_id: str, features: FeatureColumns | None, k: int, exclude: Iterable[str] = ()
+    ) -> Recommendation:
+        """Top `k` for one user; `features` is one row of Feast columns (only
+        `user_stream__last_items` is read), None when unavailable."""
+        recent = _item_rows(
+            self.item_index, recent_item_ids(features) if features is not None else []
+        )
+        had = self._known(user_id) | recent
+        banned = had | _item_rows(self.item_index, exclude)
+        if not had:
+            return self._listed(*self.popular.top(banned, k), POPULARITY_FALLBACK)
+        scores = self.weights[sorted(had)].sum(axis=0)
+        return self._listed(*_top_unbanned(scores, banned, k))
+
+    def similar_items(self, item_id: str, k: int) -> Recommendation:
+        """The items a user who had only `item_id` would be recommended (the item left out)."""
+        if item_id not in self.item_index:
+            raise UnknownItemError(item_id)
+        item = self.item_index[item_id]
+        return self._listed(*_top_unbanned(self.weights[item], {item}, k))
+
+
+def servable(model: ServableModel, history: sp.csr_matrix | None = None) -> Servable:
+    """The serving wrapper of a registry model of any kind; `history` overrides the
+    interactions it knows (offline evaluation: those before the test cut-off)."""
     if isinstance(model, PopularityModel):
-        return PopularityRetriever(model)
-    return Retriever(model)
+        return PopularityRetriever(model, history)
+    if isinstance(model, EaseModel):
+        return EaseRetriever(model, history)
+    return Retriever(model, history)
 
 
 def rank_with_policy(

@@ -70,6 +70,19 @@ class ItemKNN:
         return np.asarray(self.train[users] @ self.similarity)
 
 
+def ease_weights(train: sp.csr_matrix, l2: float) -> np.ndarray:
+    """EASE's closed form (Steck 2019): B = I - P / diag(P) with P = (XᵀX + λI)⁻¹, so
+    diag(B) = 0 and no item predicts itself. (n_items, n_items) float32, solved in float64;
+    a user's scores are their binary row of X times B. The one implementation: the bench's
+    `EASE`, the multi-stage candidate source and the registered EASE model all call it."""
+    gram = (train.T @ train).toarray().astype(np.float64)
+    gram[np.diag_indices_from(gram)] += l2
+    precision = np.linalg.inv(gram)
+    weights = -precision / np.diag(precision)
+    np.fill_diagonal(weights, 0.0)
+    return weights.astype(np.float32)
+
+
 @dataclass
 class EASE:
     """Embarrassingly shallow autoencoder (Steck 2019): closed-form item-item weights."""
@@ -80,12 +93,7 @@ class EASE:
     weights: np.ndarray | None = None
 
     def fit(self, train: sp.csr_matrix) -> EASE:
-        gram = (train.T @ train).toarray().astype(np.float64)
-        gram[np.diag_indices_from(gram)] += self.l2
-        precision = np.linalg.inv(gram)
-        weights = -precision / np.diag(precision)
-        np.fill_diagonal(weights, 0.0)
-        self.train, self.weights = train, weights.astype(np.float32)
+        self.train, self.weights = train, ease_weights(train, self.l2)
         return self
 
     def score(self, users: np.ndarray) -> np.ndarray:

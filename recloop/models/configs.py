@@ -1,6 +1,6 @@
 """The hyperparameters of each trainable model, declared once.
 
-The Dagster run config of `model_candidate` (assets.training.CandidateConfig) and the
+The Dagster run config of a chain's model asset (assets.model_chain.candidate_config) and the
 JSON Schema of an experiment variant's `params` (recloop.experiments.algorithms) are
 both generated from these dataclasses, so a new field needs no second declaration.
 This module imports no torch: a process that only validates specs or routes requests
@@ -76,6 +76,22 @@ class PopularityConfig:
     window_days: int | None = param(
         None, "count interactions of the last N days only (default: all history)", minimum=1
     )
+
+
+@dataclass(frozen=True)
+class EaseConfig:
+    """EASE, the item-to-item linear autoencoder (recloop.models.ease_model)."""
+
+    # Steck (2019) tunes it per data set; bench/quality.py searches 50-1000 on validation.
+    l2: float = param(
+        500.0,
+        "L2 penalty added to the diagonal of the item Gram matrix: larger values shrink the "
+        "item-to-item weights towards zero",
+        exclusive_minimum=0,
+    )
+
+    def to_dict(self) -> dict[str, float]:
+        return asdict(self)
 
 
 def field_types(config_class: type) -> dict[str, type]:

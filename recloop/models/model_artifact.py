@@ -28,6 +28,7 @@ from recloop.models.two_tower import TwoTowerModel
 
 # 2: the user tower reads the recent-items summary (recloop.models.two_tower).
 FORMAT_VERSION = 2
+VERSION_PREFIX = "tt-"
 WEIGHTS = "weights.safetensors"
 INDEX = "index.bin"
 HISTORY = "history.npz"
@@ -94,9 +95,32 @@ def weights_sha256(model: TwoTowerModel) -> str:
     return hashlib.sha256(weights_bytes(model)).hexdigest()
 
 
-def manifest_version(manifest: dict[str, object]) -> str:
+def weight_arrays(model: TwoTowerModel) -> list[np.ndarray]:
+    """Every parameter and buffer as an array (what the sanity gate checks is finite)."""
+    return [tensor.detach().cpu().numpy() for tensor in model.state_dict().values()]
+
+
+def content_version(manifest: Mapping[str, object], prefix: str) -> str:
+    """`prefix` + the hash of the manifest without its own version: every model kind is
+    versioned by its content this way, so the same content always has the same version."""
     body = json.dumps({k: v for k, v in manifest.items() if k != "version"}, sort_keys=True)
-    return "tt-" + hashlib.sha256(body.encode()).hexdigest()[:16]
+    return prefix + hashlib.sha256(body.encode()).hexdigest()[:16]
+
+
+def manifest_version(manifest: dict[str, object]) -> str:
+    return content_version(manifest, VERSION_PREFIX)
+
+
+def write_manifest(
+    directory: Path,
+    manifest: dict[str, object],
+    version_of: Callable[[dict[str, object]], str] = manifest_version,
+) -> str:
+    """Stamp `manifest` with its content version, write it beside the files it lists and
+    return the version."""
+    manifest["version"] = version_of(manifest)
+    (directory / MANIFEST).write_text(json.dumps(manifest, indent=1, sort_keys=True))
+    return str(manifest["version"])
 
 
 def save_bundle(bundle: ModelBundle, directory: Path) -> str:
@@ -109,12 +133,9 @@ def save_bundle(bundle: ModelBundle, directory: Path) -> str:
         (directory / EVALUATED_WEIGHTS).write_bytes(weights_bytes(bundle.evaluated.model))
         (directory / EVALUATED_INDEX).write_bytes(bundle.evaluated.index.to_bytes())
         files += [EVALUATED_WEIGHTS, EVALUATED_INDEX]
-    history = bundle.history.tocsr()
     np.savez(
         directory / HISTORY,
-        indptr=history.indptr,
-        indices=history.indices,
-        shape=np.asarray(history.shape),
+        **binary_csr_arrays(bundle.history),
         item_popularity=bundle.item_popularity,
     )
     manifest: dict[str, object] = {
@@ -128,12 +149,17 @@ def save_bundle(bundle: ModelBundle, directory: Path) -> str:
         "metadata": bundle.metadata,
         "files": {name: sha256_file(directory / name) for name in files},
     }
-    manifest["version"] = manifest_version(manifest)
-    (directory / MANIFEST).write_text(json.dumps(manifest, indent=1, sort_keys=True))
-    bundle.version = str(manifest["version"])
+    bundle.version = write_manifest(directory, manifest)
     if bundle.evaluated is not None:
         bundle.evaluated.version = bundle.version
     return bundle.version
+
+
+def binary_csr_arrays(matrix: sp.csr_matrix) -> dict[str, np.ndarray]:
+    """A 0/1 users x items matrix as the `indptr`, `indices` and `shape` arrays `binary_csr`
+    reads back (the values are all ones, so they are not stored)."""
+    matrix = matrix.tocsr()
+    return {"indptr": matrix.indptr, "indices": matrix.indices, "shape": np.asarray(matrix.shape)}
 
 
 def binary_csr(arrays: Mapping[str, np.ndarray]) -> sp.csr_matrix:

@@ -9,8 +9,6 @@ counted items the user has not interacted with.
 
 from __future__ import annotations
 
-import hashlib
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -19,15 +17,18 @@ import pandas as pd
 import scipy.sparse as sp
 
 from recloop.data.layout import sha256_file
+from recloop.models.label_matrix import LabelMatrix
 from recloop.models.model_artifact import (
     binary_csr,
+    binary_csr_arrays,
+    content_version,
     verified_manifest,
+    write_manifest,
 )
 
 VERSION_PREFIX = "pop-"
 FORMAT_VERSION = 1
 ARRAYS = "popularity.npz"
-MANIFEST = "manifest.json"
 
 
 @dataclass
@@ -56,60 +57,35 @@ def fit_popularity(
     `until`: they are what the user has seen, filtered when serving). Items outside
     `catalog` are an error: the model could not serve them.
     """
-    item_index = pd.Index(np.asarray(catalog, dtype=str))
-    if not item_index.is_unique:
-        raise ValueError("the catalog lists an item twice")
-    items = item_index.get_indexer(examples["item_id"].astype(str))
-    if (items < 0).any():
-        unknown = sorted(set(examples["item_id"].astype(str)) - set(item_index))[:5]
-        raise ValueError(f"labels name items missing from the catalog: {unknown}")
-    stamps = pd.to_datetime(examples["event_timestamp"], utc=True)
+    labels = LabelMatrix.of(examples, catalog)
     until = pd.Timestamp(until).tz_convert("UTC")
-    in_window = stamps < until
+    counted = labels.before(until)
     if window_days is not None:
-        in_window &= stamps >= until - pd.Timedelta(days=window_days)
-    counted = in_window.to_numpy()
-    counts = np.bincount(items[counted], minlength=len(item_index)).astype(np.float64)
-    user_ids = np.sort(examples["user_id"].astype(str).unique())
-    users = pd.Index(user_ids).get_indexer(examples["user_id"].astype(str))
-    history = sp.csr_matrix(
-        (np.ones(len(users), dtype=np.float32), (users, items)),
-        shape=(len(user_ids), len(item_index)),
-    )
-    history.data[:] = 1.0
+        counted &= (labels.stamps >= until - pd.Timedelta(days=window_days)).to_numpy()
+    counts = np.bincount(labels.items[counted], minlength=len(labels.item_ids)).astype(np.float64)
     return PopularityModel(
-        user_ids=user_ids.astype(object),
-        item_ids=item_index.to_numpy().astype(object),
+        user_ids=labels.user_ids,
+        item_ids=labels.item_ids,
         counts=counts,
-        history=history,
+        history=labels.matrix(),
         window_days=window_days,
         metadata={
             **(metadata or {}),
             "counted_labels": int(counted.sum()),
             "counted_until": until.isoformat(),
-            "tenants": sorted(examples["tenant_id"].astype(str).unique().tolist())
-            if "tenant_id" in examples
-            else [],
+            "tenants": labels.tenants,
         },
     )
 
 
 def manifest_version(manifest: dict[str, object]) -> str:
-    body = json.dumps({k: v for k, v in manifest.items() if k != "version"}, sort_keys=True)
-    return VERSION_PREFIX + hashlib.sha256(body.encode()).hexdigest()[:16]
+    return content_version(manifest, VERSION_PREFIX)
 
 
 def save_popularity(model: PopularityModel, directory: Path) -> str:
     """Write the arrays and the manifest into `directory`; return the content version."""
     directory.mkdir(parents=True, exist_ok=True)
-    history = model.history.tocsr()
-    np.savez(
-        directory / ARRAYS,
-        counts=model.counts,
-        indptr=history.indptr,
-        indices=history.indices,
-        shape=np.asarray(history.shape),
-    )
+    np.savez(directory / ARRAYS, counts=model.counts, **binary_csr_arrays(model.history))
     manifest: dict[str, object] = {
         "kind": "popularity",
         "format_version": FORMAT_VERSION,
@@ -119,9 +95,7 @@ def save_popularity(model: PopularityModel, directory: Path) -> str:
         "metadata": model.metadata,
         "files": {ARRAYS: sha256_file(directory / ARRAYS)},
     }
-    manifest["version"] = manifest_version(manifest)
-    (directory / MANIFEST).write_text(json.dumps(manifest, indent=1, sort_keys=True))
-    model.version = str(manifest["version"])
+    model.version = write_manifest(directory, manifest, manifest_version)
     return model.version
 
 

@@ -1,14 +1,14 @@
 """Model registry: content-addressed model directories, a champion, an audit log.
 
-Each candidate is a directory `models/<name>/<version>/` (`two_tower/tt-<hash>`, or
-`popularity/pop-<hash>` for an experiment's baseline): the artifact files with their
-manifest, and `registry.json` with labels and metadata (metrics, gate verdict,
-training partitions, feature service, code version). The version is the hash of the
-manifest, so the same model is stored once and a directory is never rewritten; a
-new one appears by an atomic rename, so readers never see half a model. Which one
-serves is decided by an append-only promotion log (`promotions.jsonl`, one fsync'd
-JSON line per promote or rollback); the champion is the top of the stack that log
-replays to. Loading a model re-checks every file's sha256
+Each candidate is a directory `models/<name>/<version>/` (`two_tower/tt-<hash>`,
+`popularity/pop-<hash>` or `ease/ease-<hash>`; `KINDS` says how each kind is stored,
+one entry per kind): the artifact files with their manifest, and `registry.json` with
+labels and metadata (metrics, gate verdict, training partitions, feature service, code
+version). The version is the hash of the manifest, so the same model is stored once
+and a directory is never rewritten; a new one appears by an atomic rename, so readers
+never see half a model. Which one serves is decided by an append-only promotion log
+(`promotions.jsonl`, one fsync'd JSON line per promote or rollback); the champion is
+the top of the stack that log replays to. Loading a model re-checks every file's sha256
 (recloop.models.model_artifact).
 
 Plain files rather than a serving framework's model store: the Dagster process, the
@@ -20,28 +20,82 @@ from __future__ import annotations
 import json
 import os
 import shutil
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
-from recloop.models import model_artifact, popularity_model
+from recloop.inference.retrievers import ServableModel
+from recloop.models import ease_model, model_artifact, popularity_model
+from recloop.models.ease_model import EaseModel, load_ease, save_ease
 from recloop.models.model_artifact import ModelBundle, load_bundle, read_manifest, save_bundle
 from recloop.models.popularity_model import PopularityModel, load_popularity, save_popularity
 from recloop.settings import actor_from_env
 
-MODEL_NAME = "two_tower"
-POPULARITY_MODEL_NAME = "popularity"
-ServableModel = ModelBundle | PopularityModel
-
-
 REGISTRY_FILE = "registry.json"
+
+
+@dataclass(frozen=True)
+class ModelKind:
+    """How one model kind is stored: its directory under `models/`, the prefix of its
+    versions, and the functions that write, verify-and-read and re-hash its artifact."""
+
+    name: str
+    model_type: type
+    version_prefix: str
+    save: Callable[[Any, Path], str]
+    # (directory, expected version, with_evaluated): only a refit two-tower has a second
+    # weight set to load
+    load: Callable[[Path, str, bool], ServableModel]
+    manifest_version: Callable[[dict[str, object]], str]
+
+
+KINDS = (
+    ModelKind(
+        "two_tower",
+        ModelBundle,
+        model_artifact.VERSION_PREFIX,
+        save_bundle,
+        load_bundle,
+        model_artifact.manifest_version,
+    ),
+    ModelKind(
+        "popularity",
+        PopularityModel,
+        popularity_model.VERSION_PREFIX,
+        save_popularity,
+        lambda directory, version, _: load_popularity(directory, version),
+        popularity_model.manifest_version,
+    ),
+    ModelKind(
+        "ease",
+        EaseModel,
+        ease_model.VERSION_PREFIX,
+        save_ease,
+        lambda directory, version, _: load_ease(directory, version),
+        ease_model.manifest_version,
+    ),
+)
+
+
+def kind_of_version(version: str) -> ModelKind:
+    """The kind a version belongs to, from its prefix; the two-tower for any other string
+    (which then names no stored model)."""
+    return next((k for k in KINDS if version.startswith(k.version_prefix)), KINDS[0])
 
 
 def model_name(version: str) -> str:
     """The model name a version is stored under, from its prefix."""
-    if version.startswith(popularity_model.VERSION_PREFIX):
-        return POPULARITY_MODEL_NAME
-    return MODEL_NAME
+    return kind_of_version(version).name
+
+
+def kind_of_model(model: ServableModel) -> ModelKind:
+    """The kind that stores `model`; a TypeError for anything no kind stores."""
+    for kind in KINDS:
+        if isinstance(model, kind.model_type):
+            return kind
+    raise TypeError(f"no registered model kind stores a {type(model).__name__}")
 
 
 class PromotionError(RuntimeError):
@@ -87,10 +141,7 @@ class Registry:
         """Save `model` as a candidate (idempotent: the same content is stored once)."""
         staging = self.root / "staging"
         shutil.rmtree(staging, ignore_errors=True)
-        if isinstance(model, PopularityModel):
-            version = save_popularity(model, staging)
-        else:
-            version = save_bundle(model, staging)
+        version = kind_of_model(model).save(model, staging)
         target = self._directory(version)
         if target.exists():
             shutil.rmtree(staging)
@@ -108,11 +159,11 @@ class Registry:
         return version
 
     def versions(self) -> list[str]:
-        """Every registered version, both kinds."""
+        """Every registered version, all kinds."""
         return sorted(
             path.parent.name
-            for name in (MODEL_NAME, POPULARITY_MODEL_NAME)
-            for path in (self.models_dir / name).glob(f"*/{REGISTRY_FILE}")
+            for kind in KINDS
+            for path in (self.models_dir / kind.name).glob(f"*/{REGISTRY_FILE}")
         )
 
     def _directory(self, version: str) -> Path:
@@ -141,20 +192,11 @@ class Registry:
         """The model, every file checked against its sha256 and the version.
         `with_evaluated`: a refit two-tower also brings the weights its gates judged
         (`ModelBundle.judged`), which offline comparisons must score."""
-        if model_name(version) == POPULARITY_MODEL_NAME:
-            return load_popularity(self.path(version), expected_version=version)
-        return load_bundle(
-            self.path(version), expected_version=version, with_evaluated=with_evaluated
-        )
+        return kind_of_version(version).load(self.path(version), version, with_evaluated)
 
     def manifest(self, version: str) -> dict[str, object]:
         """The version's manifest, checked against its own hash."""
-        version_of = (
-            popularity_model.manifest_version
-            if model_name(version) == POPULARITY_MODEL_NAME
-            else model_artifact.manifest_version
-        )
-        return read_manifest(self.path(version), version_of)
+        return read_manifest(self.path(version), kind_of_version(version).manifest_version)
 
     def history(self) -> list[PromotionRecord]:
         if not self.log_file.exists():

@@ -1,4 +1,5 @@
-"""Fit, evaluate and package a two-tower candidate from a point-in-time training set.
+"""Fit, evaluate and package a two-tower candidate from a point-in-time training set;
+evaluate and gate a model of any registered kind on the same test part.
 
 Inputs are plain frames with Feast's full feature names (`user_features__*`,
 `item_features__*`), so this module never talks to Feast or Dagster:
@@ -41,12 +42,14 @@ from recloop.evaluation.metrics import (
 )
 from recloop.features.feature_vectors import FeatureSpec
 from recloop.features.training_set import TemporalCutoffs
-from recloop.inference.retrievers import PopularityRetriever, Retriever
+from recloop.inference.retrievers import EaseRetriever, Retriever, ServableModel, servable
 from recloop.models.baselines import Popularity, recommend, top_k_unseen
+from recloop.models.ease_model import EaseModel
 from recloop.models.model_artifact import (
     ModelBundle,
     item_vectors_of,
     refit_bundle,
+    weight_arrays,
     weights_sha256,
 )
 from recloop.models.popularity_model import PopularityModel
@@ -193,25 +196,53 @@ def segment_metrics(top: np.ndarray, evaluation: EvaluationSet) -> dict[str, dic
     return {**results, **evaluate_item_segments(top, evaluation.relevant, inputs)}
 
 
-def evaluate_popularity(
-    model: PopularityModel, evaluation: EvaluationSet, k: int = K
+def evaluate_labels_only(
+    model: PopularityModel | EaseModel, evaluation: EvaluationSet, k: int = K
 ) -> tuple[dict[str, dict], np.ndarray]:
-    """Metrics of a popularity variant on `evaluation` through its serving path, and the
-    length of each test user's list (a short list fails the `full_lists` gate)."""
+    """Metrics of a labels-only model (popularity, EASE) on `evaluation` through its
+    serving path, and the length of each test user's list (a short list fails the
+    `full_lists` gate).
+
+    The model knows each user's items before the cut-off; a user it has no row for is
+    served as the service would serve them (from the request's features when the kind
+    reads them, else popularity), their items seen before the cut-off excluded.
+    """
     seen = _pairs_matrix(
         evaluation.seen_pairs,
         pd.Index(model.user_ids.astype(str)),
         pd.Index(model.item_ids.astype(str)),
     )
-    retriever = PopularityRetriever(model, history=seen)
+    retriever = servable(model, history=seen)
+    seen_items = evaluation.seen_pairs.groupby(evaluation.seen_pairs["user_id"].astype(str))
+    seen_items = seen_items["item_id"].agg(lambda items: [str(i) for i in items])
     catalog_index = pd.Index(evaluation.catalog)
     top = np.full((len(evaluation.user_ids), k), -1, dtype=np.int64)
     lengths = np.zeros(len(evaluation.user_ids), dtype=np.int64)
-    for row, user in enumerate(evaluation.user_ids):
-        items = catalog_index.get_indexer(retriever.recommend(str(user), None, k).item_ids)
+    for row, user in enumerate(evaluation.user_ids.astype(str)):
+        features = (
+            evaluation.features.iloc[[row]].reset_index(drop=True)
+            if retriever.needs_features
+            else None
+        )
+        served = retriever.recommend(user, features, k, exclude=seen_items.get(user, []))
+        items = catalog_index.get_indexer(served.item_ids)
+        if (items < 0).any():
+            outside = sorted(set(served.item_ids) - set(evaluation.catalog))[:5]
+            raise ValueError(
+                f"model {model.version or '(unsaved)'} recommends items missing from the "
+                f"evaluation catalog (e.g. {outside}); it cannot be compared on this test set"
+            )
         top[row, : len(items)] = items
         lengths[row] = len(items)
     return segment_metrics(top, evaluation), lengths
+
+
+def evaluate_model(model: ServableModel, evaluation: EvaluationSet, k: int = K) -> dict[str, dict]:
+    """Metrics of a registry model of any kind on `evaluation`: a two-tower by the weights
+    it was judged as (`ModelBundle.judged`), the labels-only kinds as they serve."""
+    if isinstance(model, ModelBundle):
+        return evaluate_bundle(model.judged(), evaluation, k)
+    return evaluate_labels_only(model, evaluation, k)[0]
 
 
 def popularity_metrics(evaluation: EvaluationSet, k: int = K) -> dict[str, float]:
@@ -372,11 +403,18 @@ def champion_served_share(examples: pd.DataFrame, champion_version: str | None) 
     return float(served.mean())
 
 
-def _labels_seen_in_window(champion: ModelBundle | None, candidate: ModelBundle) -> str:
-    """Why the champion's judged weights may have seen the candidate's test labels ("" if
-    they cannot have, or either model predates the record)."""
-    seen = (champion.metadata.get("evaluated") or {}).get("labels_before") if champion else None
-    window = (candidate.metadata.get("evaluated") or {}).get("labels_before")
+def judged_labels_before(model: ServableModel) -> str | None:
+    """Up to when (exclusive) the labels the model's judged weights saw go; None when the
+    model does not record it (popularity, or a model older than the record)."""
+    if isinstance(model, ModelBundle):
+        return (model.metadata.get("evaluated") or {}).get("labels_before")
+    return model.metadata.get("labels_before") if isinstance(model, EaseModel) else None
+
+
+def _labels_seen_in_window(champion: ServableModel | None, window: str | None) -> str:
+    """Why the champion's judged weights may have seen the labels of a test window that
+    starts at `window` ("" if they cannot have, or either model predates the record)."""
+    seen = judged_labels_before(champion) if champion is not None else None
     if seen is None or window is None or pd.Timestamp(seen) <= pd.Timestamp(window):
         return ""
     return (
@@ -385,35 +423,60 @@ def _labels_seen_in_window(champion: ModelBundle | None, candidate: ModelBundle)
     )
 
 
+def metric_gates(
+    metrics: dict[str, float],
+    popularity: dict[str, float],
+    evaluation: EvaluationSet,
+    labels_before: str | None,
+    champion: ServableModel | None,
+    config: GateConfig,
+    champion_served_share: float = 0.0,
+) -> list[GateResult]:
+    """The gates on a candidate's test metrics, whatever its kind: against popularity and
+    against the champion (of any kind, scored by the weights it was judged as) on the
+    same test set. `labels_before`: up to when the candidate's judged weights saw labels,
+    the start of its test window.
+
+    The champion is scored through `champion.judged()` when it is a refit two-tower: the
+    weights trained on its train part, not the refit, which saw every label up to its
+    data end and so most of a later test window when little data has arrived since.
+    Those weights saw only labels before the champion's own test cut-off, which precedes
+    a later candidate's test window whenever data only grows (new data, a drift holdout).
+    A holdout placed back in time can start the window earlier: then the champion has
+    seen part of it, the comparison favours it (the gate may block a good candidate,
+    never pass a bad one), and the gate's detail says so.
+    """
+    champion_metrics = evaluate_model(champion, evaluation)["all"] if champion else None
+    regression = no_regression(metrics, champion_metrics, config, champion_served_share)
+    overlap = _labels_seen_in_window(champion, labels_before)
+    if overlap:
+        regression = replace(regression, detail=f"{regression.detail}; {overlap}")
+    return [
+        beats_popularity(metrics, popularity, config),
+        regression,
+        *coverage_and_bias(metrics, popularity, config),
+    ]
+
+
 def candidate_gates(
     candidate: Candidate,
-    champion: ModelBundle | None,
+    champion: ServableModel | None,
     config: GateConfig,
     champion_served_share: float = 0.0,
     sample_users: int = 200,
 ) -> list[GateResult]:
-    """Every promotion gate for `candidate`: its metrics (of the weights it was judged
-    as) against popularity and against the champion's judged weights on the same test
-    set; sanity on the weights that would serve.
-
-    The champion is scored through `champion.judged()`: for a refit champion, the weights
-    trained on its train part, not the refit, which saw every label up to its data end
-    and so most of a later test window when little data has arrived since. Those weights
-    saw only labels before the champion's own test cut-off, which precedes a later
-    candidate's test window whenever data only grows (new data, a drift holdout). A
-    holdout placed back in time can start the window earlier: then the champion has
-    seen part of it, the comparison favours it (the gate may block a good candidate,
-    never pass a bad one), and the gate's detail says so.
-    """
-    metrics = candidate.metrics["all"]
-    champion_metrics = (
-        evaluate_bundle(champion.judged(), candidate.evaluation)["all"] if champion else None
-    )
-    regression = no_regression(metrics, champion_metrics, config, champion_served_share)
-    overlap = _labels_seen_in_window(champion, candidate.bundle)
-    if overlap:
-        regression = replace(regression, detail=f"{regression.detail}; {overlap}")
+    """Every promotion gate for a two-tower `candidate`: `metric_gates` on the metrics of
+    the weights it was judged as; sanity on the weights that would serve."""
     bundle, evaluation = candidate.bundle, candidate.evaluation
+    metrics = metric_gates(
+        candidate.metrics["all"],
+        candidate.popularity_metrics,
+        evaluation,
+        judged_labels_before(bundle),
+        champion,
+        config,
+        champion_served_share,
+    )
     retriever = Retriever(bundle)
     rows = [
         i
@@ -424,10 +487,45 @@ def candidate_gates(
     features = evaluation.features.iloc[rows].reset_index(drop=True)
     scores = retriever.user_vectors(users, features) @ bundle.index.vectors.T
     return [
-        beats_popularity(metrics, candidate.popularity_metrics, config),
-        regression,
-        *coverage_and_bias(metrics, candidate.popularity_metrics, config),
-        *sanity(bundle.model, scores, len(bundle.index), len(bundle.item_ids), config),
+        *metrics,
+        *sanity(
+            weight_arrays(bundle.model), scores, len(bundle.index), len(bundle.item_ids), config
+        ),
+    ]
+
+
+def ease_gates(
+    model: EaseModel,
+    metrics: dict[str, float],
+    popularity: dict[str, float],
+    evaluation: EvaluationSet,
+    champion: ServableModel | None,
+    config: GateConfig,
+    champion_served_share: float = 0.0,
+    sample_users: int = 200,
+) -> list[GateResult]:
+    """Every promotion gate for an EASE model, with the two-tower's names: `metric_gates`,
+    then sanity on its item-to-item weights (finite, scores of sampled test users that
+    vary, a row and a column for every catalog item)."""
+    retriever = EaseRetriever(model)
+    rows = [
+        retriever.user_index[user]
+        for user in evaluation.user_ids[:sample_users]
+        if user in retriever.user_index
+    ]
+    scores = retriever.score_rows(np.asarray(rows, dtype=np.int64))
+    covered = min(model.weights.shape)
+    return [
+        *metric_gates(
+            metrics,
+            popularity,
+            evaluation,
+            judged_labels_before(model),
+            champion,
+            config,
+            champion_served_share,
+        ),
+        *sanity([model.weights], scores, covered, len(model.item_ids), config),
     ]
 
 

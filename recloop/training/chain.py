@@ -5,8 +5,8 @@ training set to serving (assets.model_chain builds the Dagster assets):
 
     training set -> model (trained, registered) -> judgement (gates) -> release
 
-A `ModelRecipe` says what is trained; a `GatePlan` which gates judge it. Both model
-kinds (two-tower, popularity) are trained and judged here, through the serving code
+A `ModelRecipe` says what is trained; a `GatePlan` which gates judge it. Every model
+kind (two-tower, popularity, EASE) is trained and judged here, through the serving code
 path (recloop.inference), on the training set's temporal test part.
 """
 
@@ -26,8 +26,9 @@ from recloop.evaluation import gates
 from recloop.evaluation.gates import GateConfig, GateResult
 from recloop.features.training_set import label_entities, temporal_cutoffs
 from recloop.inference.policies import Policy
-from recloop.inference.retrievers import Servable, servable
-from recloop.models.configs import TwoTowerConfig
+from recloop.inference.retrievers import Servable, ServableModel, servable
+from recloop.models.configs import EaseConfig, PopularityConfig, TwoTowerConfig
+from recloop.models.ease_model import EaseModel, fit_ease
 from recloop.models.model_artifact import ModelBundle
 from recloop.models.popularity_model import PopularityModel, fit_popularity
 from recloop.models.retrieval_index import DEFAULT_ANN_MIN_ITEMS
@@ -37,8 +38,9 @@ from recloop.training.candidate import (
     TrainingInputs,
     candidate_gates,
     champion_served_share,
+    ease_gates,
     evaluate_bundle,
-    evaluate_popularity,
+    evaluate_labels_only,
     evaluation_set,
     fit_candidate,
     popularity_metrics,
@@ -46,6 +48,14 @@ from recloop.training.candidate import (
 
 TWO_TOWER = "two_tower"
 POPULARITY = "popularity"
+EASE = "ease"
+# The hyperparameters of each algorithm `train` knows (recloop.models.configs): a recipe's
+# params are their fields, and a chain's Dagster run config is generated from them.
+ALGORITHM_CONFIGS: Mapping[str, type] = {
+    TWO_TOWER: TwoTowerConfig,
+    POPULARITY: PopularityConfig,
+    EASE: EaseConfig,
+}
 NO_REGRESSION = "no_regression_vs_champion"
 # The off-policy gate of a served model, on the logged traffic (recloop.experiments.ope_replay
 # provides it; the training layer does not reach into experiments).
@@ -80,7 +90,7 @@ class GatePlan:
 
 @dataclass
 class TrainedModel:
-    model: ModelBundle | PopularityModel
+    model: ServableModel
     # What the registry keeps about the training, besides the chain's own metadata.
     metadata: dict[str, Any]
     # Per-epoch training curve (empty for models without epochs).
@@ -112,8 +122,8 @@ class Judgement:
 def labels_only_inputs(
     layout: DataLayout, valid_fraction: float, test_fraction: float
 ) -> TrainingInputs:
-    """Labels split by time, without features (popularity reads none), in the same form as
-    the two-tower inputs, so every model is evaluated on the same kind of test part."""
+    """Labels split by time, without features (popularity and EASE read none), in the same
+    form as the two-tower inputs, so every model is evaluated on the same kind of test part."""
     labels = label_entities(interactions(layout))
     cutoffs = temporal_cutoffs(labels["event_timestamp"], valid_fraction, test_fraction)
     labels["split"] = cutoffs.part_of(labels["event_timestamp"]).to_numpy()
@@ -130,9 +140,10 @@ def labels_only_inputs(
 
 
 def train(recipe: ModelRecipe, inputs: TrainingInputs, training_set: str) -> TrainedModel:
-    """Fit the recipe's model on the train part (a two-tower stops early on validation,
-    then is refit on every label unless its config says not to: `judge` scores the
-    train-part weights, the registry keeps and serves both)."""
+    """Fit the recipe's model (a two-tower on the train part, stopping early on validation,
+    then refit on every label unless its config says not to: `judge` scores the
+    train-part weights, the registry keeps and serves both; popularity and EASE on the
+    labels before the test cut-off, which is what they serve)."""
     if recipe.algorithm == TWO_TOWER:
         config = TwoTowerConfig(**recipe.params)
         candidate = fit_candidate(
@@ -153,49 +164,58 @@ def train(recipe: ModelRecipe, inputs: TrainingInputs, training_set: str) -> Tra
             },
         }
         return TrainedModel(bundle, metadata, candidate.history)
+    catalog = inputs.items["item_id"].to_numpy()
     if recipe.algorithm == POPULARITY:
-        window_days = recipe.params.get("window_days")
-        model = fit_popularity(
-            inputs.examples,
-            inputs.items["item_id"].to_numpy(),
-            inputs.cutoffs.test_start,
-            window_days,
-        )
+        window_days = PopularityConfig(**recipe.params).window_days
+        model = fit_popularity(inputs.examples, catalog, inputs.cutoffs.test_start, window_days)
         return TrainedModel(model, {"window_days": window_days})
+    if recipe.algorithm == EASE:
+        config = EaseConfig(**recipe.params)
+        model = fit_ease(
+            inputs.examples,
+            catalog,
+            inputs.cutoffs.test_start,
+            config.l2,
+            metadata={"training_set": training_set},
+        )
+        return TrainedModel(model, {"config": config.to_dict()})
     raise ValueError(f"no trainer for algorithm {recipe.algorithm!r}")
 
 
 def judge(
-    model: ModelBundle | PopularityModel,
+    model: ServableModel,
     inputs: TrainingInputs,
     plan: GatePlan,
     ope_gate: OpeGate,
     champion_version: str | None = None,
-    champion: ModelBundle | None = None,
+    champion: ServableModel | None = None,
 ) -> Judgement:
     """Metrics on the test part and every gate of `plan`. A popularity model is held to
-    full lists only; a two-tower to the promotion gates (against `champion` on the same
-    test set when the plan says so) and to the off-policy gate. A refit two-tower is
-    judged by the weights trained on the train part (`ModelBundle.judged`): the refit
-    saw the test labels and the logged traffic; sanity checks the weights that serve."""
+    full lists only; a two-tower and EASE to the promotion gates (against `champion`, of
+    any kind, on the same test set when the plan says so) and to the off-policy gate. A
+    refit two-tower is judged by the weights trained on the train part
+    (`ModelBundle.judged`): the refit saw the test labels and the logged traffic; sanity
+    checks the weights that serve. EASE serves the weights it is judged by."""
     test = evaluation_set(inputs, "test", inputs.cutoffs.test_start)
     baseline = popularity_metrics(test)
     if isinstance(model, PopularityModel):
-        metrics, lengths = evaluate_popularity(model, test, K)
+        metrics, lengths = evaluate_labels_only(model, test, K)
         return Judgement(metrics, baseline, [gates.full_lists(lengths, K)])
-    judged = model.judged()
-    metrics = evaluate_bundle(judged, test)
-    candidate = Candidate(model, metrics, baseline, test)
-    if plan.against_champion:
-        share = champion_served_share(inputs.examples, champion_version)
-        offline = candidate_gates(candidate, champion, plan.config, share)
+    share = champion_served_share(inputs.examples, champion_version)
+    rival = champion if plan.against_champion else None
+    if isinstance(model, EaseModel):
+        metrics, _ = evaluate_labels_only(model, test, K)
+        offline = ease_gates(model, metrics["all"], baseline, test, rival, plan.config, share)
+        served = servable(model)
     else:
-        offline = [
-            r for r in candidate_gates(candidate, None, plan.config) if r.name != NO_REGRESSION
-        ]
-    return Judgement(
-        metrics, baseline, [*offline, ope_gate(servable(judged), plan.policy, plan.config)]
-    )
+        judged = model.judged()
+        metrics = evaluate_bundle(judged, test)
+        candidate = Candidate(model, metrics, baseline, test)
+        offline = candidate_gates(candidate, rival, plan.config, share)
+        served = servable(judged)
+    if not plan.against_champion:
+        offline = [r for r in offline if r.name != NO_REGRESSION]
+    return Judgement(metrics, baseline, [*offline, ope_gate(served, plan.policy, plan.config)])
 
 
 def code_version() -> str:

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import dataclasses
 
-from assets.model_chain import CandidateConfig
+from assets.model_chain import CandidateConfig, candidate_config
 from recloop.evaluation.gates import GateConfig
 from recloop.inference.policies import Greedy
-from recloop.models.configs import TwoTowerConfig
-from recloop.training.chain import TWO_TOWER, GatePlan, ModelRecipe
+from recloop.models.configs import EaseConfig, TwoTowerConfig
+from recloop.training.chain import EASE, TWO_TOWER, GatePlan, ModelRecipe
 
 
 def test_dagster_run_config_has_every_field_with_its_default() -> None:
@@ -28,3 +28,16 @@ def test_run_config_overrides_reach_the_model_and_the_gates() -> None:
     params = TwoTowerConfig(**recipe.params)
     assert params.epochs == 3 and params.refit is False and recipe.ann_min_items == 7
     assert plan.config.min_coverage == 0.5 and plan.against_champion
+
+
+def test_a_chain_of_another_algorithm_gets_that_algorithms_run_config() -> None:
+    """`candidate_config` is generated per algorithm (one class each); an EASE chain's run
+    config carries l2 and the gate thresholds, and none of the two-tower's fields."""
+    assert candidate_config(TwoTowerConfig) is CandidateConfig
+    ease = candidate_config(EaseConfig)
+    assert ease is candidate_config(EaseConfig) and "dim" not in ease.model_fields
+    assert ease().l2 == EaseConfig().l2
+    recipe, plan = ease(l2=42.0, champion_tolerance=0.1).applied_to(
+        ModelRecipe(EASE), GatePlan(GateConfig(), against_champion=True, policy=Greedy())
+    )
+    assert recipe.params == {"l2": 42.0} and plan.config.champion_tolerance == 0.1

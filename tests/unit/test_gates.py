@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from recloop.evaluation import gates
+from recloop.models.model_artifact import weight_arrays
 from recloop.training.candidate import champion_served_share
 from tests.model_fixtures import tiny_bundle
 
@@ -39,11 +40,12 @@ def test_coverage_and_popularity_bias_bounds() -> None:
 def test_sanity_catches_nan_weights_constant_scores_and_a_short_index() -> None:
     bundle = tiny_bundle()
     scores = np.random.default_rng(0).normal(size=(4, 6))
-    healthy = gates.sanity(bundle.model, scores, 6, 6, CONFIG)
+    healthy = gates.sanity(weight_arrays(bundle.model), scores, 6, 6, CONFIG)
     assert gates.verdict(healthy)
     with torch.no_grad():
         bundle.model.item_tower.mlp[0].weight[0, 0] = float("nan")
-    results = {r.name: r for r in gates.sanity(bundle.model, np.ones((4, 6)), 5, 6, CONFIG)}
+    weights = weight_arrays(bundle.model)
+    results = {r.name: r for r in gates.sanity(weights, np.ones((4, 6)), 5, 6, CONFIG)}
     assert not results["finite_weights"].passed and results["finite_weights"].value == 1
     assert not results["scores_not_constant"].passed
     assert not results["index_covers_catalog"].passed

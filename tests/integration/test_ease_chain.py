@@ -1,0 +1,155 @@
+"""EASE through the same code paths as the other kinds, on a real pipeline (validated log,
+dbt, Feast): the chain's steps train, judge and register it, the registry promotes it and
+the service runtime serves it as champion; an experiment variant naming `algorithm: ease`
+is trained, gated and deployed by its Dagster chain and resolved by the service."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+import dagster as dg
+import pytest
+
+from assets.definitions import build_definitions
+from assets.experiments import experiment_job_name
+from drivers.demo import QUIET_LOGS
+from feature_repo.store import open_feature_store
+from feature_repo.training import daily_features_as_of
+from recloop.data.layout import DataLayout
+from recloop.data.movielens import to_raw_log, write_raw_log
+from recloop.evaluation.gates import GateConfig, GateResult
+from recloop.experiments import load_spec
+from recloop.experiments.ope_replay import ope_gate_result
+from recloop.inference.policies import Greedy, Policy
+from recloop.inference.retrievers import EaseRetriever, Servable
+from recloop.models.ease_model import EaseModel
+from recloop.registry.model_registry import Registry
+from recloop.settings import Settings
+from recloop.training.chain import EASE, GatePlan, ModelRecipe, judge, labels_only_inputs, train
+from services.experiments import ExperimentLoader, ExperimentSet
+from services.runtime import RecloopRuntime
+from tests.conftest import TINY_TENANT
+from tests.integration.test_pipeline import tiny_features_run
+from tests.integration.test_refit_serving import EARLY, ITEMS, positives_only_frames
+
+DAYS = 8
+SPEC = """\
+name: ease_ab
+description: EASE against the champion.
+start: 2026-01-01T00:00:00Z
+stop: 2099-01-01T00:00:00Z
+primary_metric: ctr
+variants:
+  ease:
+    algorithm: ease
+    params: {l2: 5.0}
+  champion:
+    model: champion
+test:
+  kind: ab
+  salt: ease
+  allocation: {ease: 50, champion: 50}
+"""
+
+
+@dataclass(frozen=True)
+class System:
+    settings: Settings
+    instance: dg.DagsterInstance
+
+    @property
+    def layout(self) -> DataLayout:
+        return DataLayout(self.settings.data_dir)
+
+
+@pytest.fixture(scope="module")
+def system(tmp_path_factory: pytest.TempPathFactory) -> Iterator[System]:
+    """A positives-only log ending yesterday (fresh online features), its features and the
+    spec directory with the EASE experiment; the environment the service runtime reads."""
+    root = tmp_path_factory.mktemp("ease")
+    (root / "data").mkdir()
+    (root / "specs").mkdir()
+    (root / "dagster").mkdir()
+    (root / "specs" / "ease_ab.yaml").write_text(SPEC)
+    yesterday = datetime.now(UTC).date() - timedelta(days=1)
+    days = [yesterday - timedelta(days=DAYS - 1 - n) for n in range(DAYS)]
+    settings = Settings(
+        data_dir=root / "data", partitions_start=days[0], experiments_dir=root / "specs"
+    )
+    write_raw_log(to_raw_log(positives_only_frames(days), TINY_TENANT), DataLayout(root / "data"))
+    with (
+        dg.instance_for_test(temp_dir=str(root / "dagster")) as instance,
+        pytest.MonkeyPatch.context() as env,
+    ):
+        tiny_features_run(settings, instance)
+        for name, value in settings.to_env().items():
+            env.setenv(name, value)
+        yield System(settings, instance)
+
+
+def ope_gate(system: System):
+    """The pipeline's off-policy gate (no logged exploration here: it passes, skipped)."""
+    features_as_of = daily_features_as_of(open_feature_store(system.settings))
+
+    def gate(model: Servable, policy: Policy, config: GateConfig) -> GateResult:
+        return ope_gate_result(
+            system.layout, features_as_of, model, policy, config.ope_min_ess, config.ope_tolerance
+        )
+
+    return gate
+
+
+def test_ease_trains_judges_registers_and_serves_as_the_champion(system: System) -> None:
+    inputs = labels_only_inputs(system.layout, 0.1, 0.1)
+    trained = train(ModelRecipe(EASE, {"l2": 5.0}), inputs, "labels-only")
+    assert isinstance(trained.model, EaseModel)
+    plan = GatePlan(GateConfig(), against_champion=True, policy=Greedy())
+    judgement = judge(trained.model, inputs, plan, ope_gate(system))
+    gates = {r.name: r for r in judgement.results}
+    assert gates["no_regression_vs_champion"].detail == "no champion yet"
+    assert gates["ope_vs_logged"].detail.startswith("skipped")
+    # each user likes two random items of one genre a day: EASE learns the genres
+    assert judgement.metrics["all"]["ndcg@10"] > judgement.popularity["ndcg@10"]
+    assert judgement.passed, judgement.gate()
+
+    registry = Registry(system.layout.registry)
+    version = registry.register(trained.model, {"gate": "passed"}, {"gate": judgement.gate()})
+    assert version.startswith("ease-") and registry.load(version).version == version
+    registry.promote(version, reason="ease serves")
+
+    runtime = RecloopRuntime()
+    assert runtime.reload() == version
+    model = registry.load(version)
+    for user in EARLY:
+        row = list(model.user_ids).index(user)
+        had = {str(model.item_ids[i]) for i in model.history[row].indices}
+        answer = runtime.recommend(user, 10, [], {})
+        assert answer.fallback is None and answer.model_version == version
+        items = [item.item_id for item in answer.items]
+        assert len(items) == 10 and not had & set(items), user
+    assert runtime.recommend("never-seen", 3, [], {}).fallback == "popularity"
+    similar = runtime.similar_items(ITEMS[0], 3)
+    assert similar.model_version == version and ITEMS[0] not in [i.item_id for i in similar.items]
+
+
+def test_an_experiment_variant_trains_ease_through_its_dagster_chain(system: System) -> None:
+    spec = load_spec(system.settings.experiments_dir / "ease_ab.yaml")
+    job = build_definitions(system.settings).resolve_job_def(experiment_job_name(spec))
+    result = job.execute_in_process(
+        instance=system.instance, run_config=QUIET_LOGS, raise_on_error=False
+    )
+    assert result.success, [e.message for e in result.all_events if e.is_failure]
+    checks = {c.check_name: c.passed for c in result.get_asset_check_evaluations()}
+    assert checks and all(checks.values()), checks
+    registry = Registry(system.layout.registry)
+    version = registry.deployed_version("ease_ab", "ease", spec.variants["ease"].training_digest)
+    assert version is not None and version.startswith("ease-")
+    assert registry.metadata(version)["config"] == {"l2": 5.0}
+
+    experiments = ExperimentLoader(system.settings.experiments_dir, registry)
+    live = experiments.refresh(ExperimentSet.empty())
+    assert [s.name for s in live.router.specs] == ["ease_ab"], live.waiting
+    source = live.sources[("ease_ab", "ease")]
+    assert isinstance(source.model, EaseRetriever) and source.model.version == version
