@@ -24,13 +24,7 @@ from assets.sensors import (
     new_raw_data_sensor,
     tenant_discovery_sensor,
 )
-from assets.training import (
-    TRAINING_GROUP,
-    champion_model,
-    item_text_embeddings,
-    model_candidate,
-    training_set,
-)
+from assets.training import TRAINING_GROUP, champion_chain_assets, item_text_embeddings
 from recloop.settings import Settings
 
 VALIDATE_CATALOGS_JOB = "validate_catalogs"
@@ -50,9 +44,7 @@ def build_definitions(settings: Settings) -> dg.Definitions:
             feast_feature_views,
             feast_online_store,
             item_text_embeddings,
-            training_set,
-            model_candidate,
-            champion_model,
+            *champion_chain_assets(settings.champion_algorithm),
             drift_report_asset,
         ],
         asset_checks=[stream_batch_parity],

@@ -66,8 +66,8 @@ PROMOTION_CHECKS = {
     "beats_popularity": "NDCG@10 beats popularity's by the configured margin.",
     "no_regression_vs_champion": "NDCG@10 within tolerance of the champion's, same test set.",
     "coverage_and_bias": "Catalog coverage and popularity bias within bounds.",
-    "sanity": "Finite weights, scores that vary, an index (EASE: item-to-item weights) that "
-    "holds the whole catalog.",
+    "sanity": "Finite weights, scores that vary, an index (EASE: item-to-item weights; "
+    "multi-stage: every candidate source) that holds the whole catalog.",
     OPE_GATE: "Off-policy estimate on logged exploration traffic not below what it earned "
     "(skipped while the log holds too little exploration).",
 }
@@ -293,8 +293,11 @@ def _build_training_set(
     inputs: Mapping[str, pd.DataFrame],
 ) -> tuple[Path, TrainingInputs]:
     layout = recloop.layout()
+    holdout_since = pd.Timestamp(config.holdout_since) if config.holdout_since else None
     if not recipe.reads_features:
-        labels = labels_only_inputs(layout, config.valid_fraction, config.test_fraction)
+        labels = labels_only_inputs(
+            layout, config.valid_fraction, config.test_fraction, holdout_since
+        )
         return save_inputs(labels, layout.training), labels
     return build_training_inputs(
         layout,
@@ -302,7 +305,7 @@ def _build_training_set(
         inputs["item_text_embeddings"],
         config.valid_fraction,
         config.test_fraction,
-        pd.Timestamp(config.holdout_since) if config.holdout_since else None,
+        holdout_since,
         recipe.feature_service,
     )
 
@@ -321,7 +324,8 @@ def _model_asset(chain: ModelChain) -> dg.AssetsDefinition:
         description=f"{chain.label}: the {chain.recipe.algorithm} model (a two-tower trained on "
         "the train part, then refit on every label unless `refit` is off, the registry keeping "
         "both weight sets and serving the refit; popularity and EASE fitted on the labels "
-        "before the test part), registered in the model registry"
+        "before the test part; the multi-stage recommender fitted on those, then refit on "
+        "every label, both states kept), registered in the model registry"
         + (
             ", judged on the test part by weights that never saw it (the gates are blocking "
             "checks)."
@@ -384,7 +388,7 @@ def _train_and_register(
         }
     if judgement is not None:
         shown |= _judgement_shown(judgement)
-    yield dg.Output(version, metadata=shown)
+    yield dg.Output(version, metadata=shown | trained.stage_metrics())
     if judgement is not None:
         yield from gate_check_results(judgement.gate()["results"], chain.checks)
 

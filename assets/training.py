@@ -1,11 +1,15 @@
 """Training: text embeddings and the champion's model chain.
 
 The champion's chain (assets.model_chain) is `training_set -> model_candidate ->
-champion_model`: `model_candidate` trains, evaluates and registers a two-tower
-candidate, and five blocking asset checks hold it to the promotion gates
+champion_model`: `model_candidate` trains, evaluates and registers a candidate of the
+algorithm `RECLOOP_CHAMPION_ALGORITHM` names (two-tower by default, or EASE, or the
+multi-stage recommender), and five blocking asset checks hold it to the promotion gates
 (recloop.evaluation.gates), so `champion_model`, which promotes it, only runs when
-every gate passed. A failed gate leaves the previous champion serving.
+every gate passed, whatever kind the current champion is. A failed gate leaves the
+previous champion serving.
 """
+
+from dataclasses import replace
 
 import dagster as dg
 import pandas as pd
@@ -24,7 +28,8 @@ from recloop.data.validated_log import catalog_texts
 from recloop.evaluation.gates import GateConfig
 from recloop.features.text_embeddings import ENCODER_ID, embed_items
 from recloop.inference.policies import Greedy
-from recloop.training.chain import TWO_TOWER, GatePlan, ModelRecipe
+from recloop.settings import CHAMPION_ALGORITHMS
+from recloop.training.chain import GatePlan, ModelRecipe
 
 TRAINING_GROUP = "training"
 
@@ -48,21 +53,34 @@ def item_text_embeddings(
     return run.embeddings
 
 
-CHAMPION_CHAIN = ModelChain(
-    keys=ChainKeys(
-        training_set=dg.AssetKey("training_set"),
-        model=dg.AssetKey("model_candidate"),
-        release=dg.AssetKey("champion_model"),
-    ),
-    group=TRAINING_GROUP,
-    label="Two-tower candidate",
-    release=Release.PROMOTE,
-    recipe=ModelRecipe(TWO_TOWER, feature_service=FEATURE_SERVICE),
-    plan=GatePlan(GateConfig(), against_champion=True, policy=Greedy()),
-    checks=PROMOTION_CHECKS,
-    registry_labels={"feature_service": FEATURE_SERVICE},
-    run_config=True,
-    release_description="The registry's champion: the candidate, once every blocking gate "
-    "passed and the online store holds the features it serves with.",
-)
-training_set, model_candidate, champion_model = model_chain_assets(CHAMPION_CHAIN)
+def champion_chain(algorithm: str) -> ModelChain:
+    """The champion's chain for one algorithm; only the two-tower reads Feast features."""
+    if algorithm not in CHAMPION_ALGORITHMS:
+        raise ValueError(
+            f"the champion chain trains one of {CHAMPION_ALGORITHMS}, not {algorithm!r}"
+        )
+    recipe = ModelRecipe(algorithm)
+    if recipe.reads_features:
+        recipe = replace(recipe, feature_service=FEATURE_SERVICE)
+    return ModelChain(
+        keys=ChainKeys(
+            training_set=dg.AssetKey("training_set"),
+            model=dg.AssetKey("model_candidate"),
+            release=dg.AssetKey("champion_model"),
+        ),
+        group=TRAINING_GROUP,
+        label=f"{algorithm} candidate",
+        release=Release.PROMOTE,
+        recipe=recipe,
+        plan=GatePlan(GateConfig(), against_champion=True, policy=Greedy()),
+        checks=PROMOTION_CHECKS,
+        registry_labels={"feature_service": FEATURE_SERVICE} if recipe.reads_features else {},
+        run_config=True,
+        release_description="The registry's champion: the candidate, once every blocking gate "
+        "passed and the online store holds the features it serves with.",
+    )
+
+
+def champion_chain_assets(algorithm: str) -> list[dg.AssetsDefinition]:
+    """training_set, model_candidate and champion_model for `algorithm`."""
+    return model_chain_assets(champion_chain(algorithm))

@@ -68,8 +68,8 @@ from recloop.models.configs import TwoTowerConfig
 from recloop.models.multi_stage import (
     LabelWindow,
     LabelWindowKind,
-    MultiStageConfig,
     MultiStageRecommender,
+    StageConfig,
 )
 from recloop.models.two_tower import TwoTowerRecommender
 from recloop.settings import Settings
@@ -255,7 +255,7 @@ def run_protocol(
         multi_stage = MultiStageRecommender(
             sources,
             item_features,
-            MultiStageConfig(
+            StageConfig(
                 candidates={
                     "item_to_item": 100,
                     "matrix_factorisation": 50,

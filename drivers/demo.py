@@ -151,7 +151,8 @@ def train_and_promote(
     defs: dg.Definitions, instance: dg.DagsterInstance, candidate_config: dict | None = None
 ) -> None:
     """Step 5: text embeddings, PIT training set, candidate, gates, promotion."""
-    print(f"[5/{STEPS}] train the two-tower candidate, run the gates, promote it")
+    algorithm = defs.resources["recloop"].settings().champion_algorithm
+    print(f"[5/{STEPS}] train the {algorithm} candidate, run the gates, promote it")
     run_config = {"ops": {"model_candidate": {"config": candidate_config or {}}}}
     _run(defs.resolve_job_def(TRAINING_JOB), instance, "training", run_config=run_config)
 

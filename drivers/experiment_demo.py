@@ -54,7 +54,7 @@ from drivers.loop import (
 from recloop.data.layout import DataLayout, write_json_atomic
 from recloop.experiments import ExperimentSpec, load_spec, readout_asset_key
 from recloop.registry.model_registry import Registry
-from recloop.settings import Settings
+from recloop.settings import CHAMPION_ALGORITHMS, Settings
 from recloop.simulator import SCENARIOS, Population, Scenario
 
 EXAMPLES = PROJECT_ROOT / "experiments" / "examples"
@@ -341,6 +341,12 @@ def main(argv: list[str] | None = None) -> int:
         "or from genres and item quality (genre_taste); see recloop/simulator.py",
     )
     parser.add_argument(
+        "--champion-algorithm",
+        choices=CHAMPION_ALGORITHMS,
+        default=Settings.from_env().champion_algorithm,
+        help="what the champion chain trains (default: RECLOOP_CHAMPION_ALGORITHM, else two_tower)",
+    )
+    parser.add_argument(
         "--sessions-per-test", type=int, default=ExperimentDemoConfig.sessions_per_test
     )
     parser.add_argument("--rate", type=float, default=ExperimentDemoConfig.rate)
@@ -361,6 +367,7 @@ def main(argv: list[str] | None = None) -> int:
         data_dir=config.data_dir,
         artifacts=config.artifacts,
         scenario=config.scenario,
+        champion_algorithm=args.champion_algorithm,
         seed=config.seed,
     )
     settings, instance, population, consumed = prepare(loop_config)

@@ -49,7 +49,7 @@ from recloop.data.layout import DataLayout, write_json_atomic
 from recloop.data.movielens import fetch_recbole_wheel, read_ml100k_wheel, shift_to_end_before
 from recloop.experiments import directory_digest
 from recloop.registry.model_registry import Registry
-from recloop.settings import Settings
+from recloop.settings import CHAMPION_ALGORITHMS, DEFAULT_CHAMPION_ALGORITHM, Settings
 from recloop.simulator import SCENARIOS, Population, Scenario, fit_population
 
 Orchestrator = Literal["daemon", "inline"]
@@ -79,6 +79,7 @@ class LoopConfig:
     artifacts: Path
     orchestrator: Orchestrator = "daemon"
     scenario: Scenario = "grounded"  # the simulated users (recloop.simulator)
+    champion_algorithm: str = DEFAULT_CHAMPION_ALGORITHM  # what the champion chain trains
     sessions_before_drift: int = 1_500
     sessions_after_swap: int = 1_500
     rate: float = 40.0  # sessions per second, all workers together
@@ -218,6 +219,7 @@ def loop_settings(data_dir: Path, first_day: datetime, config: LoopConfig) -> Se
         drift_window=config.drift_window,
         retrain_after_events=LOOP_RETRAIN_AFTER_EVENTS,
         post_drift_impressions=config.post_drift_impressions,
+        champion_algorithm=config.champion_algorithm,
     )
 
 
@@ -637,6 +639,12 @@ def main(argv: list[str] | None = None) -> int:
         "or from genres and item quality (genre_taste); see recloop/simulator.py",
     )
     parser.add_argument(
+        "--champion-algorithm",
+        choices=CHAMPION_ALGORITHMS,
+        default=Settings.from_env().champion_algorithm,
+        help="what the champion chain trains (default: RECLOOP_CHAMPION_ALGORITHM, else two_tower)",
+    )
+    parser.add_argument(
         "--sessions-before-drift", type=int, default=LoopConfig.sessions_before_drift
     )
     parser.add_argument("--sessions-after-swap", type=int, default=LoopConfig.sessions_after_swap)
@@ -655,6 +663,7 @@ def main(argv: list[str] | None = None) -> int:
         artifacts=args.artifacts,
         orchestrator=args.orchestrator,
         scenario=args.scenario,
+        champion_algorithm=args.champion_algorithm,
         sessions_before_drift=args.sessions_before_drift,
         sessions_after_swap=args.sessions_after_swap,
         rate=args.rate,

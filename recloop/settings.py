@@ -28,10 +28,15 @@ RELOAD_INTERVAL_ENV = "RECLOOP_RELOAD_INTERVAL_S"
 EXPERIMENTS_DIR_ENV = "RECLOOP_EXPERIMENTS_DIR"
 API_KEY_ENV = "RECLOOP_API_KEY"
 ACTOR_ENV = "RECLOOP_ACTOR"
+CHAMPION_ALGORITHM_ENV = "RECLOOP_CHAMPION_ALGORITHM"
 
 DEFAULT_DATA_DIR = Path("data")
 DEFAULT_REDIS_URL = "127.0.0.1:6379"
 DEFAULT_EXPERIMENTS_DIR = Path("experiments")
+# What the champion chain may train: the registered algorithms the promotion gates judge
+# (recloop.experiments.algorithms registers them; a unit test keeps the two in step).
+CHAMPION_ALGORITHMS = ("two_tower", "ease", "multi_stage")
+DEFAULT_CHAMPION_ALGORITHM = "two_tower"
 # MovieLens-100K, the demo data set, starts on 1997-09-20.
 DEFAULT_PARTITIONS_START = date(1997, 9, 1)
 
@@ -68,6 +73,11 @@ ENV_VARIABLES: tuple[EnvVariable, ...] = (
     EnvVariable(RELOAD_INTERVAL_ENV, "2", "seconds between the service's looks at the registry"),
     EnvVariable(EXPERIMENTS_DIR_ENV, "./experiments", "the live experiment specs"),
     EnvVariable(ACTOR_ENV, None, "the actor the registry's audit logs record; else login name"),
+    EnvVariable(
+        CHAMPION_ALGORITHM_ENV,
+        DEFAULT_CHAMPION_ALGORITHM,
+        "what the champion chain trains: " + ", ".join(CHAMPION_ALGORITHMS),
+    ),
 )
 
 
@@ -97,6 +107,8 @@ class Settings:
     # The key the service requires in `X-API-Key` on its protected routes; None: no auth.
     # A secret: left out of `repr` and of `to_env`.
     api_key: str | None = field(default=None, repr=False)
+    # The algorithm `model_candidate` trains; the gates decide whether it becomes champion.
+    champion_algorithm: str = DEFAULT_CHAMPION_ALGORITHM
 
     @classmethod
     def from_env(
@@ -142,6 +154,7 @@ class Settings:
             partitions_start=start,
             feast_project=env.get(FEAST_PROJECT_ENV) or "recloop",
             api_key=api_key_from_env(env),
+            champion_algorithm=_champion_algorithm(env),
         )
 
     def to_env(self) -> dict[str, str]:
@@ -161,6 +174,7 @@ class Settings:
             POST_DRIFT_IMPRESSIONS_ENV: str(self.post_drift_impressions),
             RELOAD_INTERVAL_ENV: str(self.reload_interval_s),
             EXPERIMENTS_DIR_ENV: str(self.experiments_dir),
+            CHAMPION_ALGORITHM_ENV: self.champion_algorithm,
         }
 
 
@@ -174,6 +188,15 @@ def actor_from_env(env: Mapping[str, str] | None = None) -> str:
     """Who acts, for audit logs: `RECLOOP_ACTOR`, else the login name."""
     env = os.environ if env is None else env
     return env.get(ACTOR_ENV) or getpass.getuser()
+
+
+def _champion_algorithm(env: Mapping[str, str]) -> str:
+    algorithm = (env.get(CHAMPION_ALGORITHM_ENV) or DEFAULT_CHAMPION_ALGORITHM).strip().lower()
+    if algorithm not in CHAMPION_ALGORITHMS:
+        raise SettingsError(
+            f"{CHAMPION_ALGORITHM_ENV}={algorithm!r}: expected one of {', '.join(CHAMPION_ALGORITHMS)}"
+        )
+    return algorithm
 
 
 def _positive_int(env: Mapping[str, str], variable: str, default: int) -> int:

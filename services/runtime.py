@@ -10,6 +10,7 @@ answer. Kept free of BentoML so the serving logic reads (and runs) on its own.
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 import uuid
@@ -84,6 +85,13 @@ class EventCounters:
         )
 
 
+@functools.cache
+def event_counters() -> EventCounters:
+    """The process's event counters: Prometheus registers a name once per process, and a
+    process may build more than one runtime (the integration tier builds several)."""
+    return EventCounters()
+
+
 @dataclass(frozen=True)
 class Champion:
     """The model being served (of any registered kind) and the tenant its events are
@@ -136,7 +144,7 @@ class RecloopRuntime:
         self.layout = DataLayout(self.settings.data_dir)
         self.registry = Registry(self.layout.registry)
         self.store = open_feature_store(self.settings)
-        self.counters = EventCounters()
+        self.counters = event_counters()
         self.events = EventBuffer(self.layout, on_written=self.counters.written.inc)
         self.served = ServedLists()
         self.restored_served_lists = 0

@@ -168,6 +168,16 @@ def catalog_item_ids(layout: DataLayout) -> list[str]:
     return [str(row[0]) for row in rows]
 
 
+def catalog_items(layout: DataLayout) -> pd.DataFrame:
+    """Each catalog item's genres and release year (dbt `int_items`), sorted by item id:
+    the labels-only training set's catalog, whose content the multi-stage ranker reads."""
+    with duckdb.connect(str(layout.warehouse), read_only=True) as warehouse:
+        frame = warehouse.execute(
+            "select item_id, genres, release_year from int_items order by item_id"
+        ).df()
+    return frame.assign(item_id=frame["item_id"].astype(str))
+
+
 def catalog_texts(layout: DataLayout) -> pd.DataFrame:
     """Each catalog item's title and genres (dbt `int_items`): what its text embedding reads."""
     with duckdb.connect(str(layout.warehouse), read_only=True) as warehouse:

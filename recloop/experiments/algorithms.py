@@ -15,7 +15,13 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any
 
-from recloop.models.configs import EaseConfig, PopularityConfig, TwoTowerConfig, params_schema
+from recloop.models.configs import (
+    EaseConfig,
+    MultiStageConfig,
+    PopularityConfig,
+    TwoTowerConfig,
+    params_schema,
+)
 
 
 @dataclass(frozen=True)
@@ -69,6 +75,15 @@ register_algorithm(
         name="ease",
         description="EASE, item-to-item weights in closed form (recloop/models/ease_model.py)",
         params_schema=params_schema(EaseConfig),
+        uses_feature_service=False,
+    )
+)
+register_algorithm(
+    Algorithm(
+        name="multi_stage",
+        description="candidates from EASE, ALS, trending items and the neighbours of recent "
+        "items, ordered by a boosted-tree ranker (recloop/models/multi_stage_model.py)",
+        params_schema=params_schema(MultiStageConfig),
         uses_feature_service=False,
     )
 )

@@ -13,7 +13,10 @@ time (never recommended again) and the popularity ranking. Popularity
 (`PopularityRetriever`, an experiment's baseline): the most counted items the user has
 not interacted with. EASE (`EaseRetriever`): the user's known history plus the items
 the request's streaming features say they just engaged with, times the item-to-item
-weights; popularity, said so, for a request with neither.
+weights; popularity, said so, for a request with neither. The multi-stage recommender
+(`MultiStageRetriever`): the same row of known history and streaming last items, as a
+query of the candidate sources and the ranker, through the one scoring path the bench
+and offline evaluation use (`MultiStageRecommender.score_queries`).
 
 `rank_with_policy` puts an exploration policy (recloop.inference.policies) over either: it
 retrieves the policy's candidate pool and draws the list with its propensities.
@@ -21,7 +24,7 @@ retrieves the policy's candidate pool and draws the list with its propensities.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from itertools import islice
 from typing import Protocol, runtime_checkable
@@ -37,13 +40,15 @@ from recloop.features.feature_vectors import (
     recent_item_ids,
 )
 from recloop.inference.policies import Policy
+from recloop.models.candidate_sources import Queries
 from recloop.models.ease_model import EaseModel
 from recloop.models.model_artifact import ModelBundle
+from recloop.models.multi_stage_model import MultiStageModel
 from recloop.models.popularity_model import PopularityModel
 
 POPULARITY_FALLBACK = "popularity"
 # Every kind the registry stores; `servable` wraps each in its retriever.
-ServableModel = ModelBundle | PopularityModel | EaseModel
+ServableModel = ModelBundle | PopularityModel | EaseModel | MultiStageModel
 
 
 @dataclass(frozen=True)
@@ -326,6 +331,82 @@ class EaseRetriever(HistoryRetriever):
         return self._listed(*_top_unbanned(self.weights[item], {item}, k))
 
 
+class MultiStageRetriever(HistoryRetriever):
+    """Serves a `MultiStageModel` by its served state (pass `model.judged()` to score the
+    judged one). A user's query is their known history and the request's streaming last
+    items, the latter the most recent: the sources score it, the ranker orders the
+    merged candidates. Those items are never returned. A user the model was not fitted
+    on is scored from their recent items (ALS, which has no factors for them, proposes
+    nothing and leaves its features missing); a request with neither gets the popularity
+    list, marked as a fallback (counts of the known history, as for EASE)."""
+
+    def __init__(self, model: MultiStageModel, history: sp.csr_matrix | None = None):
+        known = model.history if history is None else history
+        super().__init__(model, np.asarray(known.sum(axis=0)).ravel(), history)
+        self.recommender = model.recommender
+
+    @property
+    def needs_features(self) -> bool:
+        # Only the streaming last items: what places a user the sources were not fitted on.
+        return True
+
+    def _recency(self, user_id: str, recent: Sequence[int]) -> tuple[int, list[int], list[int]]:
+        """The user's fitted row (-1: none), and their items with recency ranks: the
+        request's recent items first, then known items the fitted state lacks (they came
+        after its fit), then the fitted items still known, by their fitted ranks."""
+        known = self._known(user_id)
+        row = self.user_index.get(user_id)
+        fitted = self.recommender.state.recency[row] if row is not None else None
+        fitted_items = set() if fitted is None else set(fitted.indices.tolist())
+        first = list(dict.fromkeys([*recent, *sorted(known - fitted_items)]))
+        items, ranks = list(first), list(range(1, len(first) + 1))
+        if fitted is not None:
+            for item, rank in zip(fitted.indices.tolist(), fitted.data.tolist(), strict=True):
+                if item in known and item not in first:
+                    items.append(item)
+                    ranks.append(len(first) + int(rank))
+        return -1 if row is None else row, items, ranks
+
+    def queries(self, user_ids: Sequence[str], recent: Sequence[Sequence[int]]) -> Queries:
+        """The queries of `user_ids`, each with its request's recent item indices (most
+        recent first)."""
+        rows = [self._recency(user, items) for user, items in zip(user_ids, recent, strict=True)]
+        recency = sp.csr_matrix(
+            (
+                np.asarray([r for _, _, ranks in rows for r in ranks], dtype=np.int32),
+                np.asarray([i for _, items, _ in rows for i in items], dtype=np.int64),
+                np.cumsum([0, *(len(items) for _, items, _ in rows)]),
+            ),
+            shape=(len(rows), len(self.model.item_ids)),
+        )
+        recency.sort_indices()
+        return Queries(np.asarray([row for row, _, _ in rows], dtype=np.int64), recency)
+
+    def recommend(
+        self, user_id: str, features: FeatureColumns | None, k: int, exclude: Iterable[str] = ()
+    ) -> Recommendation:
+        """Top `k` for one user; `features` is one row of Feast columns (only
+        `user_stream__last_items` is read), None when unavailable."""
+        recent_ids = recent_item_ids(features) if features is not None else []
+        recent = [self.item_index[i] for i in recent_ids if i in self.item_index]
+        had = self._known(user_id) | set(recent)
+        banned = had | _item_rows(self.item_index, exclude)
+        if not had:
+            return self._listed(*self.popular.top(banned, k), POPULARITY_FALLBACK)
+        scores = self.recommender.score_queries(self.queries([user_id], [recent]))[0]
+        return self._listed(*_top_unbanned(scores, banned, k))
+
+    def similar_items(self, item_id: str, k: int) -> Recommendation:
+        """The items a user known only by having just had `item_id` would be recommended."""
+        if item_id not in self.item_index:
+            raise UnknownItemError(item_id)
+        item = self.item_index[item_id]
+        queries = Queries(
+            np.array([-1]), sp.csr_matrix(([1], ([0], [item])), shape=(1, len(self.model.item_ids)))
+        )
+        return self._listed(*_top_unbanned(self.recommender.score_queries(queries)[0], {item}, k))
+
+
 def servable(model: ServableModel, history: sp.csr_matrix | None = None) -> Servable:
     """The serving wrapper of a registry model of any kind; `history` overrides the
     interactions it knows (offline evaluation: those before the test cut-off)."""
@@ -333,6 +414,8 @@ def servable(model: ServableModel, history: sp.csr_matrix | None = None) -> Serv
         return PopularityRetriever(model, history)
     if isinstance(model, EaseModel):
         return EaseRetriever(model, history)
+    if isinstance(model, MultiStageModel):
+        return MultiStageRetriever(model, history)
     return Retriever(model, history)
 
 

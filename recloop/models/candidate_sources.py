@@ -1,8 +1,13 @@
 """Candidate sources of the multi-stage recommender: each proposes items for a user.
 
 Every source is fitted on time-stamped interactions and scores every catalog item for a
-batch of users (`score(users) -> (len(users), n_items)`), so the ranker can read each
-source's score and rank for any candidate, whichever source proposed it:
+batch of queries (`score(queries) -> (len(queries), n_items)`), so the ranker can read
+each source's score and rank for any candidate, whichever source proposed it. A query
+is a user's items as a row (`Queries`), not only a fitted user index: the batch path
+(the bench, offline evaluation) and the one request the service answers, whose
+streaming last items join the row and whose user the sources may never have seen, are
+scored by the same code. A source that can only score the users it was fitted on
+(ALS, the two-tower) gives NaN for the others, which the ranker reads as missing:
 
 - `ItemToItemSource`: EASE (Steck 2019) over the user's whole history, the strongest
   single model on MovieLens-style data;
@@ -16,7 +21,9 @@ source's score and rank for any candidate, whichever source proposed it:
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
+from functools import cached_property
 from typing import Protocol
 
 import numpy as np
@@ -24,11 +31,73 @@ import scipy.sparse as sp
 
 from recloop.evaluation.metrics import ndcg_at_k
 from recloop.evaluation.splits import Interactions
-from recloop.models.baselines import ALS, EASE, cosine_neighbours, top_k_unseen
+from recloop.models.baselines import ALS, cosine_neighbours, ease_weights, top_k_unseen
 from recloop.models.configs import TwoTowerConfig
 from recloop.models.two_tower import TrainingExamples, TrainResult, score_users, train_two_tower
 
 SECONDS_PER_DAY = 86_400
+
+
+@dataclass(frozen=True)
+class Queries:
+    """The users a batch scores, each as the items they had, ranked by recency.
+
+    `users`: each row's fitted user index, -1 for a user the sources were not fitted on;
+    `recency`: (len(users), n_items), the items each user had valued by recency rank
+    (1 = most recent), the fitted history and any items a request adds.
+    """
+
+    users: np.ndarray
+    recency: sp.csr_matrix
+
+    def __len__(self) -> int:
+        return len(self.users)
+
+    def rows(self, start: int, stop: int) -> Queries:
+        """The queries from `start` to `stop` (a batch)."""
+        return Queries(self.users[start:stop], self.recency[start:stop])
+
+    @cached_property
+    def history(self) -> sp.csr_matrix:
+        """The 0/1 rows of every item each user had."""
+        return most_recent(self.recency, None)
+
+    def last(self, n: int) -> sp.csr_matrix:
+        """The 0/1 rows of each user's `n` most recent items."""
+        return most_recent(self.recency, n)
+
+
+def most_recent(recency: sp.csr_matrix, n: int | None) -> sp.csr_matrix:
+    """0/1 float32 rows of the items whose recency rank is at most `n` (None: all)."""
+    matrix = recency.tocsr().astype(np.float32, copy=True)
+    keep = np.ones(matrix.nnz, dtype=bool) if n is None else recency.tocsr().data <= n
+    matrix.data = keep.astype(np.float32)
+    matrix.eliminate_zeros()
+    return matrix
+
+
+def recency_ranks(data: Interactions) -> sp.csr_matrix:
+    """(n_users, n_items) int32: each item a user had, valued by the position of its latest
+    interaction among the user's interactions, newest first, from 1 (ties by stored order)."""
+    order = np.lexsort((-data.timestamps, data.users))
+    users, items = data.users[order], data.items[order]
+    position = np.arange(len(users)) - np.searchsorted(users, users, side="left")
+    _, first = np.unique(users * data.n_items + items, return_index=True)
+    return sp.csr_matrix(
+        ((position[first] + 1).astype(np.int32), (users[first], items[first])),
+        shape=(data.n_users, data.n_items),
+    )
+
+
+def fitted_users_only(
+    queries: Queries, n_items: int, score: Callable[[np.ndarray], np.ndarray]
+) -> np.ndarray:
+    """`score(users)` for the rows whose user the source was fitted on, NaN for the rest."""
+    known = queries.users >= 0
+    out = np.full((len(queries), n_items), np.nan, dtype=np.float32)
+    if known.any():
+        out[known] = score(queries.users[known])
+    return out
 
 
 class CandidateSource(Protocol):
@@ -40,7 +109,19 @@ class CandidateSource(Protocol):
         """Fit on `data`; `validation` (relevant items per user) may drive early stopping."""
         ...
 
-    def score(self, users: np.ndarray) -> np.ndarray: ...
+    def score(self, queries: Queries) -> np.ndarray: ...
+
+
+class StoredSource(CandidateSource, Protocol):
+    """A source whose fitted state is a few arrays (what a registered model stores)."""
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        """The fitted state, to save."""
+        ...
+
+    def with_arrays(self, arrays: dict[str, np.ndarray]) -> StoredSource:
+        """This (unfitted) source holding a saved fitted state."""
+        ...
 
 
 def last_timestamp(data: Interactions) -> int:
@@ -50,42 +131,64 @@ def last_timestamp(data: Interactions) -> int:
 
 @dataclass
 class ItemToItemSource:
-    """EASE item-item weights applied to the user's history."""
+    """EASE item-item weights applied to the user's items."""
 
     l2: float = 250.0
     name: str = "item_to_item"
-    model: EASE | None = None
+    weights: np.ndarray | None = None
 
     def fit(
         self, data: Interactions, validation: list[np.ndarray] | None = None
     ) -> ItemToItemSource:
-        self.model = EASE(l2=self.l2).fit(data.matrix())
+        self.weights = ease_weights(data.matrix(), self.l2)
         return self
 
-    def score(self, users: np.ndarray) -> np.ndarray:
-        return self.model.score(users)
+    def score(self, queries: Queries) -> np.ndarray:
+        return np.asarray(queries.history @ self.weights)
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        return {"weights": self.weights}
+
+    def with_arrays(self, arrays: dict[str, np.ndarray]) -> ItemToItemSource:
+        return replace(self, weights=arrays["weights"])
 
 
 @dataclass
 class MatrixFactorisationSource:
-    """Implicit-feedback ALS (the `implicit` package), seeded."""
+    """Implicit-feedback ALS (the `implicit` package), seeded. Scores only the users it
+    was fitted on: it has no factors for anyone else."""
 
     factors: int = 64
     regularization: float = 0.05
     alpha: float = 10.0
+    iterations: int = 20
     seed: int = 0
     name: str = "matrix_factorisation"
-    model: ALS | None = None
+    user_factors: np.ndarray | None = None
+    item_factors: np.ndarray | None = None
 
     def fit(
         self, data: Interactions, validation: list[np.ndarray] | None = None
     ) -> MatrixFactorisationSource:
-        model = ALS(self.factors, self.regularization, self.alpha, seed=self.seed)
-        self.model = model.fit(data.matrix())
+        model = ALS(self.factors, self.regularization, self.alpha, self.iterations, self.seed)
+        model.fit(data.matrix())
+        self.user_factors, self.item_factors = model.user_factors, model.item_factors
         return self
 
-    def score(self, users: np.ndarray) -> np.ndarray:
-        return self.model.score(users)
+    def score(self, queries: Queries) -> np.ndarray:
+        return fitted_users_only(
+            queries,
+            len(self.item_factors),
+            lambda users: self.user_factors[users] @ self.item_factors.T,
+        )
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        return {"user_factors": self.user_factors, "item_factors": self.item_factors}
+
+    def with_arrays(self, arrays: dict[str, np.ndarray]) -> MatrixFactorisationSource:
+        return replace(
+            self, user_factors=arrays["user_factors"], item_factors=arrays["item_factors"]
+        )
 
 
 @dataclass
@@ -129,8 +232,13 @@ class TwoTowerSource:
     def epochs_chosen(self) -> int:
         return self.result.best_epoch + 1
 
-    def score(self, users: np.ndarray) -> np.ndarray:
-        return score_users(self.result.model, users, self.user_features[users], self.history)
+    def score(self, queries: Queries) -> np.ndarray:
+        model = self.result.model
+        return fitted_users_only(
+            queries,
+            self.history.shape[1],
+            lambda users: score_users(model, users, self.user_features[users], self.history),
+        )
 
 
 @dataclass
@@ -149,40 +257,48 @@ class TrendingSource:
         self.scores_ = (np.log1p(window) + 1e-3 * np.log1p(overall)).astype(np.float32)
         return self
 
-    def score(self, users: np.ndarray) -> np.ndarray:
-        return np.broadcast_to(self.scores_, (len(users), len(self.scores_))).copy()
+    def score(self, queries: Queries) -> np.ndarray:
+        return np.broadcast_to(self.scores_, (len(queries), len(self.scores_))).copy()
 
+    def arrays(self) -> dict[str, np.ndarray]:
+        return {"scores": self.scores_}
 
-def last_items(data: Interactions, n: int) -> sp.csr_matrix:
-    """(n_users, n_items) 0/1: each user's `n` most recent items (ties by stored order)."""
-    order = np.lexsort((-data.timestamps, data.users))
-    users, items = data.users[order], data.items[order]
-    starts = np.searchsorted(users, users, side="left")
-    keep = np.arange(len(users)) - starts < n
-    matrix = sp.csr_matrix(
-        (np.ones(keep.sum(), dtype=np.float32), (users[keep], items[keep])),
-        shape=(data.n_users, data.n_items),
-    )
-    matrix.data[:] = 1.0
-    return matrix
+    def with_arrays(self, arrays: dict[str, np.ndarray]) -> TrendingSource:
+        return replace(self, scores_=arrays["scores"])
 
 
 @dataclass
 class RecentNeighboursSource:
-    """Sum of cosine similarities to the user's `recent` most recent items."""
+    """Sum of cosine similarities to the user's `recent` most recent items (a request's
+    streaming last items first)."""
 
     recent: int = 5
     neighbours: int = 100
     name: str = "recent_neighbours"
-    recent_items: sp.csr_matrix | None = None
     similarity: np.ndarray | None = None
 
     def fit(
         self, data: Interactions, validation: list[np.ndarray] | None = None
     ) -> RecentNeighboursSource:
-        self.recent_items = last_items(data, self.recent)
         self.similarity = cosine_neighbours(data.matrix(), self.neighbours)
         return self
 
-    def score(self, users: np.ndarray) -> np.ndarray:
-        return np.asarray(self.recent_items[users] @ self.similarity)
+    def score(self, queries: Queries) -> np.ndarray:
+        return np.asarray(queries.last(self.recent) @ self.similarity)
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        # Each column keeps its `neighbours` most similar items: stored sparse, used dense.
+        similarity = sp.csr_matrix(self.similarity)
+        return {
+            "similarity_data": similarity.data,
+            "similarity_indices": similarity.indices,
+            "similarity_indptr": similarity.indptr,
+            "similarity_shape": np.asarray(similarity.shape),
+        }
+
+    def with_arrays(self, arrays: dict[str, np.ndarray]) -> RecentNeighboursSource:
+        similarity = sp.csr_matrix(
+            (arrays["similarity_data"], arrays["similarity_indices"], arrays["similarity_indptr"]),
+            shape=tuple(int(n) for n in arrays["similarity_shape"]),
+        )
+        return replace(self, similarity=similarity.toarray())

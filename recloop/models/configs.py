@@ -94,6 +94,59 @@ class EaseConfig:
         return asdict(self)
 
 
+@dataclass(frozen=True)
+class MultiStageConfig:
+    """The multi-stage recommender as a registered kind (recloop.models.multi_stage_model):
+    candidates from EASE, ALS, trending items and the neighbours of the user's last items,
+    ordered by a boosted-tree ranker trained on a label window taken from the end of the
+    training labels. Defaults: bench/quality.py's on the global temporal protocol (its
+    validation grid chose EASE's L2 1000 there; ALS at the bench's defaults)."""
+
+    item_to_item_candidates: int = param(
+        100, "candidates the EASE source proposes per user", minimum=0
+    )
+    matrix_factorisation_candidates: int = param(
+        50, "candidates the ALS source proposes per user", minimum=0
+    )
+    trending_candidates: int = param(30, "candidates the trending source proposes", minimum=0)
+    recent_neighbours_candidates: int = param(
+        50, "candidates the neighbours of the user's last items propose", minimum=0
+    )
+    ease_l2: float = param(
+        1000.0, "L2 penalty of the EASE source's item-to-item weights", exclusive_minimum=0
+    )
+    als_factors: int = param(64, "latent factors of the ALS source", minimum=1)
+    als_regularization: float = param(0.05, "L2 regularisation of the ALS source", minimum=0)
+    als_alpha: float = param(
+        10.0, "confidence weight of an interaction in the ALS source", exclusive_minimum=0
+    )
+    als_iterations: int = param(20, "alternating least squares sweeps", minimum=1)
+    trending_days: int = param(
+        30, "days before the newest label that the trending source counts", minimum=1
+    )
+    recent_items: int = param(
+        5, "last items of the user whose neighbours the recent-neighbours source sums", minimum=1
+    )
+    neighbours: int = param(100, "most similar items each item keeps", minimum=1)
+    label_window_share: float = param(
+        0.125,
+        "share of the training labels, the newest, that the ranker learns from (the sources "
+        "proposing its candidates are fitted on the labels before them)",
+        exclusive_minimum=0,
+        maximum=0.5,
+    )
+    label_window_folds: int = param(
+        2, "label windows, each before the previous one, that the ranker learns from", minimum=1
+    )
+    ranker_min_data_in_leaf: int = param(
+        300, "candidates per leaf of the ranker's trees at least (fewer on small data)", minimum=1
+    )
+    seed: int = param(0, "seed of ALS, the ranker and its held-out users", minimum=0)
+
+    def to_dict(self) -> dict[str, float | int]:
+        return asdict(self)
+
+
 def field_types(config_class: type) -> dict[str, type]:
     """Each field's type with `| None` removed: what a set value must be."""
     hints = typing.get_type_hints(config_class)

@@ -48,6 +48,11 @@ class EaseModel:
     metadata: dict[str, object] = field(default_factory=dict)
     version: str = ""
 
+    def judged(self) -> EaseModel:
+        """What offline evaluation scores, as every kind has it: EASE serves the weights
+        its gates judge (fitted on the labels before the test cut-off, never refit)."""
+        return self
+
 
 def fit_ease(
     examples: pd.DataFrame,

@@ -11,12 +11,18 @@
 The sources that produce the ranker's training candidates never see its labels, so
 the ranker learns how sources behave on unseen interactions, which is what it faces
 when serving. Everything is seeded.
+
+Inference reads users as `Queries` (each user's items by recency, and their fitted
+index or -1): `score(users)` builds them from the fitted state for the bench's batch
+path, a retriever builds them from a request (known history plus streaming last items,
+recloop.inference.retrievers.MultiStageRetriever), and both go through `score_queries`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
+from functools import cached_property
 from typing import Literal
 
 import numpy as np
@@ -27,8 +33,11 @@ from recloop.evaluation.splits import Interactions
 from recloop.models.candidate_sources import (
     SECONDS_PER_DAY,
     CandidateSource,
+    Queries,
     TwoTowerSource,
     last_timestamp,
+    most_recent,
+    recency_ranks,
 )
 from recloop.models.ranker import BoostedRanker, RankerConfig
 
@@ -84,7 +93,10 @@ class LabelWindow:
 
 
 @dataclass(frozen=True)
-class MultiStageConfig:
+class StageConfig:
+    """How the stages fit together: each source's candidate depth, where the ranker's
+    labels come from, the ranker, and how many users are scored at once."""
+
     candidates: dict[str, int] = field(
         default_factory=lambda: {
             "item_to_item": 100,
@@ -117,6 +129,38 @@ class CandidateTable:
     features: pd.DataFrame
 
 
+@dataclass(frozen=True)
+class UserItemState:
+    """What the ranker's user and item features read besides the sources: each user's
+    items by recency, when each user and item was last seen, and the newest time."""
+
+    recency: sp.csr_matrix  # (n_users, n_items) int32 recency ranks (candidate_sources)
+    last_seen: np.ndarray  # (n_users,) epoch seconds, -1 for a user with no interaction
+    item_last_seen: np.ndarray  # (n_items,) epoch seconds, -1 for an item with none
+    reference_time: int  # the newest interaction
+
+    @classmethod
+    def of(cls, data: Interactions) -> UserItemState:
+        last_seen = np.full(data.n_users, -1, dtype=np.int64)
+        np.maximum.at(last_seen, data.users, data.timestamps)
+        item_last_seen = np.full(data.n_items, -1, dtype=np.int64)
+        np.maximum.at(item_last_seen, data.items, data.timestamps)
+        return cls(recency_ranks(data), last_seen, item_last_seen, last_timestamp(data))
+
+    @cached_property
+    def history(self) -> sp.csr_matrix:
+        return most_recent(self.recency, None)
+
+    @cached_property
+    def item_popularity(self) -> np.ndarray:
+        """Users per item in the fitted data (read by every scored batch, so kept)."""
+        return np.asarray(self.history.sum(axis=0)).ravel()
+
+    def days_since(self, stamps: np.ndarray) -> np.ndarray:
+        days = (self.reference_time - stamps) / SECONDS_PER_DAY
+        return np.where(stamps < 0, np.nan, days)
+
+
 @dataclass
 class MultiStageRecommender:
     """`make_sources` builds fresh, unfitted sources (called once per fit).
@@ -124,17 +168,23 @@ class MultiStageRecommender:
 
     make_sources: Callable[[], list[CandidateSource]]
     item_features: np.ndarray
-    config: MultiStageConfig = field(default_factory=MultiStageConfig)
+    config: StageConfig = field(default_factory=StageConfig)
     name: str = "multi_stage"
     sources: list[CandidateSource] = field(default_factory=list)
     ranker: BoostedRanker | None = None
     report: dict[str, object] = field(default_factory=dict)
-    history: sp.csr_matrix | None = None
-    reference_time: int = 0
-    last_seen: np.ndarray | None = None
-    item_last_seen: np.ndarray | None = None
-    profile: np.ndarray | None = None  # (n_users, f) unit mean of the history's item features
-    unit_items: np.ndarray | None = None  # (n_items, f) unit item features
+    state: UserItemState | None = None
+
+    @property
+    def history(self) -> sp.csr_matrix:
+        """The 0/1 users x items the sources were last fitted on."""
+        return self.state.history
+
+    @cached_property
+    def unit_items(self) -> np.ndarray:
+        """(n_items, f) item features scaled to unit length."""
+        norms = np.linalg.norm(self.item_features, axis=1, keepdims=True)
+        return self.item_features / (norms + 1e-9)
 
     def fit(self, data: Interactions) -> MultiStageRecommender:
         tables, targets, groups = [], [], []
@@ -144,7 +194,7 @@ class MultiStageRecommender:
             sources = [source.fit(early, label_lists) for source in self.make_sources()]
             self._remember(sources, early)
             users = np.flatnonzero([len(items) > 0 for items in label_lists])
-            table = self.candidates(users)
+            table = self.candidates(self.fitted_queries(users))
             relevant = labels.matrix()
             tables.append(table.features)
             targets.append(np.asarray(relevant[users[table.rows], table.items]).ravel() > 0)
@@ -182,69 +232,77 @@ class MultiStageRecommender:
     def _remember(self, sources: list[CandidateSource], data: Interactions) -> None:
         """Fitted sources and the per-user and per-item state the features read."""
         self.sources = sources
-        self.history = data.matrix()
-        self.reference_time = last_timestamp(data)
-        self.last_seen = np.full(data.n_users, -1, dtype=np.int64)
-        np.maximum.at(self.last_seen, data.users, data.timestamps)
-        self.item_last_seen = np.full(data.n_items, -1, dtype=np.int64)
-        np.maximum.at(self.item_last_seen, data.items, data.timestamps)
-        unit = self.item_features / (
-            np.linalg.norm(self.item_features, axis=1, keepdims=True) + 1e-9
-        )
-        profile = np.asarray(self.history @ unit)
-        self.profile = profile / (np.linalg.norm(profile, axis=1, keepdims=True) + 1e-9)
-        self.unit_items = unit
+        self.state = UserItemState.of(data)
 
-    def _days_since(self, stamps: np.ndarray) -> np.ndarray:
-        days = (self.reference_time - stamps) / SECONDS_PER_DAY
-        return np.where(stamps < 0, np.nan, days)
+    def fitted_queries(self, users: np.ndarray) -> Queries:
+        """Fitted users by index, with the items they had in the fitted data."""
+        return Queries(users, self.state.recency[users])
 
-    def candidates(self, users: np.ndarray) -> CandidateTable:
-        """Each source's top unseen items for `users`, merged, with the ranker's features."""
-        seen = self.history[users].toarray() > 0
-        scores = {source.name: source.score(users).astype(np.float32) for source in self.sources}
+    def source_scores(self, queries: Queries) -> dict[str, np.ndarray]:
+        """Each source's (len(queries), n_items) scores, NaN rows where it cannot score."""
+        return {source.name: source.score(queries).astype(np.float32) for source in self.sources}
+
+    def candidates(self, queries: Queries) -> CandidateTable:
+        """Each source's top items the user has not had, merged, with the ranker's features.
+        A source that cannot score a user (NaN) proposes nothing and leaves its features
+        missing."""
+        history = queries.history
+        seen = history.toarray() > 0
+        scores = self.source_scores(queries)
         chosen = np.zeros(seen.shape, dtype=bool)
-        ranks = {}
+        ranks, scored = {}, {}
         for name, score in scores.items():
+            scored[name] = ~np.isnan(score).any(axis=1)
             masked = np.where(seen, -np.inf, score)
             order = np.argsort(-masked, axis=1, kind="stable")
             rank = np.empty_like(order)
             np.put_along_axis(rank, order, np.arange(order.shape[1])[None, :], axis=1)
             ranks[name] = rank
-            depth = self.config.candidates.get(name, 0)
-            np.put_along_axis(chosen, order[:, :depth], True, axis=1)
+            top = np.zeros_like(chosen)
+            np.put_along_axis(top, order[:, : self.config.candidates.get(name, 0)], True, axis=1)
+            chosen |= top & scored[name][:, None]
         chosen &= ~seen
         rows, items = np.nonzero(chosen)
-        user_index = users[rows]
         features = {}
         for name, score in scores.items():
             # Scale-free: a source refitted on more data keeps the meaning of its features.
             spread = score.std(axis=1, keepdims=True) + 1e-9
             standardised = (score - score.mean(axis=1, keepdims=True)) / spread
             features[f"{name}_z"] = standardised[rows, items]
-            features[f"{name}_log_rank"] = np.log1p(ranks[name][rows, items]).astype(np.float32)
-        popularity = np.asarray(self.history.sum(axis=0)).ravel()
-        history_length = np.diff(self.history.indptr)
-        features["item_log_popularity"] = np.log1p(popularity[items])
-        features["user_log_history"] = np.log1p(history_length[user_index])
-        features["user_days_since_last"] = self._days_since(self.last_seen[user_index])
-        features["item_days_since_last"] = self._days_since(self.item_last_seen[items])
-        features["content_affinity"] = np.einsum(
-            "ij,ij->i", self.profile[user_index], self.unit_items[items]
-        )
+            log_rank = np.log1p(ranks[name][rows, items]).astype(np.float32)
+            features[f"{name}_log_rank"] = np.where(
+                scored[name][rows], log_rank, np.float32(np.nan)
+            )
+        state = self.state
+        known = queries.users >= 0
+        last_seen = np.where(known, state.last_seen[np.where(known, queries.users, 0)], -1)
+        unit = self.unit_items
+        profile = np.asarray(history @ unit)
+        profile = profile / (np.linalg.norm(profile, axis=1, keepdims=True) + 1e-9)
+        features["item_log_popularity"] = np.log1p(state.item_popularity[items])
+        features["user_log_history"] = np.log1p(np.diff(history.indptr)[rows])
+        features["user_days_since_last"] = state.days_since(last_seen[rows])
+        features["item_days_since_last"] = state.days_since(state.item_last_seen[items])
+        features["content_affinity"] = np.einsum("ij,ij->i", profile[rows], unit[items])
         return CandidateTable(rows, items, pd.DataFrame(features))
 
-    def score(self, users: np.ndarray) -> np.ndarray:
-        """(len(users), n_items): the ranker's score for each candidate; the rest sit below
-        every candidate, ordered by popularity."""
-        popularity = np.asarray(self.history.sum(axis=0)).ravel()
+    def score_queries(self, queries: Queries) -> np.ndarray:
+        """(len(queries), n_items): the ranker's score for each candidate; the rest sit
+        below every candidate, ordered by popularity. The one scoring path: the bench's
+        batches and a served request alike."""
+        popularity = self.state.item_popularity
         fallback = NOT_A_CANDIDATE + np.log1p(popularity) / (1.0 + np.log1p(popularity.max()))
-        out = np.tile(fallback.astype(np.float64), (len(users), 1))
-        for start in range(0, len(users), self.config.batch_size):
-            batch = users[start : start + self.config.batch_size]
+        out = np.tile(fallback.astype(np.float64), (len(queries), 1))
+        for start in range(0, len(queries), self.config.batch_size):
+            batch = queries.rows(start, start + self.config.batch_size)
             table = self.candidates(batch)
             out[start + table.rows, table.items] = self.ranker.predict(table.features)
         return out
+
+    def score(self, users: np.ndarray) -> np.ndarray:
+        """`score_queries` for fitted users by index, with their fitted items (the
+        baselines' interface, bench/quality.py's batch path)."""
+        return self.score_queries(self.fitted_queries(users))
 
 
 def candidate_recall(

@@ -109,6 +109,23 @@ class BoostedRanker:
         self.booster = lgb.train(params, everything, num_boost_round=self.rounds)
         return self
 
+    def to_text(self) -> str:
+        """The trees as LightGBM's model text: what a registered model stores (plain text,
+        nothing executed on load)."""
+        return self.booster.model_to_string()
+
+    @classmethod
+    def from_text(
+        cls,
+        text: str,
+        config: RankerConfig,
+        rounds: int,
+        valid_ndcg: float,
+        feature_names: Sequence[str],
+    ) -> BoostedRanker:
+        """A fitted ranker back from `to_text` and what its fit recorded."""
+        return cls(config, lgb.Booster(model_str=text), rounds, valid_ndcg, list(feature_names))
+
     def predict(self, features: pd.DataFrame) -> np.ndarray:
         return self.booster.predict(features[self.feature_names], num_threads=1)
 

@@ -1,15 +1,15 @@
 """Model registry: content-addressed model directories, a champion, an audit log.
 
 Each candidate is a directory `models/<name>/<version>/` (`two_tower/tt-<hash>`,
-`popularity/pop-<hash>` or `ease/ease-<hash>`; `KINDS` says how each kind is stored,
-one entry per kind): the artifact files with their manifest, and `registry.json` with
-labels and metadata (metrics, gate verdict, training partitions, feature service, code
-version). The version is the hash of the manifest, so the same model is stored once
-and a directory is never rewritten; a new one appears by an atomic rename, so readers
-never see half a model. Which one serves is decided by an append-only promotion log
-(`promotions.jsonl`, one fsync'd JSON line per promote or rollback); the champion is
-the top of the stack that log replays to. Loading a model re-checks every file's sha256
-(recloop.models.model_artifact).
+`popularity/pop-<hash>`, `ease/ease-<hash>` or `multi_stage/ms-<hash>`; `KINDS` says how
+each kind is stored, one entry per kind): the artifact files with their manifest, and
+`registry.json` with labels and metadata (metrics, gate verdict, training partitions,
+feature service, code version). The version is the hash of the manifest, so the same
+model is stored once and a directory is never rewritten; a new one appears by an atomic
+rename, so readers never see half a model. Which one serves is decided by an
+append-only promotion log (`promotions.jsonl`, one fsync'd JSON line per promote or
+rollback); the champion is the top of the stack that log replays to. Loading a model
+re-checks every file's sha256 (recloop.models.model_artifact).
 
 Plain files rather than a serving framework's model store: the Dagster process, the
 CLI and the service read the same registry without importing BentoML.
@@ -27,9 +27,10 @@ from pathlib import Path
 from typing import Any
 
 from recloop.inference.retrievers import ServableModel
-from recloop.models import ease_model, model_artifact, popularity_model
+from recloop.models import ease_model, model_artifact, multi_stage_model, popularity_model
 from recloop.models.ease_model import EaseModel, load_ease, save_ease
 from recloop.models.model_artifact import ModelBundle, load_bundle, read_manifest, save_bundle
+from recloop.models.multi_stage_model import MultiStageModel, load_multi_stage, save_multi_stage
 from recloop.models.popularity_model import PopularityModel, load_popularity, save_popularity
 from recloop.settings import actor_from_env
 
@@ -45,8 +46,8 @@ class ModelKind:
     model_type: type
     version_prefix: str
     save: Callable[[Any, Path], str]
-    # (directory, expected version, with_evaluated): only a refit two-tower has a second
-    # weight set to load
+    # (directory, expected version, with_evaluated): a refit two-tower and a multi-stage
+    # model have a second, judged state to load
     load: Callable[[Path, str, bool], ServableModel]
     manifest_version: Callable[[dict[str, object]], str]
 
@@ -75,6 +76,14 @@ KINDS = (
         save_ease,
         lambda directory, version, _: load_ease(directory, version),
         ease_model.manifest_version,
+    ),
+    ModelKind(
+        "multi_stage",
+        MultiStageModel,
+        multi_stage_model.VERSION_PREFIX,
+        save_multi_stage,
+        load_multi_stage,
+        multi_stage_model.manifest_version,
     ),
 )
 
@@ -190,8 +199,8 @@ class Registry:
 
     def load(self, version: str, with_evaluated: bool = False) -> ServableModel:
         """The model, every file checked against its sha256 and the version.
-        `with_evaluated`: a refit two-tower also brings the weights its gates judged
-        (`ModelBundle.judged`), which offline comparisons must score."""
+        `with_evaluated`: a refit two-tower or a multi-stage model also brings the state
+        its gates judged (`judged()`), which offline comparisons must score."""
         return kind_of_version(version).load(self.path(version), version, with_evaluated)
 
     def manifest(self, version: str) -> dict[str, object]:

@@ -42,7 +42,13 @@ from recloop.evaluation.metrics import (
 )
 from recloop.features.feature_vectors import FeatureSpec
 from recloop.features.training_set import TemporalCutoffs
-from recloop.inference.retrievers import EaseRetriever, Retriever, ServableModel, servable
+from recloop.inference.retrievers import (
+    EaseRetriever,
+    MultiStageRetriever,
+    Retriever,
+    ServableModel,
+    servable,
+)
 from recloop.models.baselines import Popularity, recommend, top_k_unseen
 from recloop.models.ease_model import EaseModel
 from recloop.models.model_artifact import (
@@ -52,6 +58,7 @@ from recloop.models.model_artifact import (
     weight_arrays,
     weights_sha256,
 )
+from recloop.models.multi_stage_model import MultiStageModel
 from recloop.models.popularity_model import PopularityModel
 from recloop.models.retrieval_index import DEFAULT_ANN_MIN_ITEMS, RetrievalIndex
 from recloop.models.two_tower import (
@@ -197,11 +204,11 @@ def segment_metrics(top: np.ndarray, evaluation: EvaluationSet) -> dict[str, dic
 
 
 def evaluate_labels_only(
-    model: PopularityModel | EaseModel, evaluation: EvaluationSet, k: int = K
+    model: PopularityModel | EaseModel | MultiStageModel, evaluation: EvaluationSet, k: int = K
 ) -> tuple[dict[str, dict], np.ndarray]:
-    """Metrics of a labels-only model (popularity, EASE) on `evaluation` through its
-    serving path, and the length of each test user's list (a short list fails the
-    `full_lists` gate).
+    """Metrics of a labels-only model (popularity, EASE, the multi-stage recommender) on
+    `evaluation` through its serving path, and the length of each test user's list (a
+    short list fails the `full_lists` gate). Pass `model.judged()` for a refit model.
 
     The model knows each user's items before the cut-off; a user it has no row for is
     served as the service would serve them (from the request's features when the kind
@@ -238,11 +245,13 @@ def evaluate_labels_only(
 
 
 def evaluate_model(model: ServableModel, evaluation: EvaluationSet, k: int = K) -> dict[str, dict]:
-    """Metrics of a registry model of any kind on `evaluation`: a two-tower by the weights
-    it was judged as (`ModelBundle.judged`), the labels-only kinds as they serve."""
-    if isinstance(model, ModelBundle):
-        return evaluate_bundle(model.judged(), evaluation, k)
-    return evaluate_labels_only(model, evaluation, k)[0]
+    """Metrics of a registry model of any kind on `evaluation`, by what it was judged as
+    (`judged()`: the train-part state of a refit two-tower or multi-stage model; the
+    other kinds as they serve), through its serving path."""
+    judged = model.judged()
+    if isinstance(judged, ModelBundle):
+        return evaluate_bundle(judged, evaluation, k)
+    return evaluate_labels_only(judged, evaluation, k)[0]
 
 
 def popularity_metrics(evaluation: EvaluationSet, k: int = K) -> dict[str, float]:
@@ -404,11 +413,11 @@ def champion_served_share(examples: pd.DataFrame, champion_version: str | None) 
 
 
 def judged_labels_before(model: ServableModel) -> str | None:
-    """Up to when (exclusive) the labels the model's judged weights saw go; None when the
+    """Up to when (exclusive) the labels the model's judged weights saw go (recorded under
+    `evaluated` by a kind that keeps a judged state, at the top by EASE); None when the
     model does not record it (popularity, or a model older than the record)."""
-    if isinstance(model, ModelBundle):
-        return (model.metadata.get("evaluated") or {}).get("labels_before")
-    return model.metadata.get("labels_before") if isinstance(model, EaseModel) else None
+    evaluated = model.metadata.get("evaluated") or {}
+    return evaluated.get("labels_before", model.metadata.get("labels_before"))
 
 
 def _labels_seen_in_window(champion: ServableModel | None, window: str | None) -> str:
@@ -526,6 +535,40 @@ def ease_gates(
             champion_served_share,
         ),
         *sanity([model.weights], scores, covered, len(model.item_ids), config),
+    ]
+
+
+def multi_stage_gates(
+    model: MultiStageModel,
+    metrics: dict[str, float],
+    popularity: dict[str, float],
+    evaluation: EvaluationSet,
+    champion: ServableModel | None,
+    config: GateConfig,
+    champion_served_share: float = 0.0,
+    sample_users: int = 200,
+) -> list[GateResult]:
+    """Every promotion gate for a multi-stage model, with the two-tower's names:
+    `metric_gates` on the judged state's metrics, then sanity on the served state (finite
+    source arrays, ranker scores of sampled test users' candidates that vary, every
+    source scoring the whole catalog)."""
+    retriever = MultiStageRetriever(model)
+    users = [user for user in evaluation.user_ids[:sample_users] if user in retriever.user_index]
+    queries = retriever.queries(users, [[] for _ in users])
+    recommender = model.recommender
+    covered = min(s.shape[1] for s in recommender.source_scores(queries).values())
+    scores = recommender.ranker.predict(recommender.candidates(queries).features)
+    return [
+        *metric_gates(
+            metrics,
+            popularity,
+            evaluation,
+            judged_labels_before(model),
+            champion,
+            config,
+            champion_served_share,
+        ),
+        *sanity(model.weight_arrays(), scores, covered, len(model.item_ids), config),
     ]
 
 

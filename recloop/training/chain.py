@@ -6,8 +6,8 @@ training set to serving (assets.model_chain builds the Dagster assets):
     training set -> model (trained, registered) -> judgement (gates) -> release
 
 A `ModelRecipe` says what is trained; a `GatePlan` which gates judge it. Every model
-kind (two-tower, popularity, EASE) is trained and judged here, through the serving code
-path (recloop.inference), on the training set's temporal test part.
+kind (two-tower, popularity, EASE, multi-stage) is trained and judged here, through the
+serving code path (recloop.inference), on the training set's temporal test part.
 """
 
 from __future__ import annotations
@@ -21,15 +21,22 @@ import numpy as np
 import pandas as pd
 
 from recloop.data.layout import DataLayout
-from recloop.data.validated_log import catalog_item_ids, interactions
+from recloop.data.validated_log import catalog_items, interactions
 from recloop.evaluation import gates
 from recloop.evaluation.gates import GateConfig, GateResult
+from recloop.features.catalog_features import item_feature_matrix
 from recloop.features.training_set import label_entities, temporal_cutoffs
 from recloop.inference.policies import Policy
 from recloop.inference.retrievers import Servable, ServableModel, servable
-from recloop.models.configs import EaseConfig, PopularityConfig, TwoTowerConfig
+from recloop.models.configs import (
+    EaseConfig,
+    MultiStageConfig,
+    PopularityConfig,
+    TwoTowerConfig,
+)
 from recloop.models.ease_model import EaseModel, fit_ease
 from recloop.models.model_artifact import ModelBundle
+from recloop.models.multi_stage_model import MultiStageModel, fit_multi_stage
 from recloop.models.popularity_model import PopularityModel, fit_popularity
 from recloop.models.retrieval_index import DEFAULT_ANN_MIN_ITEMS
 from recloop.training.candidate import (
@@ -43,18 +50,21 @@ from recloop.training.candidate import (
     evaluate_labels_only,
     evaluation_set,
     fit_candidate,
+    multi_stage_gates,
     popularity_metrics,
 )
 
 TWO_TOWER = "two_tower"
 POPULARITY = "popularity"
 EASE = "ease"
+MULTI_STAGE = "multi_stage"
 # The hyperparameters of each algorithm `train` knows (recloop.models.configs): a recipe's
 # params are their fields, and a chain's Dagster run config is generated from them.
 ALGORITHM_CONFIGS: Mapping[str, type] = {
     TWO_TOWER: TwoTowerConfig,
     POPULARITY: PopularityConfig,
     EASE: EaseConfig,
+    MULTI_STAGE: MultiStageConfig,
 }
 NO_REGRESSION = "no_regression_vs_champion"
 # The off-policy gate of a served model, on the logged traffic (recloop.experiments.ope_replay
@@ -102,6 +112,17 @@ class TrainedModel:
             return int(self.model.metadata["best_epoch"])
         return None
 
+    def stage_metrics(self) -> dict[str, float]:
+        """A multi-stage model's stage report as flat numbers, for its judged and served
+        fits (candidate recall per source and merged, ranker rounds, holdout NDCG, feature
+        gain); none for the other kinds."""
+        if not isinstance(self.model, MultiStageModel):
+            return {}
+        return {
+            **flat_numbers(self.metadata["evaluated"]["stages"], "judged/"),
+            **flat_numbers(self.metadata["refit"]["stages"], "served/"),
+        }
+
 
 @dataclass
 class Judgement:
@@ -120,21 +141,28 @@ class Judgement:
 
 
 def labels_only_inputs(
-    layout: DataLayout, valid_fraction: float, test_fraction: float
+    layout: DataLayout,
+    valid_fraction: float,
+    test_fraction: float,
+    holdout_since: pd.Timestamp | None = None,
 ) -> TrainingInputs:
-    """Labels split by time, without features (popularity and EASE read none), in the same
-    form as the two-tower inputs, so every model is evaluated on the same kind of test part."""
+    """Labels split by time, without Feast features (popularity, EASE and the multi-stage
+    recommender read none; the latter reads the catalog's genres and release years), in
+    the same form as the two-tower inputs, so every model is evaluated on the same kind of
+    test part."""
     labels = label_entities(interactions(layout))
-    cutoffs = temporal_cutoffs(labels["event_timestamp"], valid_fraction, test_fraction)
+    cutoffs = temporal_cutoffs(
+        labels["event_timestamp"], valid_fraction, test_fraction, holdout_since
+    )
     labels["split"] = cutoffs.part_of(labels["event_timestamp"]).to_numpy()
-    catalog = np.asarray(catalog_item_ids(layout))
+    items = catalog_items(layout)
     return TrainingInputs(
         examples=labels,
         user_snapshots=pd.DataFrame(
             {"user_id": pd.Series(dtype=str), "as_of": pd.Series(dtype="datetime64[us, UTC]")}
         ),
-        items=pd.DataFrame({"item_id": catalog}),
-        text_embeddings=np.zeros((len(catalog), 0), dtype=np.float32),
+        items=items,
+        text_embeddings=np.zeros((len(items), 0), dtype=np.float32),
         cutoffs=cutoffs,
     )
 
@@ -143,7 +171,9 @@ def train(recipe: ModelRecipe, inputs: TrainingInputs, training_set: str) -> Tra
     """Fit the recipe's model (a two-tower on the train part, stopping early on validation,
     then refit on every label unless its config says not to: `judge` scores the
     train-part weights, the registry keeps and serves both; popularity and EASE on the
-    labels before the test cut-off, which is what they serve)."""
+    labels before the test cut-off, which is what they serve; the multi-stage recommender
+    on the labels before the test cut-off, which `judge` scores, then on every label, which
+    serves, both kept)."""
     if recipe.algorithm == TWO_TOWER:
         config = TwoTowerConfig(**recipe.params)
         candidate = fit_candidate(
@@ -179,6 +209,18 @@ def train(recipe: ModelRecipe, inputs: TrainingInputs, training_set: str) -> Tra
             metadata={"training_set": training_set},
         )
         return TrainedModel(model, {"config": config.to_dict()})
+    if recipe.algorithm == MULTI_STAGE:
+        config = MultiStageConfig(**recipe.params)
+        model = fit_multi_stage(
+            inputs.examples,
+            catalog,
+            item_feature_matrix(inputs.items, catalog),
+            inputs.cutoffs.test_start,
+            config,
+            metadata={"training_set": training_set},
+        )
+        metadata = {key: model.metadata[key] for key in ("evaluated", "refit")}
+        return TrainedModel(model, {"config": config.to_dict(), **metadata})
     raise ValueError(f"no trainer for algorithm {recipe.algorithm!r}")
 
 
@@ -191,11 +233,12 @@ def judge(
     champion: ServableModel | None = None,
 ) -> Judgement:
     """Metrics on the test part and every gate of `plan`. A popularity model is held to
-    full lists only; a two-tower and EASE to the promotion gates (against `champion`, of
-    any kind, on the same test set when the plan says so) and to the off-policy gate. A
-    refit two-tower is judged by the weights trained on the train part
-    (`ModelBundle.judged`): the refit saw the test labels and the logged traffic; sanity
-    checks the weights that serve. EASE serves the weights it is judged by."""
+    full lists only; the other kinds to the promotion gates (against `champion`, of any
+    kind, on the same test set when the plan says so) and to the off-policy gate. Every
+    kind is judged by `model.judged()`: a refit two-tower by the weights trained on the
+    train part, a multi-stage model by its state fitted on the labels before the test
+    cut-off (the refits saw the test labels and the logged traffic), EASE by the weights
+    it serves; sanity checks what serves."""
     test = evaluation_set(inputs, "test", inputs.cutoffs.test_start)
     baseline = popularity_metrics(test)
     if isinstance(model, PopularityModel):
@@ -203,19 +246,20 @@ def judge(
         return Judgement(metrics, baseline, [gates.full_lists(lengths, K)])
     share = champion_served_share(inputs.examples, champion_version)
     rival = champion if plan.against_champion else None
-    if isinstance(model, EaseModel):
-        metrics, _ = evaluate_labels_only(model, test, K)
-        offline = ease_gates(model, metrics["all"], baseline, test, rival, plan.config, share)
-        served = servable(model)
-    else:
-        judged = model.judged()
+    judged = model.judged()
+    if isinstance(model, ModelBundle):
         metrics = evaluate_bundle(judged, test)
         candidate = Candidate(model, metrics, baseline, test)
         offline = candidate_gates(candidate, rival, plan.config, share)
-        served = servable(judged)
+    else:
+        metrics, _ = evaluate_labels_only(judged, test, K)
+        gates_of = ease_gates if isinstance(model, EaseModel) else multi_stage_gates
+        offline = gates_of(model, metrics["all"], baseline, test, rival, plan.config, share)
     if not plan.against_champion:
         offline = [r for r in offline if r.name != NO_REGRESSION]
-    return Judgement(metrics, baseline, [*offline, ope_gate(served, plan.policy, plan.config)])
+    return Judgement(
+        metrics, baseline, [*offline, ope_gate(servable(judged), plan.policy, plan.config)]
+    )
 
 
 def code_version() -> str:
@@ -224,6 +268,17 @@ def code_version() -> str:
         ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=False
     )
     return result.stdout.strip() if result.returncode == 0 else "unknown"
+
+
+def flat_numbers(tree: Mapping[str, Any], prefix: str) -> dict[str, float]:
+    """The numbers of a nested mapping as `{prefix + "a/b/c": value}` (text left out)."""
+    flat: dict[str, float] = {}
+    for key, value in tree.items():
+        if isinstance(value, Mapping):
+            flat |= flat_numbers(value, f"{prefix}{key}/")
+        elif isinstance(value, int | float):
+            flat[f"{prefix}{key}"] = float(value)
+    return flat
 
 
 def flat_metrics(metrics: Mapping[str, Mapping[str, float]], prefix: str) -> dict[str, float]:

@@ -6,13 +6,13 @@ is trained, gated and deployed by its Dagster chain and resolved by the service.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 
 import dagster as dg
 import pytest
 
-from assets.definitions import build_definitions
+from assets.definitions import TRAINING_JOB, build_definitions
 from assets.experiments import experiment_job_name
 from drivers.demo import QUIET_LOGS
 from feature_repo.store import open_feature_store
@@ -153,3 +153,29 @@ def test_an_experiment_variant_trains_ease_through_its_dagster_chain(system: Sys
     assert [s.name for s in live.router.specs] == ["ease_ab"], live.waiting
     source = live.sources[("ease_ab", "ease")]
     assert isinstance(source.model, EaseRetriever) and source.model.version == version
+
+
+def test_the_champion_chain_trains_the_algorithm_the_settings_name(system: System) -> None:
+    """RECLOOP_CHAMPION_ALGORITHM=ease: `model_candidate` trains EASE from labels (its run
+    config carries EASE's parameters), the gates judge it against the current champion
+    and `champion_model` promotes it."""
+    settings = replace(system.settings, champion_algorithm="ease")
+    defs = build_definitions(settings)
+    job = defs.resolve_job_def(TRAINING_JOB)
+    with pytest.raises(dg.DagsterInvalidConfigError, match="dim"):  # a two-tower parameter
+        job.execute_in_process(
+            instance=system.instance,
+            run_config={"ops": {"model_candidate": {"config": {"dim": 8}}}},
+        )
+    result = job.execute_in_process(
+        instance=system.instance,
+        run_config={**QUIET_LOGS, "ops": {"model_candidate": {"config": {"l2": 7.0}}}},
+        raise_on_error=False,
+    )
+    assert result.success, [e.message for e in result.all_events if e.is_failure]
+    checks = {c.check_name: c.passed for c in result.get_asset_check_evaluations()}
+    assert checks and all(checks.values()), checks
+    registry = Registry(system.layout.registry)
+    champion = registry.champion()
+    assert champion is not None and champion.startswith("ease-")
+    assert registry.metadata(champion)["config"] == {"l2": 7.0}

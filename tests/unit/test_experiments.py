@@ -336,7 +336,7 @@ def test_valid_spec_is_typed(tmp_path: Path) -> None:
             "populartiy",
             16,
             "variants.popularity.algorithm",
-            "'populartiy' is not one of: ease, popularity, two_tower (did you mean 'popularity'?)",
+            "'populartiy' is not one of: ease, multi_stage, popularity, two_tower (did you mean 'popularity'?)",
             id="unknown-algorithm",
         ),
         pytest.param(

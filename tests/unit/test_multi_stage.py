@@ -14,11 +14,12 @@ from recloop.evaluation.splits import Interactions, chronological_split_per_user
 from recloop.models.baselines import recommend
 from recloop.models.candidate_sources import (
     ItemToItemSource,
+    Queries,
     RecentNeighboursSource,
     TrendingSource,
-    last_items,
+    recency_ranks,
 )
-from recloop.models.multi_stage import LabelWindow, MultiStageConfig, MultiStageRecommender
+from recloop.models.multi_stage import LabelWindow, MultiStageRecommender, StageConfig
 from recloop.models.ranker import BoostedRanker, RankerConfig
 
 N_USERS, N_ITEMS = 80, 40
@@ -86,13 +87,17 @@ def test_random_folds_draw_different_labels() -> None:
     assert triples(first) != triples(second)
 
 
-def test_last_items_keeps_each_users_most_recent() -> None:
+def test_recency_ranks_put_each_users_most_recent_first() -> None:
     data = planted()
-    recent = last_items(data, 3)
+    queries = Queries(np.arange(N_USERS), recency_ranks(data))
     user = 5
     mine = data.users == user
-    newest = data.items[mine][np.argsort(-data.timestamps[mine])[:3]]
-    assert set(recent[user].indices.tolist()) == set(newest.tolist())
+    newest = data.items[mine][np.argsort(-data.timestamps[mine])]
+    assert set(queries.last(3)[user].indices.tolist()) == set(newest[:3].tolist())
+    ranks = queries.recency[user]
+    assert dict(zip(ranks.indices, ranks.data, strict=True)) == {
+        item: rank for rank, item in enumerate(newest.tolist(), start=1)
+    }
 
 
 def test_trending_counts_only_the_window() -> None:
@@ -103,7 +108,9 @@ def test_trending_counts_only_the_window() -> None:
         np.array(["a", "b", "c"]),
         np.array(["x", "y"]),
     )
-    scores = TrendingSource(window_days=30).fit(data).score(np.array([0]))
+    scores = (
+        TrendingSource(window_days=30).fit(data).score(Queries(np.array([0]), data.matrix()[[0]]))
+    )
     assert scores[0, 1] > scores[0, 0]
 
 
@@ -143,8 +150,8 @@ class Memoriser:
         FITTED_ON.append(triples(data))
         return self
 
-    def score(self, users: np.ndarray) -> np.ndarray:
-        return self.known[users].toarray()
+    def score(self, queries: Queries) -> np.ndarray:
+        return self.known[queries.users].toarray()
 
 
 def multi_stage(folds: int = 1, kind: str = "latest") -> MultiStageRecommender:
@@ -156,7 +163,7 @@ def multi_stage(folds: int = 1, kind: str = "latest") -> MultiStageRecommender:
             Memoriser(),
         ],
         item_features=np.eye(N_ITEMS, dtype=np.float32),
-        config=MultiStageConfig(
+        config=StageConfig(
             candidates={"item_to_item": 15, "trending": 5, "recent_neighbours": 10, "memoriser": 5},
             label_window=LabelWindow(kind, share=0.25, folds=folds),
             ranker=SMALL_RANKER,

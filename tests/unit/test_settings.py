@@ -6,6 +6,7 @@ import pytest
 
 from recloop import settings as settings_module
 from recloop.settings import (
+    CHAMPION_ALGORITHMS,
     DATA_DIR_ENV,
     ENV_VARIABLES,
     EnvVariable,
@@ -120,3 +121,15 @@ def test_required_variables_must_be_set(tmp_path: Path) -> None:
         Settings.from_env({"RECLOOP_DATA_DIR": ""}, required=(DATA_DIR_ENV,))
     settings = Settings.from_env({"RECLOOP_DATA_DIR": str(tmp_path)}, required=(DATA_DIR_ENV,))
     assert settings.data_dir == tmp_path
+
+
+def test_the_champion_algorithm_is_a_registered_gated_algorithm() -> None:
+    from recloop.experiments.algorithms import ALGORITHMS
+
+    assert set(CHAMPION_ALGORITHMS) == set(ALGORITHMS) - {"popularity"}
+    assert Settings.from_env({}).champion_algorithm == "two_tower"
+    chosen = Settings.from_env({"RECLOOP_CHAMPION_ALGORITHM": " EASE "})
+    assert chosen.champion_algorithm == "ease"
+    assert Settings.from_env(chosen.to_env()).champion_algorithm == "ease"
+    with pytest.raises(SettingsError, match="RECLOOP_CHAMPION_ALGORITHM='popularity': expected"):
+        Settings.from_env({"RECLOOP_CHAMPION_ALGORITHM": "popularity"})
