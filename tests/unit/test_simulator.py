@@ -36,7 +36,8 @@ def movielens_like(
     seed: int = 7, n_users: int = 120, n_items: int = 80
 ) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
     """Catalog, observed ratings and held-back ratings drawn from users with genre tastes and
-    films of varying quality: 1-5 stars, each user rating about 40 % of the films."""
+    films of varying quality and popularity: 1-5 stars; a user rates about 40 % of the films,
+    more likely the popular ones and the ones of their genres."""
     rng = np.random.default_rng(seed)
     item_genres = np.zeros((n_items, len(TOY_GENRES)))
     names = []
@@ -49,7 +50,9 @@ def movielens_like(
     liking = tastes @ item_genres.T
     stars = 3.0 + quality + 4.0 * (liking - liking.mean()) + rng.normal(0.0, 0.5, liking.shape)
     stars = np.clip(np.rint(stars), 1, 5)
-    users, items = np.nonzero(rng.random(stars.shape) < 0.45)
+    popularity = rng.normal(0.0, 1.5, n_items)
+    chosen = 1.0 / (1.0 + np.exp(0.4 - popularity - 20.0 * (liking - liking.mean())))
+    users, items = np.nonzero(rng.random(stars.shape) < chosen)
     ratings = pd.DataFrame(
         {
             "user_id": [f"u{u:03d}" for u in users],
@@ -120,16 +123,52 @@ def test_unseen_films_are_liked_as_the_held_back_ratings_say(grounded) -> None:
     stars = HELD_BACK["rating"].to_numpy()
     means = [relevance[stars == s].mean() for s in (1.0, 3.0, 5.0)]
     assert means[0] < means[1] < means[2], means
-    assert np.corrcoef(relevance, stars)[0, 1] > 0.5
+    pairs = zip(*_rows(grounded, HELD_BACK), strict=True)
+    satisfaction = np.array([grounded.z_rating(u, np.array([i]))[0] for u, i in pairs])
+    assert np.corrcoef(satisfaction, stars)[0, 1] > 0.5
 
 
-def test_the_taste_is_standardised_over_all_pairs_and_scaled_by_the_defaults(grounded) -> None:
+def _auc(positive: np.ndarray, negative: np.ndarray) -> float:
+    """P(a positive scores above a negative), from ranks (no ties in continuous scores)."""
+    ranks = np.argsort(np.argsort(np.concatenate([positive, negative]))) + 1
+    n = len(positive)
+    return float((ranks[:n].sum() - n * (n + 1) / 2) / (n * len(negative)))
+
+
+def test_the_choice_factorisation_finds_the_films_a_user_rates(grounded) -> None:
+    """Which films a user rates is personal: the choice term ranks the films a user rated
+    but the population never saw (held back) above the films they never rated, and does
+    better than the films' popularity alone."""
+    shape = (len(grounded.user_ids), len(grounded.item_ids))
+    held, never = np.zeros(shape, dtype=bool), np.ones(shape, dtype=bool)
+    held[_rows(grounded, HELD_BACK)] = True
+    never[_rows(grounded, HELD_BACK)] = never[_rows(grounded, OBSERVED)] = False
+    every_item = np.arange(shape[1])
+    z = np.stack([grounded.z_choice(u, every_item) for u in range(shape[0])])
+    popularity = np.broadcast_to(grounded.choice_factors.item_bias, shape)
+    auc = _auc(z[held], z[never])
+    assert auc > 0.8
+    assert auc > _auc(popularity[held], popularity[never]) + 0.1
+
+
+def test_the_logit_is_the_bias_plus_the_weighted_standardised_terms(grounded) -> None:
+    every_item, users = np.arange(len(grounded.item_ids)), range(len(grounded.user_ids))
+    z_choice = np.stack([grounded.z_choice(u, every_item) for u in users])
+    z_rating = np.stack([grounded.z_rating(u, every_item) for u in users])
+    for z in (z_choice, z_rating):  # standardised over all pairs
+        assert z.mean() == pytest.approx(0.0, abs=1e-9)
+        assert z.std() == pytest.approx(1.0, rel=1e-9)
     tastes = GroundedTastes()
-    every_item = np.arange(len(grounded.item_ids))
-    z = np.stack([grounded.logits(u, every_item) for u in range(len(grounded.user_ids))])
-    z = (z - tastes.bias) / tastes.weight
-    assert z.mean() == pytest.approx(0.0, abs=1e-9)
-    assert z.std() == pytest.approx(1.0, rel=1e-9)
+    logits = np.stack([grounded.logits(u, every_item) for u in users])
+    expected = tastes.bias + tastes.choice_weight * z_choice + tastes.rating_weight * z_rating
+    np.testing.assert_allclose(logits, expected, rtol=1e-12)
+    assert grounded.taste_std == pytest.approx(np.std(logits - tastes.bias), rel=1e-9)
+    # other weights, same seed: the same factorisations, weighted as asked
+    rating_only = GroundedTastes(bias=-1.0, choice_weight=0.0, rating_weight=2.0)
+    other = Population.grounded(OBSERVED, CATALOG, rating_only, seed=0)
+    logits = np.stack([other.logits(u, every_item) for u in users])
+    np.testing.assert_allclose(logits, -1.0 + 2.0 * z_rating, rtol=1e-12)
+    assert other.taste_std == pytest.approx(2.0, rel=1e-9)
 
 
 def test_the_factorisation_is_seeded() -> None:
@@ -143,6 +182,18 @@ def test_the_factorisation_is_seeded() -> None:
     assert not np.array_equal(first.user_factors, other.user_factors)
     # a different start reaches nearly the same predictions
     np.testing.assert_allclose(first.predict(users, items), other.predict(users, items), atol=0.05)
+
+
+def test_the_grounded_population_is_seeded(grounded) -> None:
+    other = Population.grounded(OBSERVED, CATALOG, seed=1)
+    assert not np.array_equal(
+        grounded.choice_factors.user_factors, other.choice_factors.user_factors
+    )
+    every_item = np.arange(len(grounded.item_ids))
+    for user in range(0, len(grounded.user_ids), 10):  # a different start, nearly the same tastes
+        np.testing.assert_allclose(
+            grounded.relevance(user, every_item), other.relevance(user, every_item), atol=1e-3
+        )
 
 
 @pytest.mark.parametrize("scenario", SCENARIOS)
@@ -177,13 +228,13 @@ def test_drifted_users_follow_their_new_genres(scenario) -> None:
     assert np.mean(gained) > 0.2 and np.mean(np.array(gained) > 0) > 0.9
 
 
-def test_grounded_drift_keeps_how_much_the_drifted_users_like() -> None:
-    before = Population.grounded(OBSERVED, CATALOG)
-    after = before.with_drift(share=0.5, seed=3)
+def test_grounded_drift_keeps_how_much_the_drifted_users_like(grounded) -> None:
+    """The drifted users' logits keep the bias and the spread of the taste over all pairs."""
+    after = grounded.with_drift(share=0.5, seed=3)
     moved = np.flatnonzero(after.drifted_users)
-    every_item = np.arange(len(before.item_ids))
-    tastes = GroundedTastes()
-    z = np.stack([(after.logits(u, every_item) - tastes.bias) / tastes.weight for u in moved])
+    every_item = np.arange(len(grounded.item_ids))
+    bias, spread = GroundedTastes().bias, grounded.taste_std
+    z = np.stack([(after.logits(u, every_item) - bias) / spread for u in moved])
     assert z.mean() == pytest.approx(0.0, abs=1e-9)
     assert z.std() == pytest.approx(1.0, rel=1e-9)
     with pytest.raises(ValueError, match="drift_mix"):
