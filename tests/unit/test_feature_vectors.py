@@ -30,7 +30,7 @@ def test_counts_are_log_scaled_and_a_missing_row_is_flagged() -> None:
     frame = user_frame(["u0", "u5"])
     for column in frame.columns[1:]:
         frame.loc[1, column] = None
-    vectors = spec().user_vectors(frame)
+    vectors = FeatureSpec.fit(frame, item_frame(), text_dim=2).user_vectors(frame)
     n_counts = len(activity_columns()) - 2
     np.testing.assert_allclose(vectors[0, :n_counts], np.log1p(1.0))
     assert vectors[0, n_counts + 2] == 0.0  # features present
@@ -54,3 +54,25 @@ def test_unequal_affinity_lists_are_refused() -> None:
     with pytest.raises(ValueError, match="different lengths"):
         FeatureSpec.fit(users, item_frame(), text_dim=2)
     assert isinstance(users, pd.DataFrame)
+
+
+def test_columns_constant_in_training_are_held_at_their_training_value() -> None:
+    """Counts that training never saw vary (MovieLens has no clicks) must not move a
+    served user's vector; columns that varied still do."""
+    training = user_frame(["u0", "u5"])
+    training["user_features__rating_count_7d"] = [1, 3]
+    fitted = FeatureSpec.fit(training, item_frame(), text_dim=2)
+    assert FeatureSpec.from_dict(fitted.to_dict()) == fitted
+    names = [*activity_columns()[:-2]]
+    clicks, ratings = names.index("click_count_7d"), names.index("rating_count_7d")
+    assert clicks in fitted.frozen_user_columns and ratings not in fitted.frozen_user_columns
+    served = user_frame(["u0", "u5"])
+    served["user_features__click_count_7d"] = [500, 0]
+    served["user_features__rating_count_7d"] = [9, 1]
+    vectors = fitted.user_vectors(served)
+    assert vectors[0, clicks] == vectors[1, clicks] == np.float32(np.log1p(1.0))
+    assert vectors[0, ratings] == np.float32(np.log1p(9.0))
+    unfrozen = FeatureSpec.from_dict(
+        {k: v for k, v in fitted.to_dict().items() if not k.startswith("frozen")}
+    )
+    assert unfrozen.user_vectors(served)[0, clicks] == np.float32(np.log1p(500.0))
