@@ -190,7 +190,7 @@ def candidate_config(config_class: type) -> type[_CandidateSettings]:
     )
 
 
-# The champion chain's (assets.training trains a two-tower).
+# The champion chain's run config with the default RECLOOP_CHAMPION_ALGORITHM (two_tower).
 CandidateConfig = candidate_config(TwoTowerConfig)
 
 

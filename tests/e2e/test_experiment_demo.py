@@ -33,7 +33,10 @@ def demo(trained: TrainedSystem, tmp_path_factory) -> tuple[dict, Registry]:
     )
     layout = DataLayout(settings.data_dir)
     frames = read_ml100k_wheel(fetch_recbole_wheel(layout.cache))
-    population = Population.grounded(frames.ratings, frames.items)
+    # The machinery under test (routing, readout, interleaving, replay) needs a clear winner;
+    # with genre_taste users popularity wins both tests. With grounded users the A/B arm
+    # explores (softmax) and loses while its greedy interleaved list wins: no one winner.
+    population = Population.genre_taste(frames.ratings, frames.items)
     consumed = frames.ratings.groupby("user_id")["item_id"].agg(set).to_dict()
     config = ExperimentDemoConfig(
         data_dir=settings.data_dir,
