@@ -47,6 +47,7 @@ from drivers.loop import (
     Orchestrator,
     Traffic,
     _wait,
+    add_simulation_arguments,
     ctr,
     merge_into_summary,
     prepare,
@@ -54,8 +55,8 @@ from drivers.loop import (
 from recloop.data.layout import DataLayout, write_json_atomic
 from recloop.experiments import ExperimentSpec, load_spec, readout_asset_key
 from recloop.registry.model_registry import Registry
-from recloop.settings import CHAMPION_ALGORITHMS, Settings
-from recloop.simulator import SCENARIOS, Population, Scenario
+from recloop.settings import Settings
+from recloop.simulator import Population, Scenario
 
 EXAMPLES = PROJECT_ROOT / "experiments" / "examples"
 AB_EXAMPLE = EXAMPLES / "two_tower_vs_popularity_ab.yaml"
@@ -333,19 +334,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data-dir", type=Path, default=Path("data") / "experiments-demo")
     parser.add_argument("--artifacts", type=Path, default=Path("artifacts"))
     parser.add_argument("--orchestrator", choices=["daemon", "inline"], default="daemon")
-    parser.add_argument(
-        "--scenario",
-        choices=SCENARIOS,
-        default=ExperimentDemoConfig.scenario,
-        help="the simulated users: tastes from a factorisation of all ratings (grounded) "
-        "or from genres and item quality (genre_taste); see recloop/simulator.py",
-    )
-    parser.add_argument(
-        "--champion-algorithm",
-        choices=CHAMPION_ALGORITHMS,
-        default=Settings.from_env().champion_algorithm,
-        help="what the champion chain trains (default: RECLOOP_CHAMPION_ALGORITHM, else two_tower)",
-    )
+    add_simulation_arguments(parser)
     parser.add_argument(
         "--sessions-per-test", type=int, default=ExperimentDemoConfig.sessions_per_test
     )

@@ -622,6 +622,24 @@ def print_loop(loop: dict) -> None:
     print(f"  timeline            {loop['timeline']}, {loop['plot']}")
 
 
+def add_simulation_arguments(parser: argparse.ArgumentParser) -> None:
+    """--scenario and --champion-algorithm, the same for `make loop` and `make experiments`."""
+    parser.add_argument(
+        "--scenario",
+        choices=SCENARIOS,
+        default=LoopConfig.scenario,
+        help="the simulated users: tastes from factorisations of which films users chose and "
+        "how they rated them (grounded) or from genres and item quality (genre_taste); see "
+        "recloop/simulator.py",
+    )
+    parser.add_argument(
+        "--champion-algorithm",
+        choices=CHAMPION_ALGORITHMS,
+        default=Settings.from_env().champion_algorithm,
+        help="what the champion chain trains (default: RECLOOP_CHAMPION_ALGORITHM, else two_tower)",
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="recloop simulate",
@@ -631,19 +649,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data-dir", type=Path, default=Path("data") / "loop")
     parser.add_argument("--artifacts", type=Path, default=Path("artifacts"))
     parser.add_argument("--orchestrator", choices=["daemon", "inline"], default="daemon")
-    parser.add_argument(
-        "--scenario",
-        choices=SCENARIOS,
-        default=LoopConfig.scenario,
-        help="the simulated users: tastes from a factorisation of all ratings (grounded) "
-        "or from genres and item quality (genre_taste); see recloop/simulator.py",
-    )
-    parser.add_argument(
-        "--champion-algorithm",
-        choices=CHAMPION_ALGORITHMS,
-        default=Settings.from_env().champion_algorithm,
-        help="what the champion chain trains (default: RECLOOP_CHAMPION_ALGORITHM, else two_tower)",
-    )
+    add_simulation_arguments(parser)
     parser.add_argument(
         "--sessions-before-drift", type=int, default=LoopConfig.sessions_before_drift
     )
