@@ -19,7 +19,6 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from recloop.data.layout import sha256_file
 from recloop.models.baselines import ease_weights
 from recloop.models.label_matrix import LabelMatrix
 from recloop.models.model_artifact import (
@@ -27,6 +26,7 @@ from recloop.models.model_artifact import (
     binary_csr,
     binary_csr_arrays,
     content_version,
+    labels_manifest,
     verified_manifest,
     write_manifest,
 )
@@ -101,15 +101,15 @@ def save_ease(model: EaseModel, directory: Path) -> str:
         weights=np.ascontiguousarray(model.weights, dtype=np.float32),
         **binary_csr_arrays(model.history),
     )
-    manifest: dict[str, object] = {
-        "kind": "ease",
-        "format_version": FORMAT_VERSION,
-        "l2": model.l2,
-        "user_ids": [str(u) for u in model.user_ids],
-        "item_ids": [str(i) for i in model.item_ids],
-        "metadata": model.metadata,
-        "files": {ARRAYS: sha256_file(directory / ARRAYS)},
-    }
+    manifest = labels_manifest(
+        "ease",
+        FORMAT_VERSION,
+        model.user_ids,
+        model.item_ids,
+        model.metadata,
+        directory / ARRAYS,
+        l2=model.l2,
+    )
     model.version = write_manifest(directory, manifest, manifest_version)
     return model.version
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -153,6 +153,28 @@ def save_bundle(bundle: ModelBundle, directory: Path) -> str:
     if bundle.evaluated is not None:
         bundle.evaluated.version = bundle.version
     return bundle.version
+
+
+def labels_manifest(
+    kind: str,
+    format_version: int,
+    user_ids: Sequence[object],
+    item_ids: Sequence[object],
+    metadata: Mapping[str, object],
+    arrays_file: Path,
+    **fields: object,
+) -> dict[str, object]:
+    """The manifest of a labels-only kind (popularity, EASE): its ids, metadata, own
+    fields and the sha256 of its one arrays file."""
+    return {
+        "kind": kind,
+        "format_version": format_version,
+        **fields,
+        "user_ids": [str(u) for u in user_ids],
+        "item_ids": [str(i) for i in item_ids],
+        "metadata": dict(metadata),
+        "files": {arrays_file.name: sha256_file(arrays_file)},
+    }
 
 
 def binary_csr_arrays(matrix: sp.csr_matrix) -> dict[str, np.ndarray]:

@@ -16,12 +16,12 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from recloop.data.layout import sha256_file
 from recloop.models.label_matrix import LabelMatrix
 from recloop.models.model_artifact import (
     binary_csr,
     binary_csr_arrays,
     content_version,
+    labels_manifest,
     verified_manifest,
     write_manifest,
 )
@@ -90,15 +90,15 @@ def save_popularity(model: PopularityModel, directory: Path) -> str:
     """Write the arrays and the manifest into `directory`; return the content version."""
     directory.mkdir(parents=True, exist_ok=True)
     np.savez(directory / ARRAYS, counts=model.counts, **binary_csr_arrays(model.history))
-    manifest: dict[str, object] = {
-        "kind": "popularity",
-        "format_version": FORMAT_VERSION,
-        "window_days": model.window_days,
-        "user_ids": [str(u) for u in model.user_ids],
-        "item_ids": [str(i) for i in model.item_ids],
-        "metadata": model.metadata,
-        "files": {ARRAYS: sha256_file(directory / ARRAYS)},
-    }
+    manifest = labels_manifest(
+        "popularity",
+        FORMAT_VERSION,
+        model.user_ids,
+        model.item_ids,
+        model.metadata,
+        directory / ARRAYS,
+        window_days=model.window_days,
+    )
     model.version = write_manifest(directory, manifest, manifest_version)
     return model.version
 
