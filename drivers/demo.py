@@ -35,7 +35,7 @@ from recloop.data.ingest import REPORT_FILE, event_partition_counts
 from recloop.data.layout import DataLayout, parquet_files, write_parquet_atomic
 from recloop.data.movielens import fetch_recbole_wheel, read_ml100k_wheel, to_raw_log, write_raw_log
 from recloop.data.samples import BAD_BATCH_NAME, malformed_events
-from recloop.registry.model_registry import Registry
+from recloop.registry.model_registry import Registry, model_name
 from recloop.settings import Settings
 
 DEMO_TENANT = "ml100k"
@@ -235,11 +235,13 @@ def model_summary(settings: Settings) -> dict:
         "baselines": {"popularity": metadata["popularity"]},
         "gate": metadata["gate"],
         "training": {
+            "algorithm": model_name(version),
             "cutoffs": metadata["cutoffs"],
-            "feature_service": metadata["feature_service"],
-            "best_epoch": metadata["best_epoch"],
+            # A two-tower's; the labels-only kinds read no feature service and have no epochs.
+            "feature_service": metadata.get("feature_service"),
+            "best_epoch": metadata.get("best_epoch"),
             "code_version": metadata["code_version"],
-            # The served weights, when they are the judged ones refit on every label.
+            # What serves, when it is the judged configuration refit on every label.
             "refit": metadata.get("refit"),
         },
     }
@@ -260,10 +262,13 @@ def print_summary(summary: dict, path: Path) -> None:
     for name in ("ndcg@10", "recall@10", "coverage"):
         print(f"      {name:<14}{metrics[name]:>8.4f}   popularity {popularity[name]:.4f}")
     refit = summary["training"]["refit"]
-    served = (
-        f"refit on {refit['examples']:,} labels, {refit['epochs']} epochs" if refit else "judged"
-    )
-    print(f"  served weights      {served}")
+    if not refit:
+        served = "the judged ones"
+    elif "epochs" in refit:
+        served = f"refit on {refit['examples']:,} labels, {refit['epochs']} epochs"
+    else:
+        served = f"refit on {refit['labels']:,} labels"
+    print(f"  served model        {served} ({summary['training']['algorithm']})")
     gate = summary["gate"]
     print(f"  gate                {'passed' if gate['passed'] else 'FAILED'}")
     for result in gate["results"]:
