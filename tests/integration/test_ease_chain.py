@@ -14,7 +14,7 @@ import pytest
 
 from assets.definitions import TRAINING_JOB, build_definitions
 from assets.experiments import experiment_job_name
-from drivers.demo import QUIET_LOGS
+from drivers.demo import QUIET_LOGS, model_summary
 from feature_repo.store import open_feature_store
 from feature_repo.training import daily_features_as_of
 from recloop.data.layout import DataLayout
@@ -179,3 +179,8 @@ def test_the_champion_chain_trains_the_algorithm_the_settings_name(system: Syste
     champion = registry.champion()
     assert champion is not None and champion.startswith("ease-")
     assert registry.metadata(champion)["config"] == {"l2": 7.0}
+    summary = model_summary(settings)  # what `make demo` reports of the champion
+    assert summary["model_version"] == champion
+    assert summary["training"]["algorithm"] == "ease"
+    assert summary["training"]["feature_service"] is None
+    assert summary["metrics"]["ndcg@10"] == registry.metadata(champion)["metrics"]["all"]["ndcg@10"]
