@@ -503,19 +503,11 @@ def candidate_gates(
     ]
 
 
-def ease_gates(
-    model: EaseModel,
-    metrics: dict[str, float],
-    popularity: dict[str, float],
-    evaluation: EvaluationSet,
-    champion: ServableModel | None,
-    config: GateConfig,
-    champion_served_share: float = 0.0,
-    sample_users: int = 200,
+def ease_sanity(
+    model: EaseModel, evaluation: EvaluationSet, config: GateConfig, sample_users: int = 200
 ) -> list[GateResult]:
-    """Every promotion gate for an EASE model, with the two-tower's names: `metric_gates`,
-    then sanity on its item-to-item weights (finite, scores of sampled test users that
-    vary, a row and a column for every catalog item)."""
+    """Sanity of an EASE model's item-to-item weights: finite, scores of sampled test users
+    that vary, a row and a column for every catalog item."""
     retriever = EaseRetriever(model)
     rows = [
         retriever.user_index[user]
@@ -523,53 +515,21 @@ def ease_gates(
         if user in retriever.user_index
     ]
     scores = retriever.score_rows(np.asarray(rows, dtype=np.int64))
-    covered = min(model.weights.shape)
-    return [
-        *metric_gates(
-            metrics,
-            popularity,
-            evaluation,
-            judged_labels_before(model),
-            champion,
-            config,
-            champion_served_share,
-        ),
-        *sanity([model.weights], scores, covered, len(model.item_ids), config),
-    ]
+    return sanity([model.weights], scores, min(model.weights.shape), len(model.item_ids), config)
 
 
-def multi_stage_gates(
-    model: MultiStageModel,
-    metrics: dict[str, float],
-    popularity: dict[str, float],
-    evaluation: EvaluationSet,
-    champion: ServableModel | None,
-    config: GateConfig,
-    champion_served_share: float = 0.0,
-    sample_users: int = 200,
+def multi_stage_sanity(
+    model: MultiStageModel, evaluation: EvaluationSet, config: GateConfig, sample_users: int = 200
 ) -> list[GateResult]:
-    """Every promotion gate for a multi-stage model, with the two-tower's names:
-    `metric_gates` on the judged state's metrics, then sanity on the served state (finite
-    source arrays, ranker scores of sampled test users' candidates that vary, every
-    source scoring the whole catalog)."""
+    """Sanity of a multi-stage model's served state: finite source arrays, ranker scores of
+    sampled test users' candidates that vary, every source scoring the whole catalog."""
     retriever = MultiStageRetriever(model)
     users = [user for user in evaluation.user_ids[:sample_users] if user in retriever.user_index]
     queries = retriever.queries(users, [[] for _ in users])
     recommender = model.recommender
     covered = min(s.shape[1] for s in recommender.source_scores(queries).values())
     scores = recommender.ranker.predict(recommender.candidates(queries).features)
-    return [
-        *metric_gates(
-            metrics,
-            popularity,
-            evaluation,
-            judged_labels_before(model),
-            champion,
-            config,
-            champion_served_share,
-        ),
-        *sanity(model.weight_arrays(), scores, covered, len(model.item_ids), config),
-    ]
+    return sanity(model.weight_arrays(), scores, covered, len(model.item_ids), config)
 
 
 def save_inputs(inputs: TrainingInputs, root: Path) -> Path:

@@ -45,12 +45,14 @@ from recloop.training.candidate import (
     TrainingInputs,
     candidate_gates,
     champion_served_share,
-    ease_gates,
+    ease_sanity,
     evaluate_bundle,
     evaluate_labels_only,
     evaluation_set,
     fit_candidate,
-    multi_stage_gates,
+    judged_labels_before,
+    metric_gates,
+    multi_stage_sanity,
     popularity_metrics,
 )
 
@@ -253,8 +255,19 @@ def judge(
         offline = candidate_gates(candidate, rival, plan.config, share)
     else:
         metrics, _ = evaluate_labels_only(judged, test, K)
-        gates_of = ease_gates if isinstance(model, EaseModel) else multi_stage_gates
-        offline = gates_of(model, metrics["all"], baseline, test, rival, plan.config, share)
+        sanity_of = ease_sanity if isinstance(model, EaseModel) else multi_stage_sanity
+        offline = [
+            *metric_gates(
+                metrics["all"],
+                baseline,
+                test,
+                judged_labels_before(model),
+                rival,
+                plan.config,
+                share,
+            ),
+            *sanity_of(model, test, plan.config),
+        ]
     if not plan.against_champion:
         offline = [r for r in offline if r.name != NO_REGRESSION]
     return Judgement(
