@@ -3,8 +3,9 @@
 1. The closed loop's system (drivers/loop.py): MovieLens-100K moved to end yesterday,
    through the pipeline, with a champion; the service starts with an empty experiments
    directory and simulated users (recloop.simulator) send real traffic.
-2. The A/B example (experiments/examples/two_tower_vs_popularity_ab.yaml, its dates
-   moved to start now) is copied into the directory. Nothing else is done by hand: the
+2. The A/B example of the champion's algorithm against popularity
+   (experiments/examples/<algorithm>_vs_popularity_ab.yaml, its dates moved to start
+   now) is copied into the directory. Nothing else is done by hand: the
    spec sensor asks for the spec's job, which trains, gates and deploys both variants,
    and the service routes requests to them once both are live. The lead time is from
    the copy to the first response the spec routed.
@@ -55,12 +56,10 @@ from drivers.loop import (
 from recloop.data.layout import DataLayout, write_json_atomic
 from recloop.experiments import ExperimentSpec, load_spec, readout_asset_key
 from recloop.registry.model_registry import Registry
-from recloop.settings import Settings
+from recloop.settings import DEFAULT_CHAMPION_ALGORITHM, Settings
 from recloop.simulator import Population, Scenario
 
 EXAMPLES = PROJECT_ROOT / "experiments" / "examples"
-AB_EXAMPLE = EXAMPLES / "two_tower_vs_popularity_ab.yaml"
-INTERLEAVING_EXAMPLE = EXAMPLES / "two_tower_vs_popularity_interleaving.yaml"
 SENSORS = (new_raw_data_sensor.name, SPECS_SENSOR)
 # A staged spec runs from a minute ago (clock skew) for a week.
 SPEC_DURATION = timedelta(days=7)
@@ -72,12 +71,28 @@ class ExperimentDemoConfig:
     artifacts: Path
     orchestrator: Orchestrator = "daemon"
     scenario: Scenario = "grounded"  # the simulated users (recloop.simulator)
+    algorithm: str = DEFAULT_CHAMPION_ALGORITHM  # tested against popularity (examples_for)
     warmup_sessions: int = 300  # champion traffic before the first spec arrives
     sessions_per_test: int = 3_000
     rate: float = 40.0  # sessions per second, all workers together
     seed: int = 0
     tick_s: float = 3.0  # inline orchestrator: seconds between sensor evaluations
     lead_time_limit_s: float = 1_200.0
+
+
+def examples_for(algorithm: str) -> tuple[Path, Path]:
+    """The A/B and interleaving examples that test `algorithm` against popularity."""
+    examples = (
+        EXAMPLES / f"{algorithm}_vs_popularity_ab.yaml",
+        EXAMPLES / f"{algorithm}_vs_popularity_interleaving.yaml",
+    )
+    missing = [path.name for path in examples if not path.is_file()]
+    if missing:
+        raise ValueError(
+            f"no example experiments for champion algorithm {algorithm!r}: "
+            f"{', '.join(missing)} missing from {EXAMPLES}"
+        )
+    return examples
 
 
 def _stamp(moment: datetime) -> str:
@@ -246,6 +261,7 @@ def run_experiments(
     consumed: dict[str, set[str]],
 ) -> dict:
     """Steps 2-4 of the module docstring on a prepared system; returns the summary."""
+    ab_example, interleaving_example = examples_for(config.algorithm)
     directory = settings.experiments_dir
     directory.mkdir(parents=True, exist_ok=True)
     orchestrator = (
@@ -272,7 +288,7 @@ def run_experiments(
                 orchestrator.check,
             )
             now = datetime.now(UTC)
-            ab = stage_spec(AB_EXAMPLE, directory, now - timedelta(minutes=1), now + SPEC_DURATION)
+            ab = stage_spec(ab_example, directory, now - timedelta(minutes=1), now + SPEC_DURATION)
             staged.append(ab)
             lead_times[ab.stem] = _run_test(ab.stem, traffic, config, orchestrator.check)
             trained = {
@@ -284,7 +300,7 @@ def run_experiments(
                 now = datetime.now(UTC)
                 stop_spec(ab, now)
                 follow_up = stage_interleaving(
-                    INTERLEAVING_EXAMPLE,
+                    interleaving_example,
                     directory,
                     trained,
                     now - timedelta(minutes=1),
@@ -348,10 +364,16 @@ def main(argv: list[str] | None = None) -> int:
         artifacts=args.artifacts,
         orchestrator=args.orchestrator,
         scenario=args.scenario,
+        algorithm=args.champion_algorithm,
         sessions_per_test=args.sessions_per_test,
         rate=args.rate,
         seed=args.seed,
     )
+    try:
+        examples_for(config.algorithm)
+    except ValueError as error:
+        print(f"experiments: {error}")
+        return 2
     loop_config = LoopConfig(
         data_dir=config.data_dir,
         artifacts=config.artifacts,

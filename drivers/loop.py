@@ -101,6 +101,11 @@ class Session:
     impressions: int
     clicks: int
     drifted_user: bool
+    # Expected clicks of the best list of the same length for this user at this moment
+    # (recloop.simulator's ideal_ctr over the items they have not consumed): what was
+    # attainable, which shrinks as users consume their favourite films.
+    ideal_clicks: float
+    expected_clicks: float  # the simulator's P(click) summed over the shown list
     variant: str = "champion"  # the response's variant ("<experiment>:<variant>" in a test)
 
 
@@ -208,6 +213,8 @@ class Traffic:
             len(shown),
             len(clicked),
             bool(self.drift_group[user]),
+            population.ideal_ctr(user, len(shown), consumed) * len(shown) if shown else 0.0,
+            float(population.click_probabilities(user, shown, consumed).sum()),
             answer["variant"],
         )
 
@@ -441,6 +448,13 @@ def ctr(sessions: list[Session]) -> float:
     return sum(s.clicks for s in sessions) / impressions if impressions else float("nan")
 
 
+def share_of_ideal(sessions: list[Session]) -> float:
+    """Clicks over the expected clicks of the best lists at the same moments: CTR net of
+    what users had already consumed."""
+    attainable = sum(s.ideal_clicks for s in sessions)
+    return sum(s.clicks for s in sessions) / attainable if attainable else float("nan")
+
+
 def run_loop(config: LoopConfig) -> dict:
     """Everything in the module docstring; returns the `loop` summary."""
     settings, instance, population, rated = prepare(config)
@@ -511,6 +525,11 @@ def run_loop(config: LoopConfig) -> dict:
     after_drift = [s for s in sessions if s.phase == "after_drift"]
     before_detection = [s for s in after_drift if detected_at is None or s.at <= detected_at]
     before = [s for s in sessions if s.phase == "before_drift"]
+    phases = {
+        "before_drift": before[len(before) // 2 :],  # the second half: the service warmed up
+        "after_drift": after_drift,
+        "after_retrain": [s for s in sessions if s.phase == "after_retrain"],
+    }
     loop = {
         "orchestrator": config.orchestrator,
         "scenario": population.scenario,
@@ -519,9 +538,7 @@ def run_loop(config: LoopConfig) -> dict:
         "failures": traffic.failures[:10],
         "drift_share": config.drift_share,
         "drift_window_impressions": config.drift_window,
-        "ctr_before_drift": ctr(before[len(before) // 2 :]),
-        "ctr_after_drift": ctr(after_drift),
-        "ctr_after_retrain": ctr([s for s in sessions if s.phase == "after_retrain"]),
+        **{f"ctr_{phase}": ctr(group) for phase, group in phases.items()},
         "drift_detected_after_events": (
             sum(s.impressions + s.clicks for s in before_detection) if detected_at else None
         ),
@@ -533,6 +550,10 @@ def run_loop(config: LoopConfig) -> dict:
         "swap_after_s": round(swap_at - drift_at, 1) if swapped else None,
     }
     loop["recovery"] = loop["ctr_after_retrain"] / loop["ctr_before_drift"]
+    loop["share_of_ideal"] = {phase: share_of_ideal(group) for phase, group in phases.items()}
+    loop["recovery_of_ideal_share"] = (
+        loop["share_of_ideal"]["after_retrain"] / loop["share_of_ideal"]["before_drift"]
+    )
     loop["ctr_by_users"] = {
         group: {
             phase: ctr([s for s in sessions if s.phase == phase and s.drifted_user == drifted])
@@ -609,6 +630,12 @@ def print_loop(loop: dict) -> None:
     print(f"  CTR after drift     {loop['ctr_after_drift']:>10.4f}")
     print(
         f"  CTR after retrain   {loop['ctr_after_retrain']:>10.4f}  ({loop['recovery']:.0%} of before)"
+    )
+    shares = loop["share_of_ideal"]
+    print(
+        "  share of ideal      "
+        f"{shares['before_drift']:.0%} -> {shares['after_drift']:.0%} -> "
+        f"{shares['after_retrain']:.0%} (clicks / the best lists' expected clicks)"
     )
     print(
         f"  drift detected      after {loop['drift_detected_after_events']} events, {loop['drift_detected_after_s']} s"

@@ -91,6 +91,9 @@ def test_the_timeline_is_written_with_its_marks(loop) -> None:
     assert kinds[:2] == ["drift injected", "drift detected"]
     assert any(k.startswith("retrain requested (drift)") for k in kinds)
     assert len(timeline["sessions"]) == result["sessions"]
+    # no served list beats the best list the simulator could have shown that user then
+    assert all(s["expected_clicks"] <= s["ideal_clicks"] + 1e-9 for s in timeline["sessions"])
+    assert all(0 < share < 1.5 for share in result["share_of_ideal"].values()), result
     assert Path(result["plot"]).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
