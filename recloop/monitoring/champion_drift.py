@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
+import pyarrow.parquet as pq
 
 from recloop.data.layout import DataLayout, write_json_atomic, write_parquet_atomic
 from recloop.data.validated_log import item_genres, served_events
@@ -109,9 +110,10 @@ def training_serving_skew(training_set: str | None, current: pd.DataFrame) -> li
     day, so 75 % of training rows have no features while served users all do."""
     if not training_set:
         return []
-    examples = pd.read_parquet(
-        Path(training_set) / "examples.parquet", columns=[*NUMERIC_USER_FEATURES, "split"]
-    )
+    path = Path(training_set) / "examples.parquet"
+    if not set(NUMERIC_USER_FEATURES) <= set(pq.read_schema(path).names):
+        return []  # a labels-only training set (EASE, multi-stage): its model reads no features
+    examples = pd.read_parquet(path, columns=[*NUMERIC_USER_FEATURES, "split"])
     train = examples.loc[examples["split"] == "train"]
     return feature_drift(_columns(train), _columns(current))
 

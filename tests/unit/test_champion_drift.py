@@ -3,10 +3,17 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
-from recloop.monitoring.champion_drift import CurrentDrift, drift_retrain
+from recloop.monitoring.champion_drift import (
+    NUMERIC_USER_FEATURES,
+    CurrentDrift,
+    drift_retrain,
+    training_serving_skew,
+)
 from recloop.monitoring.drift_report import DriftReport, WindowStats
 
 VERSION = "tt-abc"
@@ -68,3 +75,24 @@ def test_a_new_champion_starts_a_new_episode() -> None:
     cursor = json.dumps({"champion": "tt-older", "window": "w", "drift_since": "2020-01-01"})
     decision = drift_retrain(CurrentDrift(report(("ctr fell",)), impressions(), []), cursor, 1, 1)
     assert decision.since == DRIFT_START and not decision.retrain
+
+
+def test_training_serving_skew_compares_features_and_skips_labels_only_training_sets(
+    tmp_path: Path,
+) -> None:
+    rng = np.random.default_rng(0)
+    served = pd.DataFrame({name: rng.normal(5.0, 1.0, 300) for name in NUMERIC_USER_FEATURES})
+    featured = tmp_path / "two_tower"
+    featured.mkdir()
+    trained = {name: rng.normal(0.0, 1.0, 300) for name in NUMERIC_USER_FEATURES}
+    pd.DataFrame({**trained, "split": "train"}).to_parquet(featured / "examples.parquet")
+    skew = training_serving_skew(str(featured), served)
+    assert {d.feature for d in skew} == set(NUMERIC_USER_FEATURES)
+    assert all(d.drifted for d in skew)  # five standard deviations apart
+    labels_only = tmp_path / "ease"
+    labels_only.mkdir()
+    pd.DataFrame({"user_id": ["1"], "item_id": ["2"], "split": ["train"]}).to_parquet(
+        labels_only / "examples.parquet"
+    )
+    assert training_serving_skew(str(labels_only), served) == []
+    assert training_serving_skew(None, served) == []
