@@ -7,27 +7,18 @@ resolved by the service."""
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
 
-import dagster as dg
 import pytest
 
 from assets.definitions import build_definitions
 from assets.experiments import experiment_job_name
 from drivers.demo import QUIET_LOGS
-from feature_repo.store import open_feature_store
-from feature_repo.training import daily_features_as_of
-from recloop.data.layout import DataLayout
-from recloop.data.movielens import to_raw_log, write_raw_log
-from recloop.evaluation.gates import GateConfig, GateResult
+from recloop.evaluation.gates import GateConfig
 from recloop.experiments import load_spec
-from recloop.experiments.ope_replay import ope_gate_result
-from recloop.inference.policies import Greedy, Policy
-from recloop.inference.retrievers import MultiStageRetriever, Servable
+from recloop.inference.policies import Greedy
+from recloop.inference.retrievers import MultiStageRetriever
 from recloop.models.multi_stage_model import MultiStageModel
 from recloop.registry.model_registry import Registry
-from recloop.settings import Settings
 from recloop.training.chain import (
     MULTI_STAGE,
     GatePlan,
@@ -38,77 +29,25 @@ from recloop.training.chain import (
 )
 from services.experiments import ExperimentLoader, ExperimentSet
 from services.runtime import RecloopRuntime
-from tests.conftest import TINY_TENANT
-from tests.integration.test_pipeline import tiny_features_run
-from tests.integration.test_refit_serving import EARLY, ITEMS, LATE, positives_only_frames
+from tests.integration.test_refit_serving import EARLY, ITEMS, LATE
+from tests.labels_only import System, ope_gate, positives_only_system
+from tests.spec_fixtures import against_champion_spec
 
-DAYS = 8
 # A dozen users: the ranker's trees may hold a few candidates per leaf.
 PARAMS = {"ranker_min_data_in_leaf": 5}
-SPEC = """\
-name: ms_ab
-description: The multi-stage recommender against the champion.
-start: 2026-01-01T00:00:00Z
-stop: 2099-01-01T00:00:00Z
-primary_metric: ctr
-variants:
-  ranked:
-    algorithm: multi_stage
-    params: {ranker_min_data_in_leaf: 5}
-  champion:
-    model: champion
-test:
-  kind: ab
-  salt: ranked
-  allocation: {ranked: 50, champion: 50}
-"""
-
-
-@dataclass(frozen=True)
-class System:
-    settings: Settings
-    instance: dg.DagsterInstance
-
-    @property
-    def layout(self) -> DataLayout:
-        return DataLayout(self.settings.data_dir)
+SPEC = against_champion_spec(
+    "ms_ab",
+    "ranked",
+    "multi_stage",
+    "{ranker_min_data_in_leaf: 5}",
+    "2026-01-01T00:00:00Z",
+    "2099-01-01T00:00:00Z",
+)
 
 
 @pytest.fixture(scope="module")
 def system(tmp_path_factory: pytest.TempPathFactory) -> Iterator[System]:
-    """A positives-only log ending yesterday (fresh online features), its features and the
-    spec directory with the multi-stage experiment; the environment the runtime reads."""
-    root = tmp_path_factory.mktemp("multi_stage")
-    (root / "data").mkdir()
-    (root / "specs").mkdir()
-    (root / "dagster").mkdir()
-    (root / "specs" / "ms_ab.yaml").write_text(SPEC)
-    yesterday = datetime.now(UTC).date() - timedelta(days=1)
-    days = [yesterday - timedelta(days=DAYS - 1 - n) for n in range(DAYS)]
-    settings = Settings(
-        data_dir=root / "data", partitions_start=days[0], experiments_dir=root / "specs"
-    )
-    write_raw_log(to_raw_log(positives_only_frames(days), TINY_TENANT), DataLayout(root / "data"))
-    with (
-        dg.instance_for_test(temp_dir=str(root / "dagster")) as instance,
-        pytest.MonkeyPatch.context() as env,
-    ):
-        tiny_features_run(settings, instance)
-        for name, value in settings.to_env().items():
-            env.setenv(name, value)
-        yield System(settings, instance)
-
-
-def ope_gate(system: System):
-    """The pipeline's off-policy gate (no logged exploration here: it passes, skipped)."""
-    features_as_of = daily_features_as_of(open_feature_store(system.settings))
-
-    def gate(model: Servable, policy: Policy, config: GateConfig) -> GateResult:
-        return ope_gate_result(
-            system.layout, features_as_of, model, policy, config.ope_min_ess, config.ope_tolerance
-        )
-
-    return gate
+    yield from positives_only_system(tmp_path_factory.mktemp("multi_stage"), "ms_ab", SPEC)
 
 
 def test_multi_stage_trains_judges_registers_and_serves_as_the_champion(system: System) -> None:

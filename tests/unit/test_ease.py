@@ -11,7 +11,7 @@ import pytest
 import scipy.sparse as sp
 
 from recloop.evaluation.gates import GateConfig, GateResult
-from recloop.experiments import SpecError, load_spec
+from recloop.experiments import load_spec
 from recloop.inference.policies import Greedy, Policy
 from recloop.inference.retrievers import (
     POPULARITY_FALLBACK,
@@ -26,6 +26,7 @@ from recloop.models.model_artifact import MANIFEST, CorruptArtifactError
 from recloop.registry.model_registry import Registry
 from recloop.training.chain import EASE, GatePlan, ModelRecipe, judge, train
 from tests.model_fixtures import CUTOFFS, tiny_training_inputs
+from tests.spec_fixtures import against_champion_spec, spec_problems
 
 UNTIL = pd.Timestamp("2026-12-01", tz="UTC")
 CATALOG = np.array(["a", "b", "c", "d", "e", "f"])
@@ -210,43 +211,22 @@ def test_the_registry_stores_verifies_and_loads_the_ease_kind(model, tmp_path: P
         registry.load(version)
 
 
-SPEC = """\
-name: ease_ab
-description: EASE against the champion.
-start: 2026-12-01T00:00:00Z
-stop: 2026-12-15T00:00:00Z
-primary_metric: ctr
-variants:
-  ease:
-    algorithm: ease
-    params: {PARAMS}
-  champion:
-    model: champion
-test:
-  kind: ab
-  salt: s
-  allocation: {ease: 50, champion: 50}
-"""
-
-
-def problems(path: Path) -> list[str]:
-    with pytest.raises(SpecError) as caught:
-        load_spec(path)
-    return [str(problem) for problem in caught.value.problems]
-
-
 def test_a_spec_may_train_ease_and_its_params_are_checked(tmp_path: Path) -> None:
     path = tmp_path / "ease_ab.yaml"
-    path.write_text(SPEC.replace("{PARAMS}", "{l2: 250.0}"))
+    path.write_text(against_champion_spec("ease_ab", "ease", "ease", "{l2: 250.0}"))
     spec = load_spec(path)
     assert spec.variants["ease"].algorithm == "ease" and spec.variants["ease"].trains
     assert spec.variants["ease"].params == {"l2": 250.0}
-    path.write_text(SPEC.replace("{PARAMS}", "{l3: 250.0}"))
-    assert any(p.endswith("variants.ease.params.l3: unknown field") for p in problems(path))
-    path.write_text(SPEC.replace("{PARAMS}", "{l2: 0}"))
-    assert any("params.l2: 0 is less than or equal to the minimum" in p for p in problems(path))
-    path.write_text(SPEC.replace("{PARAMS}", "{}\n    feature_service: retrieval_v2"))
-    assert any("ease reads no features: remove feature_service" in p for p in problems(path))
+    path.write_text(against_champion_spec("ease_ab", "ease", "ease", "{l3: 250.0}"))
+    assert any(p.endswith("variants.ease.params.l3: unknown field") for p in spec_problems(path))
+    path.write_text(against_champion_spec("ease_ab", "ease", "ease", "{l2: 0}"))
+    assert any(
+        "params.l2: 0 is less than or equal to the minimum" in p for p in spec_problems(path)
+    )
+    path.write_text(
+        against_champion_spec("ease_ab", "ease", "ease", "{}\n    feature_service: retrieval_v2")
+    )
+    assert any("ease reads no features: remove feature_service" in p for p in spec_problems(path))
 
 
 # --- the chain: train and judge through the serving path --------------------------------

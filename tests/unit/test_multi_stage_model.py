@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 
 from recloop.evaluation.gates import GateConfig, GateResult
-from recloop.experiments import SpecError, load_spec
+from recloop.experiments import load_spec
 from recloop.features.training_set import TemporalCutoffs
 from recloop.inference.policies import Greedy, Policy
 from recloop.inference.retrievers import (
@@ -31,6 +31,7 @@ from recloop.models.multi_stage_model import (
 from recloop.registry.model_registry import Registry
 from recloop.training.candidate import TrainingInputs
 from recloop.training.chain import MULTI_STAGE, GatePlan, ModelRecipe, judge, train
+from tests.spec_fixtures import against_champion_spec, spec_problems
 
 N_USERS, N_ITEMS, DAYS = 80, 40, 14
 START = pd.Timestamp("2026-01-01", tz="UTC")
@@ -237,47 +238,34 @@ def test_the_registry_stores_verifies_and_loads_the_multi_stage_kind(model, tmp_
         registry.load(version)
 
 
-SPEC = """\
-name: ms_ab
-description: The multi-stage recommender against the champion.
-start: 2026-12-01T00:00:00Z
-stop: 2026-12-15T00:00:00Z
-primary_metric: ctr
-variants:
-  ranked:
-    algorithm: multi_stage
-    params: {PARAMS}
-  champion:
-    model: champion
-test:
-  kind: ab
-  salt: s
-  allocation: {ranked: 50, champion: 50}
-"""
-
-
-def problems(path: Path) -> list[str]:
-    with pytest.raises(SpecError) as caught:
-        load_spec(path)
-    return [str(problem) for problem in caught.value.problems]
-
-
 def test_a_spec_may_train_the_multi_stage_recommender_and_its_params_are_checked(
     tmp_path: Path,
 ) -> None:
     path = tmp_path / "ms_ab.yaml"
-    path.write_text(SPEC.replace("{PARAMS}", "{ease_l2: 250.0, trending_candidates: 10}"))
+    path.write_text(
+        against_champion_spec(
+            "ms_ab", "ranked", "multi_stage", "{ease_l2: 250.0, trending_candidates: 10}"
+        )
+    )
     spec = load_spec(path)
     variant = spec.variants["ranked"]
     assert variant.algorithm == "multi_stage" and variant.trains
     assert variant.params == {"ease_l2": 250.0, "trending_candidates": 10}
-    path.write_text(SPEC.replace("{PARAMS}", "{two_tower_candidates: 100}"))
+    path.write_text(
+        against_champion_spec("ms_ab", "ranked", "multi_stage", "{two_tower_candidates: 100}")
+    )
     # no two-tower source in this kind
-    assert any("params.two_tower_candidates: unknown field" in p for p in problems(path))
-    path.write_text(SPEC.replace("{PARAMS}", "{label_window_share: 0.9}"))
-    assert any("params.label_window_share: 0.9 is greater than" in p for p in problems(path))
-    path.write_text(SPEC.replace("{PARAMS}", "{}\n    feature_service: retrieval_v2"))
-    assert any("multi_stage reads no features: remove" in p for p in problems(path))
+    assert any("params.two_tower_candidates: unknown field" in p for p in spec_problems(path))
+    path.write_text(
+        against_champion_spec("ms_ab", "ranked", "multi_stage", "{label_window_share: 0.9}")
+    )
+    assert any("params.label_window_share: 0.9 is greater than" in p for p in spec_problems(path))
+    path.write_text(
+        against_champion_spec(
+            "ms_ab", "ranked", "multi_stage", "{}\n    feature_service: retrieval_v2"
+        )
+    )
+    assert any("multi_stage reads no features: remove" in p for p in spec_problems(path))
 
 
 # --- the chain: train and judge through the serving path --------------------------------
