@@ -267,7 +267,7 @@ def run_experiments(
     orchestrator = (
         InlineOrchestrator(settings, instance, config.tick_s, SENSORS)
         if config.orchestrator == "inline"
-        else DaemonOrchestrator(settings, settings.data_dir / "dagster", SENSORS[:1])
+        else DaemonOrchestrator(settings, instance, SENSORS[:1])
     )
     traffic_config = LoopConfig(
         data_dir=settings.data_dir, artifacts=config.artifacts, rate=config.rate, seed=config.seed

@@ -230,19 +230,23 @@ def loop_settings(data_dir: Path, first_day: datetime, config: LoopConfig) -> Se
     )
 
 
+UNFINISHED = dg.RunsFilter(
+    statuses=[
+        dg.DagsterRunStatus.STARTED,
+        dg.DagsterRunStatus.STARTING,
+        dg.DagsterRunStatus.QUEUED,
+    ]
+)
+
+
+def unfinished_runs(instance: dg.DagsterInstance) -> list[dg.DagsterRun]:
+    return list(instance.get_runs(UNFINISHED))
+
+
 def abandon_unfinished_runs(instance: dg.DagsterInstance) -> None:
     """Fail the runs an interrupted loop left behind and free their pool slots: nothing
     else uses this instance before the loop starts, so none of them is still running."""
-    unfinished = instance.get_runs(
-        dg.RunsFilter(
-            statuses=[
-                dg.DagsterRunStatus.STARTED,
-                dg.DagsterRunStatus.STARTING,
-                dg.DagsterRunStatus.QUEUED,
-            ]
-        )
-    )
-    for run in unfinished:
+    for run in unfinished_runs(instance):
         instance.report_run_failed(run, "abandoned by an interrupted `make loop`")
         instance.event_log_storage.free_concurrency_slots_for_run(run.run_id)
 
@@ -360,8 +364,17 @@ class DaemonOrchestrator:
     """A real `dagster-daemon` on the loop's instance, with the named sensors started
     (sensors that run by default, like the experiment ones, need no start)."""
 
-    def __init__(self, settings: Settings, home: Path, sensors: tuple[str, ...] = LOOP_SENSORS):
+    def __init__(
+        self,
+        settings: Settings,
+        instance: dg.DagsterInstance,
+        sensors: tuple[str, ...] = LOOP_SENSORS,
+        drain_timeout_s: float = 600.0,
+    ):
+        home = Path(instance.root_directory)
+        self.instance = instance
         self.sensors = sensors
+        self.drain_timeout_s = drain_timeout_s
         self.env = {**os.environ, **settings.to_env(), "DAGSTER_HOME": str(home)}
         self.log = home / "daemon.log"
         self.proc: subprocess.Popen | None = None
@@ -396,8 +409,21 @@ class DaemonOrchestrator:
             raise RuntimeError(f"dagster-daemon exited with {self.proc.returncode}; see {self.log}")
 
     def stop(self) -> None:
-        """Stop the daemon, then what it left in its session: a run in flight outlives
-        it, and would go on training on the shared cores."""
+        """Let the runs in flight finish (the traffic has stopped, so the sensors soon
+        have nothing new to ask for), then stop the daemon and what it left in its
+        session. Stopping a run mid-way would fail it, and its run key would keep the
+        sensor from asking for the same partition again: a validation cut short then
+        leaves the last events out of the readouts."""
+        deadline = time.monotonic() + self.drain_timeout_s
+        while self.proc is not None and unfinished_runs(self.instance):
+            if time.monotonic() > deadline:
+                print(
+                    f"loop: runs still in flight after {self.drain_timeout_s:.0f} s; stopping them",
+                    file=sys.stderr,
+                )
+                break
+            self.check()
+            time.sleep(2.0)
         if self.proc is not None:
             self.proc.terminate()
             self.proc.wait(60)
@@ -448,6 +474,16 @@ def ctr(sessions: list[Session]) -> float:
     return sum(s.clicks for s in sessions) / impressions if impressions else float("nan")
 
 
+def recovery_against_control(ctr_by_users: dict[str, dict[str, float]]) -> float:
+    """The drifted users' CTR as a share of the unchanged users' at the same time, after
+    the retrain over before the drift. The unchanged users are the control: CTR falls for
+    everyone as users consume the films they like best (never clicked twice), and the
+    control's fall takes that out, which after-over-before CTR (`recovery`) does not."""
+    drifted, unchanged = ctr_by_users["drifted"], ctr_by_users["unchanged"]
+    after = drifted["after_retrain"] / unchanged["after_retrain"]
+    return after / (drifted["before_drift"] / unchanged["before_drift"])
+
+
 def share_of_ideal(sessions: list[Session]) -> float:
     """Clicks over the expected clicks of the best lists at the same moments: CTR net of
     what users had already consumed."""
@@ -463,7 +499,7 @@ def run_loop(config: LoopConfig) -> dict:
     orchestrator = (
         InlineOrchestrator(settings, instance, config.tick_s)
         if config.orchestrator == "inline"
-        else DaemonOrchestrator(settings, settings.data_dir / "dagster")
+        else DaemonOrchestrator(settings, instance)
     )
     started = time.time()
     with serve(settings, {"RECLOOP_RELOAD_INTERVAL_S": "1"}) as url:
@@ -561,6 +597,7 @@ def run_loop(config: LoopConfig) -> dict:
         }
         for group, drifted in (("drifted", True), ("unchanged", False))
     }
+    loop["recovery_against_unchanged"] = recovery_against_control(loop["ctr_by_users"])
     timeline = {
         "started": started,
         "scenario": population.scenario,
@@ -630,6 +667,10 @@ def print_loop(loop: dict) -> None:
     print(f"  CTR after drift     {loop['ctr_after_drift']:>10.4f}")
     print(
         f"  CTR after retrain   {loop['ctr_after_retrain']:>10.4f}  ({loop['recovery']:.0%} of before)"
+    )
+    print(
+        f"  against unchanged   {loop['recovery_against_unchanged']:>10.0%}  (drifted / unchanged "
+        "users' CTR, after the retrain over before the drift)"
     )
     shares = loop["share_of_ideal"]
     print(
