@@ -36,7 +36,7 @@ from recloop.data.event_log import (
 from recloop.data.layout import DataLayout, check_tenant_id
 from recloop.experiments import Route
 from recloop.experiments.serving import VariantList, serve_route
-from recloop.features.feature_vectors import FeatureColumns
+from recloop.features.feature_vectors import STREAM_VIEW, FeatureColumns
 from recloop.features.stream_features import WINDOW, StreamState, recent_engagement_events
 from recloop.inference.retrievers import (
     Recommendation,
@@ -306,11 +306,18 @@ class RecloopRuntime:
             return NO_CHAMPION
         return "the champion is still loading"
 
-    def _user_features(self, user_id: str) -> FeatureColumns:
-        """One row of the user's online features, as Feast's dict of lists; values older
-        than their view's ttl (an hour for streaming ones, 30 days for daily ones) are
-        null, as in the training set's point-in-time join."""
-        return online_user_features(self.store, [user_id], datetime.now(UTC))
+    def _user_features(self, tenant_id: str, user_id: str, now: datetime) -> FeatureColumns:
+        """One row of the user's online features as of `now`, as Feast's dict of lists;
+        values older than their view's ttl (an hour for streaming ones, 30 days for daily
+        ones) are null, as in the training set's point-in-time join. The streaming ones
+        come from this process's stream state when it holds the user: the online store
+        gets them only once their events are on disk, so a click would otherwise miss
+        the next request, and a replay of the log would rank it differently."""
+        features = online_user_features(self.store, [user_id], now)
+        fresh = self.stream.features_as_of(tenant_id, user_id, now)
+        for column, value in (fresh or {}).items():
+            features[f"{STREAM_VIEW}__{column}"] = [value]
+        return features
 
     def recommend(
         self, user_id: str, k: int, exclude: list[str], context: dict[str, Any]
@@ -327,7 +334,7 @@ class RecloopRuntime:
             route = experiments.router.route(user_id, champion.tenant, context, events, now)
         request_id = uuid.uuid4().hex
         # Read for every user: the user tower places one it has no history of from these.
-        features = self._user_features(user_id)
+        features = self._user_features(champion.tenant, user_id, now)
         if route is None:
             result = retriever.recommend(user_id, features, k, exclude)
             served = ServedList(

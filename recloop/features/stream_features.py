@@ -217,6 +217,30 @@ class StreamState:
             .astype({"event_timestamp": TIMESTAMP_DTYPE})
         )
 
+    def features_as_of(
+        self, tenant_id: str, user_id: str, at: datetime
+    ) -> dict[str, object] | None:
+        """One user's FEATURE_COLUMNS for a request at `at`, as `stream_features_as_of`
+        computes them from the log: the latest row as of LOOKUP_BEFORE before `at` and at
+        most WINDOW old, from the retained events; None when the user has none here.
+        Fresher than the online store, which gets a row only after its events reach the
+        raw log: a click counts in the very next request, as it will in a replay of the
+        log (off-policy evaluation) and in a training set's point-in-time join."""
+        with self._lock:
+            retained = list(self._events.get((str(tenant_id), str(user_id)), {}).items())
+        cutoff = _utc(at) - LOOKUP_BEFORE
+        events = [
+            (event_id, tenant_id, user_id, item, event_type, stamp)
+            for event_id, (stamp, item, event_type) in retained
+            if stamp <= cutoff
+        ]
+        if not events:
+            return None
+        (row,) = stream_feature_rows(pd.DataFrame(events, columns=EVENT_COLUMNS)).to_dict("records")
+        if row["event_timestamp"] < cutoff - WINDOW:
+            return {column: None for column in FEATURE_COLUMNS}
+        return {column: row[column] for column in FEATURE_COLUMNS}
+
     def requeue(self, rows: pd.DataFrame) -> None:
         """Give back drained rows that could not be delivered: the next drain returns them
         unless a fresher row for the same user replaces them."""

@@ -65,7 +65,13 @@ def test_ease_trains_judges_registers_and_serves_as_the_champion(system: System)
         assert answer.fallback is None and answer.model_version == version
         items = [item.item_id for item in answer.items]
         assert len(items) == 10 and not had & set(items), user
-    assert runtime.recommend("never-seen", 3, [], {}).fallback == "popularity"
+    first = runtime.recommend("never-seen", 3, [], {})
+    assert first.fallback == "popularity"
+    # a click counts in the very next request, before any flush pushes it to Feast
+    clicked = first.items[0].item_id
+    runtime.feedback(first.request_id, "never-seen", clicked, "click", None)
+    after = runtime.recommend("never-seen", 3, [], {})
+    assert after.fallback is None and clicked not in [item.item_id for item in after.items]
     similar = runtime.similar_items(ITEMS[0], 3)
     assert similar.model_version == version and ITEMS[0] not in [i.item_id for i in similar.items]
 

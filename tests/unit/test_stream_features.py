@@ -224,6 +224,40 @@ def test_state_fed_event_by_event_drains_exactly_the_batch_rows(seed: int) -> No
     assert state.users() <= len(recent)
 
 
+def engaged(features: dict[str, object]) -> tuple[int, list[str]] | None:
+    """(engagements in the hour, last items), None for no engagement: nulls compared alike."""
+    count = features["engagements_1h"]
+    return None if count is None or pd.isna(count) else (int(count), list(features["last_items"]))
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_state_answers_a_request_as_the_log_replay_does(seed: int) -> None:
+    """What the service reads for a request (the state, before any flush or push) equals
+    what off-policy replay and training rebuild from the log for the same moment."""
+    stream = random_stream(seed, 600, timedelta(0))  # the service stamps events in order
+    state = StreamState(max_lateness=timedelta(0))
+    rng = np.random.default_rng(seed)
+    seen: list[dict[str, object]] = []
+    compared = fresh = 0
+    for item in stream:
+        if seen and rng.random() < 0.3:
+            # a request stamped with the last event's time, or up to 70 minutes later
+            at = seen[-1]["event_timestamp"] + timedelta(minutes=float(rng.choice([0, 1, 70])))
+            tenant, user = str(item["tenant_id"]), str(item["user_id"])
+            request = pd.DataFrame({"user_id": [user], "event_timestamp": [at]})
+            mine = [e for e in seen if (e["tenant_id"], e["user_id"]) == (tenant, user)]
+            expected = stream_features_as_of(
+                pd.DataFrame(mine or seen[:0], columns=list(stream[0])), request
+            ).to_dict("records")[0]
+            answer = state.features_as_of(tenant, user, at) or {"engagements_1h": None}
+            assert engaged(answer) == engaged(expected), (answer, expected, at)
+            fresh += engaged(answer) is not None
+            compared += 1
+        state.add([item])
+        seen.append(item)
+    assert compared > 100 and fresh > 30
+
+
 def test_a_user_idle_for_over_an_hour_starts_afresh() -> None:
     state = StreamState(max_lateness=timedelta(0))
     state.add([event("a", 0, "old", user="u"), event("b", 0, user="w")])
