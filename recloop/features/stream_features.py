@@ -163,6 +163,9 @@ class StreamState:
         self.max_lateness = max_lateness
         self._events: dict[tuple[str, str], dict[str, tuple[pd.Timestamp, str, str]]] = {}
         self._latest: dict[tuple[str, str], pd.Timestamp] = {}
+        # Each user's row as of all their retained events (`features_as_of`'s cache).
+        self._rows: dict[tuple[str, str], dict[str, object]] = {}
+        self._additions = 0  # `add` calls so far: a row computed before one is not cached
         self._touched: set[tuple[str, str]] = set()
         self._requeued: pd.DataFrame | None = None
         self._newest: pd.Timestamp | None = None
@@ -172,6 +175,7 @@ class StreamState:
         """Take raw event rows (the raw log's columns); non-engagement events are ignored,
         an event id seen before for the same user counts once."""
         with self._lock:
+            self._additions += 1
             for event in events:
                 if event["event_type"] not in ENGAGEMENT_TYPES:
                     continue
@@ -179,6 +183,7 @@ class StreamState:
                 at = _utc(event["event_timestamp"])
                 retained = self._events.setdefault(key, {})
                 retained[str(event["event_id"])] = (at, str(event["item_id"]), event["event_type"])
+                self._rows.pop(key, None)
                 latest = max(at, self._latest.get(key, at))
                 self._latest[key] = latest
                 self._newest = latest if self._newest is None else max(self._newest, latest)
@@ -206,6 +211,7 @@ class StreamState:
                 idle_before = self._newest - WINDOW - self.max_lateness
                 for key in [k for k, t in self._latest.items() if t <= idle_before]:
                     del self._events[key], self._latest[key]
+                    self._rows.pop(key, None)
         fresh = stream_feature_rows(pd.DataFrame(events, columns=EVENT_COLUMNS))
         if requeued is None:
             return fresh
@@ -226,17 +232,26 @@ class StreamState:
         Fresher than the online store, which gets a row only after its events reach the
         raw log: a click counts in the very next request, as it will in a replay of the
         log (off-policy evaluation) and in a training set's point-in-time join."""
-        with self._lock:
-            retained = list(self._events.get((str(tenant_id), str(user_id)), {}).items())
+        key = (str(tenant_id), str(user_id))
         cutoff = _utc(at) - LOOKUP_BEFORE
-        events = [
-            (event_id, tenant_id, user_id, item, event_type, stamp)
-            for event_id, (stamp, item, event_type) in retained
-            if stamp <= cutoff
-        ]
-        if not events:
-            return None
-        (row,) = stream_feature_rows(pd.DataFrame(events, columns=EVENT_COLUMNS)).to_dict("records")
+        with self._lock:
+            retained = list(self._events.get(key, {}).items())
+            row, additions = self._rows.get(key), self._additions
+        if row is None or row["event_timestamp"] > cutoff:
+            events = [
+                (event_id, tenant_id, user_id, item, event_type, stamp)
+                for event_id, (stamp, item, event_type) in retained
+                if stamp <= cutoff
+            ]
+            if not events:
+                return None
+            (row,) = stream_feature_rows(pd.DataFrame(events, columns=EVENT_COLUMNS)).to_dict(
+                "records"
+            )
+            if len(events) == len(retained):
+                with self._lock:  # as of all the user's events: reused until another comes
+                    if self._additions == additions:
+                        self._rows[key] = row
         if row["event_timestamp"] < cutoff - WINDOW:
             return {column: None for column in FEATURE_COLUMNS}
         return {column: row[column] for column in FEATURE_COLUMNS}
