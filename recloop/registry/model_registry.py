@@ -275,6 +275,11 @@ class Registry:
             if line.strip()
         ]
 
+    def deployment_gate(self, version: str) -> dict:
+        """The gate verdict of `version`'s newest variant deployment; {} if never deployed."""
+        gates = [d.gate for d in self.deployments() if d.version == version]
+        return gates[-1] if gates else {}
+
     def deployed_version(self, experiment: str, variant: str, training_digest: str) -> str | None:
         """The newest model deployed for the variant as the spec now describes it."""
         matching = [
@@ -288,10 +293,12 @@ class Registry:
     def promote(
         self, version: str, reason: str, actor: str | None = None, force: bool = False
     ) -> PromotionRecord:
-        """Make `version` the champion; refused when its gates failed, unless `force`."""
+        """Make `version` the champion; refused when its gates failed, unless `force`.
+        An experiment variant's model is judged when it is deployed: its verdict is the
+        newest deployment record's (so an A/B test's winner is promoted as it stands)."""
         metadata = self.metadata(version)
         self.manifest(version)
-        gate = metadata.get("gate", {})
+        gate = metadata.get("gate") or self.deployment_gate(version)
         if not gate.get("passed", False) and not force:
             failed = [r["name"] for r in gate.get("results", []) if not r["passed"]]
             raise PromotionError(

@@ -136,3 +136,14 @@ def test_variant_deployments_keep_the_gate_and_follow_the_spec_as_written(
     monkeypatch.setenv("RECLOOP_DATA_DIR", str(tmp_path))
     assert main(["models", "list"]) == 0
     assert f"{version}  experiment ab:pop, deployed for ab:pop" in capsys.readouterr().out
+
+
+def test_an_experiment_variant_is_promoted_on_its_deployment_verdict(registry) -> None:
+    version = registry.register(
+        popularity_model(), {"experiment": "ab"}, {"experiment": "ab", "variant": "pop"}
+    )
+    with pytest.raises(PromotionError, match="no gate verdict"):
+        registry.promote(version, reason="never deployed, never judged")
+    registry.deploy_variant("ab", "pop", version, "digest-1", PASSED["gate"], "A/B")
+    record = registry.promote(version, reason="won the A/B test")
+    assert registry.champion() == version and not record.forced
