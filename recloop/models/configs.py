@@ -82,15 +82,20 @@ class PopularityConfig:
 class EaseConfig:
     """EASE, the item-to-item linear autoencoder (recloop.models.ease_model)."""
 
-    # Steck (2019) tunes it per data set; bench/quality.py searches 50-1000 on validation.
+    # Steck (2019) tunes it per data set, as the pipeline does by default (search_l2).
     l2: float = param(
         500.0,
         "L2 penalty added to the diagonal of the item Gram matrix: larger values shrink the "
-        "item-to-item weights towards zero",
+        "item-to-item weights towards zero; used as given when search_l2 is false",
         exclusive_minimum=0,
     )
+    search_l2: bool = param(
+        True,
+        "choose l2 from 50-2000 by NDCG@10 on the validation part (weights fitted on the "
+        "train part; the test part is never read); every trial is kept with the model",
+    )
 
-    def to_dict(self) -> dict[str, float]:
+    def to_dict(self) -> dict[str, float | bool]:
         return asdict(self)
 
 

@@ -34,7 +34,7 @@ from recloop.models.configs import (
     PopularityConfig,
     TwoTowerConfig,
 )
-from recloop.models.ease_model import EaseModel, fit_ease
+from recloop.models.ease_model import SEARCH_METRIC, EaseModel, fit_ease, search_l2
 from recloop.models.model_artifact import ModelBundle
 from recloop.models.multi_stage_model import MultiStageModel, fit_multi_stage
 from recloop.models.popularity_model import PopularityModel, fit_popularity
@@ -117,7 +117,13 @@ class TrainedModel:
     def stage_metrics(self) -> dict[str, float]:
         """A multi-stage model's stage report as flat numbers, for its judged and served
         fits (candidate recall per source and merged, ranker rounds, holdout NDCG, feature
-        gain); none for the other kinds."""
+        gain); EASE's L2 search (validation NDCG@10 per value tried, and the choice);
+        none for the other kinds."""
+        if isinstance(self.model, EaseModel):
+            return {
+                f"l2_search/{trial['l2']:g}": round(trial[SEARCH_METRIC], 4)
+                for trial in self.metadata.get("l2_search", [])
+            } | {"l2": self.model.l2}
         if not isinstance(self.model, MultiStageModel):
             return {}
         return {
@@ -203,14 +209,17 @@ def train(recipe: ModelRecipe, inputs: TrainingInputs, training_set: str) -> Tra
         return TrainedModel(model, {"window_days": window_days})
     if recipe.algorithm == EASE:
         config = EaseConfig(**recipe.params)
+        search = search_l2(inputs.examples, catalog, inputs.cutoffs) if config.search_l2 else None
+        l2 = search.l2 if search else config.l2
         model = fit_ease(
             inputs.examples,
             catalog,
             inputs.cutoffs.test_start,
-            config.l2,
+            l2,
             metadata={"training_set": training_set},
         )
-        return TrainedModel(model, {"config": config.to_dict()})
+        searched = {"l2_search": search.trials} if search else {}
+        return TrainedModel(model, {"config": config.to_dict(), "l2": l2, **searched})
     if recipe.algorithm == MULTI_STAGE:
         config = MultiStageConfig(**recipe.params)
         model = fit_multi_stage(

@@ -18,7 +18,7 @@ from recloop.evaluation.gates import GateConfig
 from recloop.experiments import load_spec
 from recloop.inference.policies import Greedy
 from recloop.inference.retrievers import EaseRetriever
-from recloop.models.ease_model import EaseModel
+from recloop.models.ease_model import L2_GRID, EaseModel
 from recloop.registry.model_registry import Registry
 from recloop.training.chain import EASE, GatePlan, ModelRecipe, judge, labels_only_inputs, train
 from services.experiments import ExperimentLoader, ExperimentSet
@@ -39,7 +39,7 @@ def system(tmp_path_factory: pytest.TempPathFactory) -> Iterator[System]:
 
 def test_ease_trains_judges_registers_and_serves_as_the_champion(system: System) -> None:
     inputs = labels_only_inputs(system.layout, 0.1, 0.1)
-    trained = train(ModelRecipe(EASE, {"l2": 5.0}), inputs, "labels-only")
+    trained = train(ModelRecipe(EASE, {"l2": 5.0, "search_l2": False}), inputs, "labels-only")
     assert isinstance(trained.model, EaseModel)
     plan = GatePlan(GateConfig(), against_champion=True, policy=Greedy())
     judgement = judge(trained.model, inputs, plan, ope_gate(system))
@@ -88,7 +88,10 @@ def test_an_experiment_variant_trains_ease_through_its_dagster_chain(system: Sys
     registry = Registry(system.layout.registry)
     version = registry.deployed_version("ease_ab", "ease", spec.variants["ease"].training_digest)
     assert version is not None and version.startswith("ease-")
-    assert registry.metadata(version)["config"] == {"l2": 5.0}
+    metadata = registry.metadata(version)  # l2 chosen on validation, every trial kept
+    assert metadata["config"] == {"l2": 5.0, "search_l2": True}
+    assert [t["l2"] for t in metadata["l2_search"]] == list(L2_GRID)
+    assert registry.load(version).l2 == metadata["l2"] in L2_GRID
 
     experiments = ExperimentLoader(system.settings.experiments_dir, registry)
     live = experiments.refresh(ExperimentSet.empty())
@@ -111,7 +114,10 @@ def test_the_champion_chain_trains_the_algorithm_the_settings_name(system: Syste
         )
     result = job.execute_in_process(
         instance=system.instance,
-        run_config={**QUIET_LOGS, "ops": {"model_candidate": {"config": {"l2": 7.0}}}},
+        run_config={
+            **QUIET_LOGS,
+            "ops": {"model_candidate": {"config": {"l2": 7.0, "search_l2": False}}},
+        },
         raise_on_error=False,
     )
     assert result.success, [e.message for e in result.all_events if e.is_failure]
@@ -120,7 +126,8 @@ def test_the_champion_chain_trains_the_algorithm_the_settings_name(system: Syste
     registry = Registry(system.layout.registry)
     champion = registry.champion()
     assert champion is not None and champion.startswith("ease-")
-    assert registry.metadata(champion)["config"] == {"l2": 7.0}
+    assert registry.metadata(champion)["config"] == {"l2": 7.0, "search_l2": False}
+    assert registry.load(champion).l2 == 7.0
     summary = model_summary(settings)  # what `make demo` reports of the champion
     assert summary["model_version"] == champion
     assert summary["training"]["algorithm"] == "ease"

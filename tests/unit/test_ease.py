@@ -12,6 +12,7 @@ import scipy.sparse as sp
 
 from recloop.evaluation.gates import GateConfig, GateResult
 from recloop.experiments import load_spec
+from recloop.features.training_set import TemporalCutoffs
 from recloop.inference.policies import Greedy, Policy
 from recloop.inference.retrievers import (
     POPULARITY_FALLBACK,
@@ -21,7 +22,16 @@ from recloop.inference.retrievers import (
     servable,
 )
 from recloop.models.baselines import ease_weights
-from recloop.models.ease_model import ARRAYS, EaseModel, fit_ease, load_ease, save_ease
+from recloop.models.ease_model import (
+    ARRAYS,
+    L2_GRID,
+    SEARCH_METRIC,
+    EaseModel,
+    fit_ease,
+    load_ease,
+    save_ease,
+    search_l2,
+)
 from recloop.models.model_artifact import MANIFEST, CorruptArtifactError
 from recloop.registry.model_registry import Registry
 from recloop.training.chain import EASE, GatePlan, ModelRecipe, judge, train
@@ -248,9 +258,9 @@ def test_the_chain_trains_ease_and_judges_it_with_the_promotion_gates() -> None:
     """The tiny world: u2 and u6 go on to i4 / i5 in the test part, as u0, u1 / u4, u5 did
     before the cut; EASE learns it from co-occurrence, popularity cannot."""
     inputs = tiny_training_inputs()
-    trained = train(ModelRecipe(EASE, {"l2": 1.0}), inputs, "ts")
+    trained = train(ModelRecipe(EASE, {"l2": 1.0, "search_l2": False}), inputs, "ts")
     assert isinstance(trained.model, EaseModel) and trained.best_epoch is None
-    assert trained.metadata == {"config": {"l2": 1.0}}
+    assert trained.metadata == {"config": {"l2": 1.0, "search_l2": False}, "l2": 1.0}
     assert trained.model.metadata["labels_before"] == CUTOFFS.test_start.isoformat()
     gate = RecordingOpeGate()
     plan = GatePlan(GateConfig(), against_champion=False, policy=Greedy())
@@ -283,3 +293,47 @@ def test_a_champion_of_any_kind_is_compared_on_the_same_test_set() -> None:
     judgement = judge(candidate, inputs, plan, RecordingOpeGate(), "ease-champion", champion)
     (regression,) = [r for r in judgement.results if r.name == "no_regression_vs_champion"]
     assert "vs champion" in regression.detail and "favours the champion" in regression.detail
+
+
+def search_world(test_seed: int, test_labels: int) -> pd.DataFrame:
+    """Two groups of 30 users, each liking its own 10 of 40 items: 4 labels a user before
+    the validation cut, 2 in validation (seed 0), `test_labels` random ones in test."""
+    liking, testing = np.random.default_rng(0), np.random.default_rng(test_seed)
+    rows = []
+    for user in range(60):
+        liked = np.arange(10) + (0 if user < 30 else 10)
+        drawn = (
+            (0, liking.choice(liked, 4, replace=False)),
+            (1, liking.choice(liked, 2, replace=False)),
+            (2, testing.choice(40, test_labels, replace=False)),
+        )
+        for day, items in drawn:
+            rows += [(f"u{user}", f"i{item}", UNTIL + pd.Timedelta(days=day - 2)) for item in items]
+    return pd.DataFrame(rows, columns=["user_id", "item_id", "event_timestamp"])
+
+
+def test_search_l2_picks_the_best_validation_score_and_never_reads_the_test_part() -> None:
+    catalog = np.array([f"i{i}" for i in range(40)])
+    cutoffs = TemporalCutoffs(UNTIL - pd.Timedelta(days=1), UNTIL)
+    grid = (0.1, 10.0, 1_000.0)
+    search = search_l2(search_world(1, 2), catalog, cutoffs, grid)
+    assert [t["l2"] for t in search.trials] == list(grid)
+    scores = [t[SEARCH_METRIC] for t in search.trials]
+    assert search.l2 == grid[int(np.argmax(scores))] and all(0 < s <= 1 for s in scores)
+    # other test labels (different draws, more of them): the same search
+    again = search_l2(search_world(2, 5), catalog, cutoffs, grid)
+    assert again == search
+    world = search_world(1, 2)
+    train_only = world[world["event_timestamp"] < cutoffs.valid_start]
+    with pytest.raises(ValueError, match="no validation labels"):
+        search_l2(train_only, catalog, cutoffs, grid)
+
+
+def test_the_chain_fits_ease_with_the_searched_l2_and_shows_the_search() -> None:
+    inputs = tiny_training_inputs()
+    trained = train(ModelRecipe(EASE, {}), inputs, "ts")
+    search = search_l2(inputs.examples, inputs.items["item_id"].to_numpy(), inputs.cutoffs)
+    assert trained.model.l2 == search.l2 == trained.metadata["l2"]
+    assert trained.metadata["l2_search"] == search.trials
+    shown = trained.stage_metrics()
+    assert shown["l2"] == search.l2 and len(shown) == len(L2_GRID) + 1
