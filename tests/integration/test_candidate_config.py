@@ -37,7 +37,8 @@ def test_a_chain_of_another_algorithm_gets_that_algorithms_run_config() -> None:
     ease = candidate_config(EaseConfig)
     assert ease is candidate_config(EaseConfig) and "dim" not in ease.model_fields
     assert ease().l2 == EaseConfig().l2
-    recipe, plan = ease(l2=42.0, champion_tolerance=0.1).applied_to(
+    recipe, plan = ease(l2=42.0, search_l2=False, champion_tolerance=0.1).applied_to(
         ModelRecipe(EASE), GatePlan(GateConfig(), against_champion=True, policy=Greedy())
     )
-    assert recipe.params == {"l2": 42.0} and plan.config.champion_tolerance == 0.1
+    assert recipe.params == {"l2": 42.0, "search_l2": False}
+    assert plan.config.champion_tolerance == 0.1
