@@ -66,6 +66,7 @@ from recloop.models.candidate_sources import (
     TwoTowerSource,
 )
 from recloop.models.configs import TwoTowerConfig
+from recloop.models.ease_model import search_l2_on
 from recloop.models.multi_stage import (
     LabelWindow,
     LabelWindowKind,
@@ -158,12 +159,9 @@ def tune_als(split: Split, k: int, seed: int) -> tuple[dict[str, float], float]:
 
 
 def tune_ease(split: Split, k: int) -> tuple[float, float]:
-    """EASE's L2 by validation NDCG@k."""
-    scores = {
-        l2: validation_ndcg(EASE(l2=l2).fit(split.train.matrix()), split, k) for l2 in EASE_GRID
-    }
-    best = max(scores, key=scores.get)
-    return best, scores[best]
+    """EASE's L2 by validation NDCG@k, as the pipeline's chain chooses it."""
+    search = search_l2_on(split.train.matrix(), split.valid.matrix(), EASE_GRID, k)
+    return search.l2, max(trial[f"valid_ndcg@{k}"] for trial in search.trials)
 
 
 def two_tower_validation(

@@ -347,10 +347,7 @@ def main(argv: list[str] | None = None) -> int:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--data-dir", type=Path, default=Path("data") / "experiments-demo")
-    parser.add_argument("--artifacts", type=Path, default=Path("artifacts"))
-    parser.add_argument("--orchestrator", choices=["daemon", "inline"], default="daemon")
-    add_simulation_arguments(parser)
+    add_simulation_arguments(parser, Path("data") / "experiments-demo")
     parser.add_argument(
         "--sessions-per-test", type=int, default=ExperimentDemoConfig.sessions_per_test
     )

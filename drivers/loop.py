@@ -690,8 +690,12 @@ def print_loop(loop: dict) -> None:
     print(f"  timeline            {loop['timeline']}, {loop['plot']}")
 
 
-def add_simulation_arguments(parser: argparse.ArgumentParser) -> None:
-    """--scenario and --champion-algorithm, the same for `make loop` and `make experiments`."""
+def add_simulation_arguments(parser: argparse.ArgumentParser, data_dir: Path) -> None:
+    """What `make loop` and `make experiments` share: where they write, how Dagster runs,
+    --scenario and --champion-algorithm."""
+    parser.add_argument("--data-dir", type=Path, default=data_dir)
+    parser.add_argument("--artifacts", type=Path, default=Path("artifacts"))
+    parser.add_argument("--orchestrator", choices=["daemon", "inline"], default="daemon")
     parser.add_argument(
         "--scenario",
         choices=SCENARIOS,
@@ -714,10 +718,7 @@ def main(argv: list[str] | None = None) -> int:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--data-dir", type=Path, default=Path("data") / "loop")
-    parser.add_argument("--artifacts", type=Path, default=Path("artifacts"))
-    parser.add_argument("--orchestrator", choices=["daemon", "inline"], default="daemon")
-    add_simulation_arguments(parser)
+    add_simulation_arguments(parser, Path("data") / "loop")
     parser.add_argument(
         "--sessions-before-drift", type=int, default=LoopConfig.sessions_before_drift
     )

@@ -75,13 +75,23 @@ def search_l2(
     cutoffs: TemporalCutoffs,
     grid: tuple[float, ...] = L2_GRID,
 ) -> L2Search:
-    """EASE's L2 by NDCG@10 on the validation part: weights from the labels before it,
-    each validation user's earlier labels as the input and the mask, their validation
-    labels as the truth. The test part is never read. Ties go to the smaller value."""
+    """EASE's L2 by NDCG@10 on the validation part of a temporal split: weights from the
+    labels before it, validation labels as the truth. The test part is never read."""
     labels = LabelMatrix.of(examples, catalog)
     before_valid = labels.before(cutoffs.valid_start)
-    train = labels.matrix(before_valid)
     valid = labels.matrix(labels.before(cutoffs.test_start) & ~before_valid)
+    return search_l2_on(labels.matrix(before_valid), valid, grid)
+
+
+def search_l2_on(
+    train: sp.csr_matrix,
+    valid: sp.csr_matrix,
+    grid: tuple[float, ...] = L2_GRID,
+    k: int = SEARCH_K,
+) -> L2Search:
+    """EASE's L2 by NDCG@k on `valid` (users x items, same shape as `train`): weights
+    fitted on `train`, each validation user's `train` row as the input and the mask
+    (the quality bench's tuning too). Ties go to the value listed first."""
     users = np.flatnonzero(np.diff(valid.indptr) > 0)
     if not len(users):
         raise ValueError("no validation labels to choose EASE's l2 on; set search_l2: false")
@@ -90,9 +100,9 @@ def search_l2(
     trials = []
     for l2 in grid:
         scores = np.asarray(history @ ease_weights(train, l2))
-        top = top_k_unseen(scores, history, SEARCH_K)
-        trials.append({"l2": float(l2), SEARCH_METRIC: ndcg_at_k(top, relevant)})
-    best = max(trials, key=lambda trial: trial[SEARCH_METRIC])
+        top = top_k_unseen(scores, history, k)
+        trials.append({"l2": float(l2), f"valid_ndcg@{k}": ndcg_at_k(top, relevant)})
+    best = max(trials, key=lambda trial: trial[f"valid_ndcg@{k}"])
     return L2Search(best["l2"], trials)
 
 
