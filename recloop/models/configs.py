@@ -94,6 +94,13 @@ class EaseConfig:
         "choose l2 from 50-2000 by NDCG@10 on the validation part (weights fitted on the "
         "train part; the test part is never read); every trial is kept with the model",
     )
+    # As the two-tower's refit: the newest labels hold the users and items the served
+    # weights must know.
+    refit: bool = param(
+        True,
+        "serve weights solved on every label (train, validation and test) with the chosen "
+        "l2; the gates still judge the weights solved on the labels before the test cut-off",
+    )
 
     def to_dict(self) -> dict[str, float | bool]:
         return asdict(self)

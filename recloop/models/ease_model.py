@@ -3,16 +3,22 @@
 An item-to-item linear autoencoder: B = I - P / diag(P), P = (XᵀX + λI)⁻¹, diag(B) = 0
 (recloop.models.baselines.ease_weights, the one implementation). A user's scores are
 their row of X times B, so it reads labels only, and a user it was not fitted on is
-scored from whatever items the request says they just engaged with. Packaged like
+scored from whatever items the request says they just engaged with. Like a refit
+two-tower, one artifact keeps two weight matrices of the same L2: the judged one, solved
+on the labels before the test cut-off, which the gates score, and the served one, solved
+on every label, so the items that appear only in the newest labels are recommended and
+the newest co-occurrences count (refit: false serves the judged weights). Packaged like
 popularity (recloop.models.popularity_model): the arrays in a NumPy archive, a manifest
 of sha256s whose own hash is the version (`ease-…`), so the registry verifies and
 serves it like the other kinds. The weights are n_items² float32: 11 MB for
-MovieLens-100K's 1,682 films, too large for catalogs of tens of thousands of items.
+MovieLens-100K's 1,682 films (twice that with the judged weights, which serving does not
+load), too large for catalogs of tens of thousands of items.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import hashlib
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -54,10 +60,22 @@ class EaseModel:
     l2: float
     metadata: dict[str, object] = field(default_factory=dict)
     version: str = ""
+    # Solved on the labels before the test cut-off, for the gates, when `weights` are the
+    # refit; None when there is no refit or it was not loaded.
+    evaluated_weights: np.ndarray | None = None
 
     def judged(self) -> EaseModel:
-        """What offline evaluation scores, as every kind has it: EASE serves the weights
-        its gates judge (fitted on the labels before the test cut-off, never refit)."""
+        """What offline evaluation must score: never weights solved on the test labels."""
+        if self.evaluated_weights is not None:
+            metadata = {k: v for k, v in self.metadata.items() if k != "refit"}
+            return replace(
+                self, weights=self.evaluated_weights, evaluated_weights=None, metadata=metadata
+            )
+        if "refit" in self.metadata:
+            raise ValueError(
+                f"model {self.version or '(unsaved)'} serves weights solved on its test labels "
+                "and was loaded without its judged weights: load it with with_evaluated=True"
+            )
         return self
 
 
@@ -106,15 +124,22 @@ def search_l2_on(
     return L2Search(best["l2"], trials)
 
 
+def weights_sha256(weights: np.ndarray) -> str:
+    """The hash of one weight matrix as stored (float32, C order)."""
+    return hashlib.sha256(np.ascontiguousarray(weights, dtype=np.float32).tobytes()).hexdigest()
+
+
 def fit_ease(
     examples: pd.DataFrame,
     catalog: np.ndarray,
     until: pd.Timestamp,
     l2: float,
     metadata: dict[str, object] | None = None,
+    refit: bool = True,
 ) -> EaseModel:
     """Solve B on the positive labels stamped before `until` (the train and validation
-    parts when `until` is the test cut-off, so the test part judges it honestly).
+    parts when `until` is the test cut-off, so the test part judges it honestly), then,
+    with `refit`, again on every label, which is what serves.
 
     `examples` holds user_id, item_id, event_timestamp (every label, also after `until`:
     all of them are the history that is never recommended again, as for popularity).
@@ -125,18 +150,31 @@ def fit_ease(
     labels = LabelMatrix.of(examples, catalog)
     until = pd.Timestamp(until).tz_convert("UTC")
     fitted = labels.before(until)
-    return EaseModel(
+    judged = ease_weights(labels.matrix(fitted), l2)
+    evaluated = {
+        "labels": int(fitted.sum()),
+        # what the judged weights saw: a later candidate's test window must start after it
+        "labels_before": until.isoformat(),
+        "weights_sha256": weights_sha256(judged),
+    }
+    model = EaseModel(
         user_ids=labels.user_ids,
         item_ids=labels.item_ids,
-        weights=ease_weights(labels.matrix(fitted), l2),
+        weights=judged,
         history=labels.matrix(),
         l2=float(l2),
+        metadata={**(metadata or {}), "tenants": labels.tenants, "evaluated": evaluated},
+    )
+    if not refit:
+        return model
+    served = ease_weights(labels.matrix(), l2)
+    return replace(
+        model,
+        weights=served,
+        evaluated_weights=judged,
         metadata={
-            **(metadata or {}),
-            "fitted_labels": int(fitted.sum()),
-            # what the weights saw: a later candidate's test window must start after it
-            "labels_before": until.isoformat(),
-            "tenants": labels.tenants,
+            **model.metadata,
+            "refit": {"labels": len(labels.users), "weights_sha256": weights_sha256(served)},
         },
     )
 
@@ -147,10 +185,21 @@ def manifest_version(manifest: dict[str, object]) -> str:
 
 def save_ease(model: EaseModel, directory: Path) -> str:
     """Write the arrays and the manifest into `directory`; return the content version."""
+    if model.evaluated_weights is None and "refit" in model.metadata:
+        raise ValueError(
+            f"model {model.version or '(unsaved)'} was loaded without its judged weights; "
+            "load it with with_evaluated=True to save it"
+        )
     directory.mkdir(parents=True, exist_ok=True)
+    judged = (
+        {}
+        if model.evaluated_weights is None
+        else {"evaluated_weights": np.ascontiguousarray(model.evaluated_weights, np.float32)}
+    )
     np.savez(
         directory / ARRAYS,
         weights=np.ascontiguousarray(model.weights, dtype=np.float32),
+        **judged,
         **binary_csr_arrays(model.history),
     )
     manifest = labels_manifest(
@@ -166,16 +215,30 @@ def save_ease(model: EaseModel, directory: Path) -> str:
     return model.version
 
 
-def load_ease(directory: Path, expected_version: str | None = None) -> EaseModel:
-    """Verify every file against the manifest, then load; raises CorruptArtifactError."""
+def load_ease(
+    directory: Path, expected_version: str | None = None, with_evaluated: bool = False
+) -> EaseModel:
+    """Verify every file against the manifest, then load; raises CorruptArtifactError.
+    `with_evaluated` also loads the judged weights (offline evaluation needs them; serving
+    does not, so it does not hold them)."""
     manifest = verified_manifest(
         directory, expected_version, "ease", FORMAT_VERSION, manifest_version
     )
     with np.load(directory / ARRAYS, allow_pickle=False) as arrays:
         history = binary_csr(arrays)
         weights = arrays["weights"]
+        judged = (
+            arrays["evaluated_weights"]
+            if with_evaluated and "evaluated_weights" in arrays.files
+            else None
+        )
     item_ids = np.asarray(manifest["item_ids"], dtype=object)
-    if weights.shape != (len(item_ids), len(item_ids)) or history.shape[1] != len(item_ids):
+    square = (len(item_ids), len(item_ids))
+    if (
+        weights.shape != square
+        or (judged is not None and judged.shape != square)
+        or history.shape[1] != len(item_ids)
+    ):
         raise CorruptArtifactError(
             f"{directory}: weights {weights.shape} and history {history.shape} do not fit "
             f"{len(item_ids)} items"
@@ -188,4 +251,5 @@ def load_ease(directory: Path, expected_version: str | None = None) -> EaseModel
         l2=float(manifest["l2"]),
         metadata=dict(manifest["metadata"]),
         version=str(manifest["version"]),
+        evaluated_weights=judged,
     )

@@ -46,8 +46,8 @@ class ModelKind:
     model_type: type
     version_prefix: str
     save: Callable[[Any, Path], str]
-    # (directory, expected version, with_evaluated): a refit two-tower and a multi-stage
-    # model have a second, judged state to load
+    # (directory, expected version, with_evaluated): a refit two-tower, EASE and a
+    # multi-stage model have a second, judged state to load
     load: Callable[[Path, str, bool], ServableModel]
     manifest_version: Callable[[dict[str, object]], str]
 
@@ -74,7 +74,7 @@ KINDS = (
         EaseModel,
         ease_model.VERSION_PREFIX,
         save_ease,
-        lambda directory, version, _: load_ease(directory, version),
+        load_ease,
         ease_model.manifest_version,
     ),
     ModelKind(
@@ -199,8 +199,8 @@ class Registry:
 
     def load(self, version: str, with_evaluated: bool = False) -> ServableModel:
         """The model, every file checked against its sha256 and the version.
-        `with_evaluated`: a refit two-tower or a multi-stage model also brings the state
-        its gates judged (`judged()`), which offline comparisons must score."""
+        `with_evaluated`: a refit two-tower, EASE or a multi-stage model also brings the
+        state its gates judged (`judged()`), which offline comparisons must score."""
         return kind_of_version(version).load(self.path(version), version, with_evaluated)
 
     def manifest(self, version: str) -> dict[str, object]:

@@ -117,13 +117,21 @@ class TrainedModel:
     def stage_metrics(self) -> dict[str, float]:
         """A multi-stage model's stage report as flat numbers, for its judged and served
         fits (candidate recall per source and merged, ranker rounds, holdout NDCG, feature
-        gain); EASE's L2 search (validation NDCG@10 per value tried, and the choice);
+        gain); EASE's L2 search (validation NDCG@10 per value tried, and the choice) and the
+        labels each of its fits solved on;
         none for the other kinds."""
         if isinstance(self.model, EaseModel):
             return {
                 f"l2_search/{trial['l2']:g}": round(trial[SEARCH_METRIC], 4)
                 for trial in self.metadata.get("l2_search", [])
-            } | {"l2": self.model.l2}
+            } | {
+                "l2": self.model.l2,
+                **{
+                    f"{fit}/labels": self.metadata[fit]["labels"]
+                    for fit in ("evaluated", "refit")
+                    if fit in self.metadata
+                },
+            }
         if not isinstance(self.model, MultiStageModel):
             return {}
         return {
@@ -179,9 +187,9 @@ def train(recipe: ModelRecipe, inputs: TrainingInputs, training_set: str) -> Tra
     """Fit the recipe's model (a two-tower on the train part, stopping early on validation,
     then refit on every label unless its config says not to: `judge` scores the
     train-part weights, the registry keeps and serves both; popularity and EASE on the
-    labels before the test cut-off, which is what they serve; the multi-stage recommender
-    on the labels before the test cut-off, which `judge` scores, then on every label, which
-    serves, both kept)."""
+    labels before the test cut-off, which is what popularity serves; EASE and the
+    multi-stage recommender on the labels before the test cut-off, which `judge` scores,
+    then on every label, which serves, both kept)."""
     if recipe.algorithm == TWO_TOWER:
         config = TwoTowerConfig(**recipe.params)
         candidate = fit_candidate(
@@ -217,9 +225,11 @@ def train(recipe: ModelRecipe, inputs: TrainingInputs, training_set: str) -> Tra
             inputs.cutoffs.test_start,
             l2,
             metadata={"training_set": training_set},
+            refit=config.refit,
         )
         searched = {"l2_search": search.trials} if search else {}
-        return TrainedModel(model, {"config": config.to_dict(), "l2": l2, **searched})
+        fits = {key: model.metadata[key] for key in ("evaluated", "refit") if key in model.metadata}
+        return TrainedModel(model, {"config": config.to_dict(), "l2": l2, **searched, **fits})
     if recipe.algorithm == MULTI_STAGE:
         config = MultiStageConfig(**recipe.params)
         model = fit_multi_stage(
@@ -247,9 +257,9 @@ def judge(
     full lists only; the other kinds to the promotion gates (against `champion`, of any
     kind, on the same test set when the plan says so) and to the off-policy gate. Every
     kind is judged by `model.judged()`: a refit two-tower by the weights trained on the
-    train part, a multi-stage model by its state fitted on the labels before the test
-    cut-off (the refits saw the test labels and the logged traffic), EASE by the weights
-    it serves; sanity checks what serves."""
+    train part, EASE and a multi-stage model by their state fitted on the labels before
+    the test cut-off (the refits saw the test labels and the logged traffic); sanity
+    checks what serves."""
     test = evaluation_set(inputs, "test", inputs.cutoffs.test_start)
     baseline = popularity_metrics(test)
     if isinstance(model, PopularityModel):

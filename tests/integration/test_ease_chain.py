@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from dataclasses import replace
 
 import dagster as dg
+import numpy as np
 import pytest
 
 from assets.definitions import TRAINING_JOB, build_definitions
@@ -23,7 +24,7 @@ from recloop.registry.model_registry import Registry
 from recloop.training.chain import EASE, GatePlan, ModelRecipe, judge, labels_only_inputs, train
 from services.experiments import ExperimentLoader, ExperimentSet
 from services.runtime import RecloopRuntime
-from tests.integration.test_refit_serving import EARLY, ITEMS
+from tests.integration.test_refit_serving import EARLY, ITEMS, LATE
 from tests.labels_only import System, ope_gate, positives_only_system
 from tests.spec_fixtures import against_champion_spec
 
@@ -58,7 +59,12 @@ def test_ease_trains_judges_registers_and_serves_as_the_champion(system: System)
     runtime = RecloopRuntime()
     assert runtime.reload() == version
     model = registry.load(version)
-    for user in EARLY:
+    # the refit serves (weights solved on the late users' labels too), the gates judged
+    # the weights solved before the cut-off
+    judged = registry.load(version, with_evaluated=True).judged()
+    assert judged.metadata["evaluated"]["labels"] < model.metadata["refit"]["labels"]
+    assert not np.allclose(judged.weights, model.weights)
+    for user in [*EARLY, *LATE]:
         row = list(model.user_ids).index(user)
         had = {str(model.item_ids[i]) for i in model.history[row].indices}
         answer = runtime.recommend(user, 10, [], {})
@@ -89,7 +95,7 @@ def test_an_experiment_variant_trains_ease_through_its_dagster_chain(system: Sys
     version = registry.deployed_version("ease_ab", "ease", spec.variants["ease"].training_digest)
     assert version is not None and version.startswith("ease-")
     metadata = registry.metadata(version)  # l2 chosen on validation, every trial kept
-    assert metadata["config"] == {"l2": 5.0, "search_l2": True}
+    assert metadata["config"] == {"l2": 5.0, "search_l2": True, "refit": True}
     assert [t["l2"] for t in metadata["l2_search"]] == list(L2_GRID)
     assert registry.load(version).l2 == metadata["l2"] in L2_GRID
 
@@ -126,7 +132,7 @@ def test_the_champion_chain_trains_the_algorithm_the_settings_name(system: Syste
     registry = Registry(system.layout.registry)
     champion = registry.champion()
     assert champion is not None and champion.startswith("ease-")
-    assert registry.metadata(champion)["config"] == {"l2": 7.0, "search_l2": False}
+    assert registry.metadata(champion)["config"] == {"l2": 7.0, "search_l2": False, "refit": True}
     assert registry.load(champion).l2 == 7.0
     summary = model_summary(settings)  # what `make demo` reports of the champion
     assert summary["model_version"] == champion

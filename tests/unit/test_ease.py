@@ -31,6 +31,7 @@ from recloop.models.ease_model import (
     load_ease,
     save_ease,
     search_l2,
+    weights_sha256,
 )
 from recloop.models.model_artifact import MANIFEST, CorruptArtifactError
 from recloop.registry.model_registry import Registry
@@ -84,26 +85,56 @@ def recent(*items: str) -> dict[str, list]:
 # --- fit and artifact ------------------------------------------------------------------
 
 
-def test_the_weights_are_eases_closed_form_on_the_labels_before_the_cut(model) -> None:
-    early = [(user, item) for user, item, before in LABELS if before]
+def label_matrix(stamped_before: set[bool]) -> sp.csr_matrix:
+    """The 0/1 users x items of the LABELS whose flag is in `stamped_before`."""
+    kept = [(user, item) for user, item, before in LABELS if before in stamped_before]
     users = {u: n for n, u in enumerate(["u1", "u2", "u3", "u4", "u5"])}
     items = {i: n for n, i in enumerate(CATALOG)}
-    x = sp.csr_matrix(
-        (np.ones(len(early)), ([users[u] for u, _ in early], [items[i] for _, i in early])),
+    return sp.csr_matrix(
+        (np.ones(len(kept)), ([users[u] for u, _ in kept], [items[i] for _, i in kept])),
         shape=(5, 6),
     )
-    np.testing.assert_allclose(model.weights, ease_weights(x, 1.0))
-    assert model.weights.dtype == np.float32 and not np.diag(model.weights).any()
-    # "f" was labelled after the cut: nothing learned about it, but u3 never gets it again
-    assert not model.weights[:, 5].any() and not model.weights[5].any()
+
+
+def test_the_gates_judge_weights_solved_before_the_cut_and_the_refit_serves(model) -> None:
+    judged = model.judged()
+    np.testing.assert_allclose(judged.weights, ease_weights(label_matrix({True}), 1.0))
+    # "f" was labelled after the cut: the judged weights know nothing of it
+    assert not judged.weights[:, 5].any() and not judged.weights[5].any()
+    np.testing.assert_allclose(model.weights, ease_weights(label_matrix({True, False}), 1.0))
+    assert model.weights[0, 5] > 0  # the refit saw u3 have a, b and f
+    for weights in (model.weights, judged.weights):
+        assert weights.dtype == np.float32 and not np.diag(weights).any()
     assert model.history[list(model.user_ids).index("u3"), 5] == 1
     assert model.history.sum() == len(LABELS)
     assert model.metadata == {
         "training_set": "ts",
-        "fitted_labels": 11,
-        "labels_before": UNTIL.isoformat(),
         "tenants": ["t"],
+        "evaluated": {
+            "labels": 11,
+            "labels_before": UNTIL.isoformat(),
+            "weights_sha256": weights_sha256(judged.weights),
+        },
+        "refit": {"labels": 12, "weights_sha256": weights_sha256(model.weights)},
     }
+    assert "refit" not in judged.metadata and judged.judged() is judged
+
+
+def test_without_refit_the_judged_weights_serve() -> None:
+    model = fit_ease(examples(), CATALOG, UNTIL, l2=1.0, refit=False)
+    assert model.judged() is model and model.evaluated_weights is None
+    np.testing.assert_allclose(model.weights, ease_weights(label_matrix({True}), 1.0))
+    assert set(model.metadata) == {"tenants", "evaluated"}
+
+
+def test_a_refit_loaded_for_serving_cannot_be_judged(model, tmp_path: Path) -> None:
+    version = save_ease(model, tmp_path / "m")
+    served = load_ease(tmp_path / "m", version)
+    assert served.evaluated_weights is None
+    with pytest.raises(ValueError, match="load it with with_evaluated=True"):
+        served.judged()
+    judged = load_ease(tmp_path / "m", version, with_evaluated=True).judged()
+    np.testing.assert_array_equal(judged.weights, model.judged().weights)
 
 
 def test_fit_refuses_labels_outside_the_catalog_and_a_non_positive_l2() -> None:
@@ -116,8 +147,9 @@ def test_fit_refuses_labels_outside_the_catalog_and_a_non_positive_l2() -> None:
 def test_save_and_load_round_trip_with_a_content_version(model, tmp_path: Path) -> None:
     version = save_ease(model, tmp_path / "one")
     assert version.startswith("ease-") and model.version == version
-    loaded = load_ease(tmp_path / "one", expected_version=version)
+    loaded = load_ease(tmp_path / "one", expected_version=version, with_evaluated=True)
     np.testing.assert_array_equal(loaded.weights, model.weights)
+    np.testing.assert_array_equal(loaded.evaluated_weights, model.evaluated_weights)
     assert (loaded.history != model.history).nnz == 0
     assert list(loaded.user_ids) == list(model.user_ids) and list(loaded.item_ids) == list(CATALOG)
     assert (loaded.l2, loaded.metadata, loaded.version) == (1.0, model.metadata, version)
@@ -125,6 +157,9 @@ def test_save_and_load_round_trip_with_a_content_version(model, tmp_path: Path) 
     assert save_ease(loaded, tmp_path / "two") == version
     other = fit_ease(examples(), CATALOG, UNTIL, l2=2.0)
     assert save_ease(other, tmp_path / "three") != version
+    # a refit loaded for serving only would lose its judged weights: not saved again
+    with pytest.raises(ValueError, match="without its judged weights"):
+        save_ease(load_ease(tmp_path / "one"), tmp_path / "four")
 
 
 def test_a_tampered_artifact_is_refused(model, tmp_path: Path) -> None:
@@ -260,8 +295,15 @@ def test_the_chain_trains_ease_and_judges_it_with_the_promotion_gates() -> None:
     inputs = tiny_training_inputs()
     trained = train(ModelRecipe(EASE, {"l2": 1.0, "search_l2": False}), inputs, "ts")
     assert isinstance(trained.model, EaseModel) and trained.best_epoch is None
-    assert trained.metadata == {"config": {"l2": 1.0, "search_l2": False}, "l2": 1.0}
-    assert trained.model.metadata["labels_before"] == CUTOFFS.test_start.isoformat()
+    assert trained.metadata == {
+        "config": {"l2": 1.0, "search_l2": False, "refit": True},
+        "l2": 1.0,
+        "evaluated": trained.model.metadata["evaluated"],
+        "refit": trained.model.metadata["refit"],
+    }
+    evaluated = trained.model.metadata["evaluated"]
+    assert evaluated["labels_before"] == CUTOFFS.test_start.isoformat()
+    assert trained.model.metadata["refit"]["labels"] > evaluated["labels"]
     gate = RecordingOpeGate()
     plan = GatePlan(GateConfig(), against_champion=False, policy=Greedy())
     judgement = judge(trained.model, inputs, plan, gate)
@@ -336,4 +378,5 @@ def test_the_chain_fits_ease_with_the_searched_l2_and_shows_the_search() -> None
     assert trained.model.l2 == search.l2 == trained.metadata["l2"]
     assert trained.metadata["l2_search"] == search.trials
     shown = trained.stage_metrics()
-    assert shown["l2"] == search.l2 and len(shown) == len(L2_GRID) + 1
+    assert shown["l2"] == search.l2 and len(shown) == len(L2_GRID) + 3
+    assert shown["refit/labels"] == len(inputs.examples) > shown["evaluated/labels"]
