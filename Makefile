@@ -17,7 +17,7 @@ SERVE_PORT ?= 3000
 # The project's tools (dbt, dagster, feast) first, whether or not the venv is activated.
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: install demo loop experiments test test-unit test-integration test-e2e dev serve bento bench bench-quality bench-serve lint clean
+.PHONY: install demo loop experiments test test-unit test-integration test-e2e dev serve bento bench bench-quality bench-served bench-serve lint clean
 
 install: $(STAMP) $(MANIFEST)
 
@@ -73,6 +73,10 @@ bench: install
 
 bench-quality: install
 	$(BIN)/python -m bench.quality
+
+# What the served HTTP API recommends on held-out splits, against the baselines (bench/served.py).
+bench-served: install
+	$(BIN)/python -m bench.served
 
 bench-serve: install
 	$(BIN)/python -m bench.serve

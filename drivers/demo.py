@@ -113,7 +113,13 @@ def build_features(
     )
     injected = inject_malformed_batch(layout, DEMO_TENANT)
     print(f"      + {injected} deliberately malformed events ({BAD_BATCH_NAME}) to show quarantine")
+    return run_feature_jobs(settings, instance)
 
+
+def run_feature_jobs(settings: Settings, instance: dg.DagsterInstance) -> dg.Definitions:
+    """Steps 2-4 on whatever raw log the data directory holds: catalogs and events
+    validated per tenant, then dbt and Feast. Returns the definitions it ran."""
+    layout = DataLayout(settings.data_dir)
     defs = build_definitions(settings)
     tenants = layout.tenants()
     added = new_tenants(instance, tenants)
