@@ -40,5 +40,5 @@ def test_a_chain_of_another_algorithm_gets_that_algorithms_run_config() -> None:
     recipe, plan = ease(l2=42.0, search_l2=False, champion_tolerance=0.1).applied_to(
         ModelRecipe(EASE), GatePlan(GateConfig(), against_champion=True, policy=Greedy())
     )
-    assert recipe.params == {"l2": 42.0, "search_l2": False}
+    assert recipe.params == {"l2": 42.0, "search_l2": False, "refit": True}
     assert plan.config.champion_tolerance == 0.1
