@@ -124,7 +124,7 @@ def search_l2_on(
     return L2Search(best["l2"], trials)
 
 
-def weights_sha256(weights: np.ndarray) -> str:
+def matrix_sha256(weights: np.ndarray) -> str:
     """The hash of one weight matrix as stored (float32, C order)."""
     return hashlib.sha256(np.ascontiguousarray(weights, dtype=np.float32).tobytes()).hexdigest()
 
@@ -155,7 +155,7 @@ def fit_ease(
         "labels": int(fitted.sum()),
         # what the judged weights saw: a later candidate's test window must start after it
         "labels_before": until.isoformat(),
-        "weights_sha256": weights_sha256(judged),
+        "weights_sha256": matrix_sha256(judged),
     }
     model = EaseModel(
         user_ids=labels.user_ids,
@@ -174,7 +174,7 @@ def fit_ease(
         evaluated_weights=judged,
         metadata={
             **model.metadata,
-            "refit": {"labels": len(labels.users), "weights_sha256": weights_sha256(served)},
+            "refit": {"labels": len(labels.users), "weights_sha256": matrix_sha256(served)},
         },
     )
 

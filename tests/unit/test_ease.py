@@ -29,9 +29,9 @@ from recloop.models.ease_model import (
     EaseModel,
     fit_ease,
     load_ease,
+    matrix_sha256,
     save_ease,
     search_l2,
-    weights_sha256,
 )
 from recloop.models.model_artifact import MANIFEST, CorruptArtifactError
 from recloop.registry.model_registry import Registry
@@ -113,9 +113,9 @@ def test_the_gates_judge_weights_solved_before_the_cut_and_the_refit_serves(mode
         "evaluated": {
             "labels": 11,
             "labels_before": UNTIL.isoformat(),
-            "weights_sha256": weights_sha256(judged.weights),
+            "weights_sha256": matrix_sha256(judged.weights),
         },
-        "refit": {"labels": 12, "weights_sha256": weights_sha256(model.weights)},
+        "refit": {"labels": 12, "weights_sha256": matrix_sha256(model.weights)},
     }
     assert "refit" not in judged.metadata and judged.judged() is judged
 
