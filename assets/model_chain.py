@@ -63,9 +63,10 @@ from recloop.training.chain import (
 
 # One blocking check per gate group; CHECK_OF_GATE says which group each gate is in.
 PROMOTION_CHECKS = {
-    "beats_popularity": "NDCG@10 beats popularity's by the configured margin.",
+    "lift_over_popularity": "NDCG@10 lift over popularity's, lower bound of a paired "
+    "bootstrap interval over test users, at least the configured margin.",
     "no_regression_vs_champion": "NDCG@10 within tolerance of the champion's, same test set.",
-    "coverage_and_bias": "Catalog coverage and popularity bias within bounds.",
+    "coverage_and_bias": "Distinct items recommended (vs popularity's) and popularity bias within bounds.",
     "sanity": "Finite weights, scores that vary, an index (EASE: item-to-item weights; "
     "multi-stage: every candidate source) that holds the whole catalog.",
     OPE_GATE: "Off-policy estimate on logged exploration traffic not below what it earned "
@@ -75,7 +76,7 @@ PROMOTION_CHECKS = {
 VARIANT_CHECKS = {k: v for k, v in PROMOTION_CHECKS.items() if k != "no_regression_vs_champion"}
 POPULARITY_CHECKS = {"full_lists": "Every test user gets k items."}
 CHECK_OF_GATE = {
-    "beats_popularity": "beats_popularity",
+    "lift_over_popularity": "lift_over_popularity",
     "no_regression_vs_champion": "no_regression_vs_champion",
     "coverage": "coverage_and_bias",
     "popularity_bias": "coverage_and_bias",

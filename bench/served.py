@@ -69,7 +69,7 @@ RESULTS = Path(__file__).resolve().parent / "results" / "served.json"
 # sanity gates still hold.
 FORCED_GATES = {
     "min_lift_over_popularity": -1.0,
-    "min_coverage": 0.0,
+    "min_coverage_ratio": 0.0,
     "max_popularity_ratio": 100.0,
 }
 TENANT = "heldout"

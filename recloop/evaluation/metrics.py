@@ -52,16 +52,25 @@ def hit_rate_at_k(top_k: np.ndarray, relevant: Sequence[np.ndarray]) -> float:
     return _mean_over_users(top_k, relevant, lambda hits, sizes: hits.any(axis=1))
 
 
+def _ndcg_of_hits(hits: np.ndarray, sizes: np.ndarray) -> np.ndarray:
+    discounts = _discounts(hits.shape[1])
+    ideal = np.concatenate([[0.0], np.cumsum(discounts)])
+    ideal_len = np.minimum(sizes, len(discounts)).astype(int)
+    return (hits * discounts).sum(axis=1) / ideal[ideal_len]
+
+
 def ndcg_at_k(top_k: np.ndarray, relevant: Sequence[np.ndarray]) -> float:
     """Binary-gain NDCG: sum of 1/log2(rank+1) over hits, over the ideal for min(|relevant|, K)."""
-    discounts = _discounts(top_k.shape[1])
-    ideal = np.concatenate([[0.0], np.cumsum(discounts)])
+    return _mean_over_users(top_k, relevant, _ndcg_of_hits)
 
-    def per_user(hits: np.ndarray, sizes: np.ndarray) -> np.ndarray:
-        ideal_len = np.minimum(sizes, len(discounts)).astype(int)
-        return (hits * discounts).sum(axis=1) / ideal[ideal_len]
 
-    return _mean_over_users(top_k, relevant, per_user)
+def ndcg_per_user(top_k: np.ndarray, relevant: Sequence[np.ndarray]) -> np.ndarray:
+    """`ndcg_at_k` of each user with a relevant item (in order), the unit a paired test
+    between two models' lists resamples."""
+    hits = hit_matrix(top_k, relevant)
+    sizes = np.array([len(rel) for rel in relevant], dtype=float)
+    scored = sizes > 0
+    return _ndcg_of_hits(hits[scored], sizes[scored])
 
 
 def map_at_k(top_k: np.ndarray, relevant: Sequence[np.ndarray]) -> float:

@@ -28,8 +28,8 @@ from recloop.data.layout import sha256_file
 from recloop.evaluation.gates import (
     GateConfig,
     GateResult,
-    beats_popularity,
     coverage_and_bias,
+    lift_over_popularity,
     no_regression,
     sanity,
 )
@@ -39,6 +39,7 @@ from recloop.evaluation.metrics import (
     evaluate_item_segments,
     evaluate_segments,
     ndcg_at_k,
+    ndcg_per_user,
 )
 from recloop.features.feature_vectors import FeatureSpec
 from recloop.features.training_set import TemporalCutoffs
@@ -105,6 +106,7 @@ class Candidate:
     metrics: dict[str, dict[str, float]]
     popularity_metrics: dict[str, float]
     evaluation: EvaluationSet
+    lists: np.ndarray  # the judged weights' top K per test user, catalog indices
     history: list[dict[str, float]] = field(default_factory=list)
 
 
@@ -156,12 +158,19 @@ def evaluation_set(inputs: TrainingInputs, part: str, as_of: pd.Timestamp) -> Ev
 
 
 def evaluate_bundle(bundle: ModelBundle, evaluation: EvaluationSet, k: int = K) -> dict[str, dict]:
-    """Metrics of `bundle` on `evaluation`, through the serving code path (`Retriever`).
+    """Metrics of `bundle` on `evaluation` (`ranked_bundle`). Pass `bundle.judged()` for a
+    refit model."""
+    return segment_metrics(ranked_bundle(bundle, evaluation, k), evaluation)
+
+
+def ranked_bundle(bundle: ModelBundle, evaluation: EvaluationSet, k: int = K) -> np.ndarray:
+    """Each test user's top k from `bundle` (catalog indices), through the serving code
+    path (`Retriever`).
 
     Works for any bundle, including a champion trained on another catalog or user
     set: ids are mapped, and a user the bundle has no row for is served as the service
     would serve them (placed from features and recent items, else popularity), their
-    items seen before the cut-off excluded. Pass `bundle.judged()` for a refit model.
+    items seen before the cut-off excluded.
     """
     bundle_users = pd.Index(bundle.user_ids.astype(str))
     bundle_items = pd.Index(bundle.item_ids.astype(str))
@@ -191,7 +200,7 @@ def evaluate_bundle(bundle: ModelBundle, evaluation: EvaluationSet, k: int = K) 
             f"model {bundle.version or '(unsaved)'} recommends items missing from the "
             f"evaluation catalog (e.g. {outside}); it cannot be compared on this test set"
         )
-    return segment_metrics(top, evaluation)
+    return top
 
 
 def segment_metrics(top: np.ndarray, evaluation: EvaluationSet) -> dict[str, dict[str, float]]:
@@ -206,9 +215,18 @@ def segment_metrics(top: np.ndarray, evaluation: EvaluationSet) -> dict[str, dic
 def evaluate_labels_only(
     model: PopularityModel | EaseModel | MultiStageModel, evaluation: EvaluationSet, k: int = K
 ) -> tuple[dict[str, dict], np.ndarray]:
-    """Metrics of a labels-only model (popularity, EASE, the multi-stage recommender) on
-    `evaluation` through its serving path, and the length of each test user's list (a
-    short list fails the `full_lists` gate). Pass `model.judged()` for a refit model.
+    """Metrics of a labels-only model on `evaluation` (`ranked_labels_only`), and the length
+    of each test user's list. Pass `model.judged()` for a refit model."""
+    top, lengths = ranked_labels_only(model, evaluation, k)
+    return segment_metrics(top, evaluation), lengths
+
+
+def ranked_labels_only(
+    model: PopularityModel | EaseModel | MultiStageModel, evaluation: EvaluationSet, k: int = K
+) -> tuple[np.ndarray, np.ndarray]:
+    """Each test user's top k from a labels-only model (popularity, EASE, the multi-stage
+    recommender) through its serving path (catalog indices, -1 past a short list), and the
+    length of each list (a short list fails the `full_lists` gate).
 
     The model knows each user's items before the cut-off; a user it has no row for is
     served as the service would serve them (from the request's features when the kind
@@ -241,7 +259,7 @@ def evaluate_labels_only(
             )
         top[row, : len(items)] = items
         lengths[row] = len(items)
-    return segment_metrics(top, evaluation), lengths
+    return top, lengths
 
 
 def evaluate_model(model: ServableModel, evaluation: EvaluationSet, k: int = K) -> dict[str, dict]:
@@ -256,12 +274,16 @@ def evaluate_model(model: ServableModel, evaluation: EvaluationSet, k: int = K) 
 
 def popularity_metrics(evaluation: EvaluationSet, k: int = K) -> dict[str, float]:
     """The popularity baseline on the same test users, with the same seen items masked."""
+    return evaluate(popularity_lists(evaluation, k), evaluation.relevant, evaluation.inputs())
+
+
+def popularity_lists(evaluation: EvaluationSet, k: int = K) -> np.ndarray:
+    """The popularity baseline's top k per test user, their seen items masked."""
     users = pd.Index(evaluation.user_ids)
     seen = _pairs_matrix(evaluation.seen_pairs, users, pd.Index(evaluation.catalog))
     baseline = Popularity()
     baseline.counts = evaluation.item_popularity.astype(np.float32)
-    top = recommend(baseline, np.arange(len(users)), seen, k)
-    return evaluate(top, evaluation.relevant, evaluation.inputs())
+    return recommend(baseline, np.arange(len(users)), seen, k)
 
 
 def _training_examples(
@@ -348,7 +370,8 @@ def fit_candidate(
         index=RetrievalIndex.build(item_vectors_of(result.model), ann_min_items),
     )
     test = evaluation_set(inputs, "test", inputs.cutoffs.test_start)
-    metrics = evaluate_bundle(evaluated, test)
+    lists = ranked_bundle(evaluated, test)
+    metrics = segment_metrics(lists, test)
     evaluated.metadata = {
         **(metadata or {}),
         "tenants": sorted(examples["tenant_id"].astype(str).unique().tolist()),
@@ -386,6 +409,7 @@ def fit_candidate(
         metrics=metrics,
         popularity_metrics=popularity_metrics(test),
         evaluation=test,
+        lists=lists,
         history=result.history,
     )
 
@@ -433,18 +457,18 @@ def _labels_seen_in_window(champion: ServableModel | None, window: str | None) -
 
 
 def metric_gates(
-    metrics: dict[str, float],
-    popularity: dict[str, float],
+    lists: np.ndarray,
     evaluation: EvaluationSet,
     labels_before: str | None,
     champion: ServableModel | None,
     config: GateConfig,
     champion_served_share: float = 0.0,
 ) -> list[GateResult]:
-    """The gates on a candidate's test metrics, whatever its kind: against popularity and
-    against the champion (of any kind, scored by the weights it was judged as) on the
-    same test set. `labels_before`: up to when the candidate's judged weights saw labels,
-    the start of its test window.
+    """The gates on a candidate's top-K `lists` for the test users, whatever its kind:
+    against popularity (a paired comparison, user by user, on the same users with the same
+    seen items masked) and against the champion (of any kind, scored by the weights it
+    was judged as) on the same test set. `labels_before`: up to when the candidate's
+    judged weights saw labels, the start of its test window.
 
     The champion is scored through `champion.judged()` when it is a refit two-tower: the
     weights trained on its train part, not the refit, which saw every label up to its
@@ -455,13 +479,21 @@ def metric_gates(
     seen part of it, the comparison favours it (the gate may block a good candidate,
     never pass a bad one), and the gate's detail says so.
     """
+    inputs = evaluation.inputs()
+    metrics = evaluate(lists, evaluation.relevant, inputs)
+    baseline = popularity_lists(evaluation)
+    popularity = evaluate(baseline, evaluation.relevant, inputs)
     champion_metrics = evaluate_model(champion, evaluation)["all"] if champion else None
     regression = no_regression(metrics, champion_metrics, config, champion_served_share)
     overlap = _labels_seen_in_window(champion, labels_before)
     if overlap:
         regression = replace(regression, detail=f"{regression.detail}; {overlap}")
     return [
-        beats_popularity(metrics, popularity, config),
+        lift_over_popularity(
+            ndcg_per_user(lists, evaluation.relevant),
+            ndcg_per_user(baseline, evaluation.relevant),
+            config,
+        ),
         regression,
         *coverage_and_bias(metrics, popularity, config),
     ]
@@ -478,8 +510,7 @@ def candidate_gates(
     the weights it was judged as; sanity on the weights that would serve."""
     bundle, evaluation = candidate.bundle, candidate.evaluation
     metrics = metric_gates(
-        candidate.metrics["all"],
-        candidate.popularity_metrics,
+        candidate.lists,
         evaluation,
         judged_labels_before(bundle),
         champion,

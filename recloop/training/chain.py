@@ -46,7 +46,6 @@ from recloop.training.candidate import (
     candidate_gates,
     champion_served_share,
     ease_sanity,
-    evaluate_bundle,
     evaluate_labels_only,
     evaluation_set,
     fit_candidate,
@@ -54,6 +53,9 @@ from recloop.training.candidate import (
     metric_gates,
     multi_stage_sanity,
     popularity_metrics,
+    ranked_bundle,
+    ranked_labels_only,
+    segment_metrics,
 )
 
 TWO_TOWER = "two_tower"
@@ -269,16 +271,17 @@ def judge(
     rival = champion if plan.against_champion else None
     judged = model.judged()
     if isinstance(model, ModelBundle):
-        metrics = evaluate_bundle(judged, test)
-        candidate = Candidate(model, metrics, baseline, test)
+        lists = ranked_bundle(judged, test)
+        metrics = segment_metrics(lists, test)
+        candidate = Candidate(model, metrics, baseline, test, lists)
         offline = candidate_gates(candidate, rival, plan.config, share)
     else:
-        metrics, _ = evaluate_labels_only(judged, test, K)
+        lists, _ = ranked_labels_only(judged, test, K)
+        metrics = segment_metrics(lists, test)
         sanity_of = ease_sanity if isinstance(model, EaseModel) else multi_stage_sanity
         offline = [
             *metric_gates(
-                metrics["all"],
-                baseline,
+                lists,
                 test,
                 judged_labels_before(model),
                 rival,

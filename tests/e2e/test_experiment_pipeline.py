@@ -156,7 +156,7 @@ def test_both_variants_passed_their_gates_and_were_deployed(experiments, ab_run)
     _, result = ab_run
     checks = {c.check_name: c for c in result.get_asset_check_evaluations()}
     assert {name: c.passed for name, c in checks.items()} == {
-        "beats_popularity": True,
+        "lift_over_popularity": True,
         "coverage_and_bias": True,
         "sanity": True,
         "ope_vs_logged": True,

@@ -44,7 +44,7 @@ def test_champion_is_registered_with_its_evidence(trained) -> None:
     metadata = registry.metadata(champion)
     assert metadata["gate"]["passed"] is True
     assert {r["name"] for r in metadata["gate"]["results"]} >= {
-        "beats_popularity",
+        "lift_over_popularity",
         "no_regression_vs_champion",
         "coverage",
         "popularity_bias",
@@ -132,7 +132,7 @@ def test_shuffled_labels_are_blocked_and_the_champion_keeps_serving(trained, ser
         },
     )
     checks = {c.check_name: c.passed for c in result.get_asset_check_evaluations()}
-    assert checks["beats_popularity"] is False
+    assert checks["lift_over_popularity"] is False
     assert checks["no_regression_vs_champion"] is False
     assert checks["sanity"] is True
     materialized = {e.asset_key.to_user_string() for e in result.get_asset_materialization_events()}

@@ -21,13 +21,13 @@ def test_dagster_run_config_has_every_field_with_its_default() -> None:
 
 
 def test_run_config_overrides_reach_the_model_and_the_gates() -> None:
-    config = CandidateConfig(epochs=3, min_coverage=0.5, ann_min_items=7, refit=False)
+    config = CandidateConfig(epochs=3, min_coverage_ratio=0.5, ann_min_items=7, refit=False)
     recipe, plan = config.applied_to(
         ModelRecipe(TWO_TOWER), GatePlan(GateConfig(), against_champion=True, policy=Greedy())
     )
     params = TwoTowerConfig(**recipe.params)
     assert params.epochs == 3 and params.refit is False and recipe.ann_min_items == 7
-    assert plan.config.min_coverage == 0.5 and plan.against_champion
+    assert plan.config.min_coverage_ratio == 0.5 and plan.against_champion
 
 
 def test_a_chain_of_another_algorithm_gets_that_algorithms_run_config() -> None:

@@ -309,7 +309,7 @@ def test_the_chain_trains_ease_and_judges_it_with_the_promotion_gates() -> None:
     judgement = judge(trained.model, inputs, plan, gate)
     names = [r.name for r in judgement.results]
     assert names == [
-        "beats_popularity",
+        "lift_over_popularity",
         "coverage",
         "popularity_bias",
         "finite_weights",

@@ -314,7 +314,7 @@ def test_the_chain_trains_the_multi_stage_recommender_and_judges_its_judged_stat
     judgement = judge(model, inputs, plan, gate)
     names = [r.name for r in judgement.results]
     assert names == [
-        "beats_popularity",
+        "lift_over_popularity",
         "no_regression_vs_champion",
         "coverage",
         "popularity_bias",

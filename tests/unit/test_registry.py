@@ -9,7 +9,7 @@ from recloop.registry.model_registry import PromotionError, Registry
 from tests.model_fixtures import CONFIG, tiny_bundle
 
 PASSED = {"gate": {"passed": True, "results": []}}
-FAILED = {"gate": {"passed": False, "results": [{"name": "beats_popularity", "passed": False}]}}
+FAILED = {"gate": {"passed": False, "results": [{"name": "lift_over_popularity", "passed": False}]}}
 
 
 @pytest.fixture
@@ -55,7 +55,7 @@ def test_a_candidate_that_failed_its_gates_is_not_promoted(registry) -> None:
     registry.promote(champion, reason="initial")
     failed = register(registry, 2, FAILED)
     with pytest.raises(
-        PromotionError, match=r"did not pass its gates \(failed: \['beats_popularity'\]\)"
+        PromotionError, match=r"did not pass its gates \(failed: \['lift_over_popularity'\]\)"
     ):
         registry.promote(failed, reason="try")
     assert registry.champion() == champion
