@@ -91,8 +91,9 @@ class EaseConfig:
     )
     search_l2: bool = param(
         True,
-        "choose l2 from 50-2000 by NDCG@10 on the validation part (weights fitted on the "
-        "train part; the test part is never read); every trial is kept with the model",
+        "choose l2 from 50-2000 by NDCG@10 on two hold-outs before the test part (the "
+        "temporal validation part and each user's latest labels; the test part is never "
+        "read); every trial is kept with the model",
     )
     # As the two-tower's refit: the newest labels hold the users and items the served
     # weights must know.

@@ -34,7 +34,7 @@ from recloop.models.configs import (
     PopularityConfig,
     TwoTowerConfig,
 )
-from recloop.models.ease_model import SEARCH_METRIC, EaseModel, fit_ease, search_l2
+from recloop.models.ease_model import EaseModel, fit_ease, search_l2
 from recloop.models.model_artifact import ModelBundle
 from recloop.models.multi_stage_model import MultiStageModel, fit_multi_stage
 from recloop.models.popularity_model import PopularityModel, fit_popularity
@@ -124,8 +124,10 @@ class TrainedModel:
         none for the other kinds."""
         if isinstance(self.model, EaseModel):
             return {
-                f"l2_search/{trial['l2']:g}": round(trial[SEARCH_METRIC], 4)
+                f"l2_search/{trial['l2']:g}/{key}": round(value, 4)
                 for trial in self.metadata.get("l2_search", [])
+                for key, value in trial.items()
+                if key != "l2"
             } | {
                 "l2": self.model.l2,
                 **{

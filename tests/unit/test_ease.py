@@ -25,14 +25,17 @@ from recloop.models.baselines import ease_weights
 from recloop.models.ease_model import (
     ARRAYS,
     L2_GRID,
+    RELATIVE_SCORE,
     SEARCH_METRIC,
     EaseModel,
     fit_ease,
+    latest_per_user,
     load_ease,
     matrix_sha256,
     save_ease,
     search_l2,
 )
+from recloop.models.label_matrix import LabelMatrix
 from recloop.models.model_artifact import MANIFEST, CorruptArtifactError
 from recloop.registry.model_registry import Registry
 from recloop.training.chain import EASE, GatePlan, ModelRecipe, judge, train
@@ -360,15 +363,45 @@ def test_search_l2_picks_the_best_validation_score_and_never_reads_the_test_part
     grid = (0.1, 10.0, 1_000.0)
     search = search_l2(search_world(1, 2), catalog, cutoffs, grid)
     assert [t["l2"] for t in search.trials] == list(grid)
-    scores = [t[SEARCH_METRIC] for t in search.trials]
-    assert search.l2 == grid[int(np.argmax(scores))] and all(0 < s <= 1 for s in scores)
+    for holdout in ("temporal", "latest_per_user"):
+        scores = [t[f"{holdout}/{SEARCH_METRIC}"] for t in search.trials]
+        assert all(0 < s <= 1 for s in scores)
+    relative = [t[RELATIVE_SCORE] for t in search.trials]
+    assert search.l2 == grid[int(np.argmax(relative))] and max(relative) <= 1
     # other test labels (different draws, more of them): the same search
     again = search_l2(search_world(2, 5), catalog, cutoffs, grid)
     assert again == search
     world = search_world(1, 2)
     train_only = world[world["event_timestamp"] < cutoffs.valid_start]
+    alone = search_l2(train_only, catalog, cutoffs, grid)
+    assert {key for t in alone.trials for key in t} == {
+        "l2",
+        f"latest_per_user/{SEARCH_METRIC}",
+        RELATIVE_SCORE,
+    }
+    single_labels = train_only.drop_duplicates("user_id")
     with pytest.raises(ValueError, match="no validation labels"):
-        search_l2(train_only, catalog, cutoffs, grid)
+        search_l2(single_labels, catalog, cutoffs, grid)
+
+
+def test_the_latest_labels_of_each_user_are_held_out_by_time() -> None:
+    stamps = [UNTIL + pd.Timedelta(hours=h) for h in (5, 1, 3, 2, 4, 0, 9)]
+    examples = pd.DataFrame(
+        {
+            "user_id": ["a", "a", "a", "a", "a", "b", "c"],
+            "item_id": ["i0", "i1", "i2", "i3", "i4", "i0", "i1"],
+            "event_timestamp": stamps,
+        }
+    )
+    labels = LabelMatrix.of(examples, np.array([f"i{i}" for i in range(5)]))
+    everything = np.ones(len(examples), dtype=bool)
+    # a's five labels: the latest one (a fifth); b and c have one label each and keep it
+    assert latest_per_user(labels, everything, 0.2).tolist() == [1, 0, 0, 0, 0, 0, 0]
+    assert latest_per_user(labels, everything, 0.4).tolist() == [1, 0, 0, 0, 1, 0, 0]
+    # only the selected labels count: without the 5 h one, the 4 h one is a's latest
+    selected = everything.copy()
+    selected[0] = False
+    assert latest_per_user(labels, selected, 0.2).tolist() == [0, 0, 0, 0, 1, 0, 0]
 
 
 def test_the_chain_fits_ease_with_the_searched_l2_and_shows_the_search() -> None:
@@ -378,5 +411,6 @@ def test_the_chain_fits_ease_with_the_searched_l2_and_shows_the_search() -> None
     assert trained.model.l2 == search.l2 == trained.metadata["l2"]
     assert trained.metadata["l2_search"] == search.trials
     shown = trained.stage_metrics()
-    assert shown["l2"] == search.l2 and len(shown) == len(L2_GRID) + 3
+    # per L2: each hold-out's NDCG and the relative score; then l2 and the two fits' labels
+    assert shown["l2"] == search.l2 and len(shown) == 3 * len(L2_GRID) + 3
     assert shown["refit/labels"] == len(inputs.examples) > shown["evaluated/labels"]
