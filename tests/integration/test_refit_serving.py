@@ -1,5 +1,7 @@
 """A positives-only log through the whole graph: the promoted champion serves every user
-with history from the model, none from the popularity fallback.
+with history from the model, none from the popularity fallback. EASE is promoted there
+by the default gates; the two-tower, with the gates against popularity relaxed, shows
+that its refit knows the users who arrive after the test cut-off.
 
 Issue 14: with only the weights trained on the first 80 % of time served, users whose
 history lies after that cut (here the `LATE` cohort, which arrives on the last day) got
@@ -17,7 +19,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from assets.definitions import TRAINING_JOB
+from assets.definitions import TRAINING_JOB, build_definitions
 from recloop.data.layout import DataLayout, write_parquet_atomic
 from recloop.data.movielens import MovieLensFrames, to_raw_log, write_raw_log
 from recloop.registry.model_registry import Registry
@@ -27,9 +29,11 @@ from tests.conftest import GENRES, TINY_TENANT
 from tests.integration.test_pipeline import tiny_features_run
 
 DAYS = 8
-EARLY = [str(u) for u in range(1, 13)]  # like two items of their genre every day
-LATE = [str(u) for u in range(13, 17)]  # arrive on the last day: all their labels are late
-BROWSER = "17"  # only impressions on the last day: features, no label
+# Enough users that the test part (the last day) can tell a model from popularity with
+# the default gates' confidence.
+EARLY = [str(u) for u in range(1, 49)]  # like two items of their genre every day
+LATE = [str(u) for u in range(49, 57)]  # arrive on the last day: all their labels are late
+BROWSER = "57"  # only impressions on the last day: features, no label
 ITEMS = [str(i) for i in range(1, 41)]  # enough unseen ones left for top-10 lists
 # Gates relaxed: random tastes within a genre are not meant to beat popularity; this test is
 # about what serves once a champion is promoted.
@@ -89,28 +93,75 @@ def write_impressions(layout: DataLayout, day: date) -> None:
     write_parquet_atomic(events, layout.raw_events_partition(TINY_TENANT, day) / "browse.parquet")
 
 
-@pytest.fixture
-def champion_system(
-    data_dir: Path, instance: dg.DagsterInstance, monkeypatch: pytest.MonkeyPatch
+def promote_on_positives_only(
+    data_dir: Path,
+    instance: dg.DagsterInstance,
+    monkeypatch: pytest.MonkeyPatch,
+    algorithm: str,
+    candidate: dict[str, object],
 ) -> Settings:
-    """The log ending yesterday (so online features are fresh), features, a champion."""
+    """The log ending yesterday (so online features are fresh), features, a champion of
+    kind `algorithm` trained with `candidate` as its run config."""
     yesterday = datetime.now(UTC).date() - timedelta(days=1)
     days = [yesterday - timedelta(days=DAYS - 1 - n) for n in range(DAYS)]
     layout = DataLayout(data_dir)
     write_raw_log(to_raw_log(positives_only_frames(days), TINY_TENANT), layout)
     write_impressions(layout, days[-1])
-    settings = Settings(data_dir=data_dir, partitions_start=days[0])
+    settings = Settings(data_dir=data_dir, partitions_start=days[0], champion_algorithm=algorithm)
     defs = tiny_features_run(settings, instance)
     result = defs.resolve_job_def(TRAINING_JOB).execute_in_process(
         instance=instance,
         raise_on_error=False,
-        run_config={"ops": {"model_candidate": {"config": CANDIDATE}}},
+        run_config={"ops": {"model_candidate": {"config": candidate}}},
     )
     assert result.success, [e.message for e in result.all_events if e.is_failure]
     monkeypatch.setenv("RECLOOP_DATA_DIR", str(data_dir))
     monkeypatch.setenv("RECLOOP_PARTITIONS_START", days[0].isoformat())
     monkeypatch.setenv("RECLOOP_EXPERIMENTS_DIR", str(data_dir / "experiments"))
+    monkeypatch.setenv("RECLOOP_CHAMPION_ALGORITHM", algorithm)
     return settings
+
+
+@pytest.fixture
+def champion_system(
+    data_dir: Path, instance: dg.DagsterInstance, monkeypatch: pytest.MonkeyPatch
+) -> Settings:
+    return promote_on_positives_only(data_dir, instance, monkeypatch, "two_tower", CANDIDATE)
+
+
+def test_the_default_gates_promote_ease_on_a_positives_only_log(
+    data_dir: Path, instance: dg.DagsterInstance, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No threshold relaxed: the champion is EASE, and it serves every labelled user."""
+    settings = promote_on_positives_only(data_dir, instance, monkeypatch, "ease", {})
+    registry = Registry(DataLayout(settings.data_dir).registry)
+    champion = registry.champion()
+    assert champion is not None and champion.startswith("ease-")
+    gate = {r["name"]: r for r in registry.metadata(champion)["gate"]["results"]}
+    lift = gate["lift_over_popularity"]
+    assert lift["passed"] and lift["threshold"] == -0.1 and gate["coverage"]["passed"]
+    runtime = RecloopRuntime()
+    assert runtime.reload() == champion
+    for user in [*EARLY, *LATE]:
+        answer = runtime.recommend(user, 10, [], {})
+        assert answer.fallback is None and answer.model_version == champion, user
+        assert len(answer.items) == 10
+    assert runtime.recommend("never-seen", 3, [], {}).fallback == "popularity"
+
+    # The negative control: labels shuffled across items; the same default gates block it
+    # and the champion stays.
+    result = (
+        build_definitions(settings)
+        .resolve_job_def(TRAINING_JOB)
+        .execute_in_process(
+            instance=instance,
+            raise_on_error=False,
+            run_config={"ops": {"model_candidate": {"config": {"label_permutation_seed": 1}}}},
+        )
+    )
+    checks = {c.check_name: c.passed for c in result.get_asset_check_evaluations()}
+    assert checks["lift_over_popularity"] is False and checks["sanity"] is True
+    assert registry.champion() == champion
 
 
 def test_every_user_with_history_is_served_by_the_promoted_model(champion_system) -> None:
