@@ -191,7 +191,7 @@ def candidate_config(config_class: type) -> type[_CandidateSettings]:
     )
 
 
-# The champion chain's run config with the default RECLOOP_CHAMPION_ALGORITHM (two_tower).
+# The champion chain's run config with RECLOOP_CHAMPION_ALGORITHM=two_tower.
 CandidateConfig = candidate_config(TwoTowerConfig)
 
 

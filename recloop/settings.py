@@ -36,7 +36,9 @@ DEFAULT_EXPERIMENTS_DIR = Path("experiments")
 # What the champion chain may train: the registered algorithms the promotion gates judge
 # (recloop.experiments.algorithms registers them; a unit test keeps the two in step).
 CHAMPION_ALGORITHMS = ("two_tower", "ease", "multi_stage")
-DEFAULT_CHAMPION_ALGORITHM = "two_tower"
+# EASE: on a user's own positives-only log it passes the gates and, asked over HTTP, serves
+# returning users better than the two-tower (README, "make bench-served").
+DEFAULT_CHAMPION_ALGORITHM = "ease"
 # MovieLens-100K, the demo data set, starts on 1997-09-20.
 DEFAULT_PARTITIONS_START = date(1997, 9, 1)
 

@@ -38,7 +38,7 @@ class TrainedSystem:
 @pytest.fixture(scope="session")
 def trained(tmp_path_factory) -> TrainedSystem:
     data_dir = tmp_path_factory.mktemp("ml100k")
-    settings = Settings(data_dir=data_dir)
+    settings = Settings(data_dir=data_dir, champion_algorithm="two_tower")
     (data_dir / "dagster").mkdir()
     with dg.instance_for_test(temp_dir=str(data_dir / "dagster")) as instance:
         defs = build_features(settings, instance)
