@@ -143,13 +143,17 @@ class MultiStageConfig:
     neighbours: int = param(100, "most similar items each item keeps", minimum=1)
     label_window_share: float = param(
         0.125,
-        "share of the training labels, the newest, that the ranker learns from (the sources "
-        "proposing its candidates are fitted on the labels before them)",
+        "share of the training labels, the newest (of each user's, or of all), that a label "
+        "window holds for the ranker to learn from (the sources proposing its candidates "
+        "are fitted on the labels before them)",
         exclusive_minimum=0,
         maximum=0.5,
     )
     label_window_folds: int = param(
-        2, "label windows, each before the previous one, that the ranker learns from", minimum=1
+        2,
+        "label windows, each before the previous one, that the ranker learns from: each "
+        "user's latest labels, then the newest period's, alternating",
+        minimum=1,
     )
     ranker_min_data_in_leaf: int = param(
         300, "candidates per leaf of the ranker's trees at least (fewer on small data)", minimum=1

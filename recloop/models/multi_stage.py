@@ -41,7 +41,9 @@ from recloop.models.candidate_sources import (
 )
 from recloop.models.ranker import BoostedRanker, RankerConfig
 
-LabelWindowKind = Literal["latest", "random", "global"]
+LabelWindowKind = Literal["latest", "random", "global", "mixed"]
+# The tasks a mixed label window alternates, fold by fold.
+MIXED_KINDS: tuple[LabelWindowKind, ...] = ("latest", "global")
 NOT_A_CANDIDATE = -1e6  # below any ranker score; popularity still orders the rest
 
 
@@ -51,7 +53,9 @@ class LabelWindow:
 
     latest: each user's most recent `share` (a next-items task);
     random: a seeded random `share` of each user's (a fill-in task, RecBole's protocol);
-    global: everything after the (1 - share) quantile of time (the pipeline's task).
+    global: everything after the (1 - share) quantile of time (the pipeline's task);
+    mixed: the folds alternate latest and global, each before the previous one, so one
+    ranker learns what a returning user does next and what a new period brings.
     Users with a single interaction keep it for fitting under latest and random.
     """
 
@@ -69,7 +73,8 @@ class LabelWindow:
             if self.kind == "random":
                 pairs.append(replace(self, seed=self.seed + fold).split(data))
             else:
-                pairs.append(self.split(remaining))
+                kind = MIXED_KINDS[fold % len(MIXED_KINDS)] if self.kind == "mixed" else self.kind
+                pairs.append(replace(self, kind=kind).split(remaining))
                 remaining = pairs[-1][0]
         return pairs
 

@@ -82,6 +82,23 @@ def test_folds_step_back_in_time() -> None:
     assert not triples(labels_1) & triples(labels_0)
 
 
+def test_mixed_folds_alternate_each_users_latest_and_the_newest_period() -> None:
+    data = planted()
+    (fit_0, labels_0), (fit_1, labels_1), (fit_2, labels_2) = LabelWindow(
+        "mixed", share=0.2, folds=3
+    ).windows(data)
+    for (fit, labels), (kind, before) in zip(
+        ((fit_0, labels_0), (fit_1, labels_1), (fit_2, labels_2)),
+        (("latest", data), ("global", fit_0), ("latest", fit_1)),
+        strict=True,
+    ):
+        expected_fit, expected_labels = LabelWindow(kind, share=0.2).split(before)
+        assert triples(fit) == triples(expected_fit) and triples(labels) == triples(expected_labels)
+    assert labels_1.timestamps.min() > fit_1.timestamps.max()
+    # the latest windows hold some of every user's labels, the global one only the newest
+    assert len(np.unique(labels_0.users)) == N_USERS > len(np.unique(labels_1.users))
+
+
 def test_random_folds_draw_different_labels() -> None:
     (_, first), (_, second) = LabelWindow("random", share=0.2, folds=2).windows(planted())
     assert triples(first) != triples(second)

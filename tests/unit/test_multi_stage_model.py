@@ -94,7 +94,7 @@ def test_the_judged_state_never_saw_the_test_part_and_the_served_one_saw_everyth
     assert (evaluated["labels"], refit["labels"]) == (before, len(labels))
     for record in (evaluated, refit):
         stages = record["stages"]
-        assert stages["label_window"]["kind"] == "global"
+        assert stages["label_window"]["kind"] == "mixed"
         assert set(stages["candidate_recall"]) == {
             "item_to_item@100",
             "matrix_factorisation@50",
