@@ -2,8 +2,8 @@
 
 The champion's chain (assets.model_chain) is `training_set -> model_candidate ->
 champion_model`: `model_candidate` trains, evaluates and registers a candidate of the
-algorithm `RECLOOP_CHAMPION_ALGORITHM` names (EASE by default, or the two-tower, or the
-multi-stage recommender), and five blocking asset checks hold it to the promotion gates
+algorithm `RECLOOP_CHAMPION_ALGORITHM` names (the multi-stage recommender by default, or
+EASE, or the two-tower), and five blocking asset checks hold it to the promotion gates
 (recloop.evaluation.gates), so `champion_model`, which promotes it, only runs when
 every gate passed, whatever kind the current champion is. A failed gate leaves the
 previous champion serving.

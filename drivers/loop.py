@@ -708,7 +708,7 @@ def add_simulation_arguments(parser: argparse.ArgumentParser, data_dir: Path) ->
         "--champion-algorithm",
         choices=CHAMPION_ALGORITHMS,
         default=Settings.from_env().champion_algorithm,
-        help="what the champion chain trains (default: RECLOOP_CHAMPION_ALGORITHM, else ease)",
+        help="what the champion chain trains (default: RECLOOP_CHAMPION_ALGORITHM, else multi_stage)",
     )
 
 

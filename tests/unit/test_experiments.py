@@ -767,9 +767,10 @@ def test_cli_list_and_plan_on_the_examples(capsys: pytest.CaptureFixture[str]) -
     statuses = {line.split()[0]: line.split()[1:3] for line in listed[1:]}
     assert statuses["two_tower_vs_popularity_ab"] == ["active", "ab"]
     assert statuses["ease_vs_popularity_ab"] == ["scheduled", "ab"]
+    assert statuses["multi_stage_vs_popularity_interleaving"] == ["scheduled", "interleaving"]
     assert main(["experiments", "plan", examples, "--now", "2026-12-10T00:00:00Z"]) == 0
     plan = capsys.readouterr().out
-    assert "plan as of 2026-12-10T00:00:00Z: 5 experiment(s)" in plan
+    assert "plan as of 2026-12-10T00:00:00Z: 7 experiment(s)" in plan
     assert "status: scheduled (starts 2026-12-21T00:00:00Z, in 11 d 0 h)" in plan
     assert "recent_popularity [20%]: train popularity window_days=7" in plan
     assert (
@@ -778,7 +779,7 @@ def test_cli_list_and_plan_on_the_examples(capsys: pytest.CaptureFixture[str]) -
     )
     assert "assets (experiments/<spec>/two_tower/): training_set, model, evaluation" in plan
     assert main(["experiments", "plan", examples, "--json", "--now", "2026-12-10T00:00:00Z"]) == 0
-    assert len(json.loads(capsys.readouterr().out)["experiments"]) == 5
+    assert len(json.loads(capsys.readouterr().out)["experiments"]) == 7
 
 
 def test_cli_schema_prints_the_committed_schema(capsys: pytest.CaptureFixture[str]) -> None:

@@ -127,7 +127,7 @@ def test_the_champion_algorithm_is_a_registered_gated_algorithm() -> None:
     from recloop.experiments.algorithms import ALGORITHMS
 
     assert set(CHAMPION_ALGORITHMS) == set(ALGORITHMS) - {"popularity"}
-    assert Settings.from_env({}).champion_algorithm == "ease"
+    assert Settings.from_env({}).champion_algorithm == "multi_stage"
     chosen = Settings.from_env({"RECLOOP_CHAMPION_ALGORITHM": " Two_Tower "})
     assert chosen.champion_algorithm == "two_tower"
     assert Settings.from_env(chosen.to_env()).champion_algorithm == "two_tower"
