@@ -66,7 +66,8 @@ PROMOTION_CHECKS = {
     "lift_over_popularity": "NDCG@10 lift over popularity's, lower bound of a paired "
     "bootstrap interval over test users, at least the configured margin.",
     "no_regression_vs_champion": "NDCG@10 within tolerance of the champion's, same test set.",
-    "coverage_and_bias": "Distinct items recommended (vs popularity's) and popularity bias within bounds.",
+    "coverage_and_bias": "Distinct items recommended (against popularity's) and popularity "
+    "bias within bounds.",
     "sanity": "Finite weights, scores that vary, an index (EASE: item-to-item weights; "
     "multi-stage: every candidate source) that holds the whole catalog.",
     OPE_GATE: "Off-policy estimate on logged exploration traffic not below what it earned "

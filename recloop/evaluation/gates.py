@@ -1,8 +1,9 @@
 """Promotion gates: what a candidate must show before it may replace the champion.
 
 Pure functions over metrics dicts (and per-user scores, for the paired comparison with
-popularity), so the Dagster checks, the CLI and the tests all apply the same rules. Thresholds live in `GateConfig` (defaults documented
-in the README); every result carries the value and the threshold it was held to.
+popularity), so the Dagster checks, the CLI and the tests all apply the same rules.
+Thresholds live in `GateConfig` (defaults documented in the README); every result
+carries the value and the threshold it was held to.
 """
 
 from __future__ import annotations

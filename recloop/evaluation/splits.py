@@ -149,6 +149,23 @@ def _per_user_parts(
     return part
 
 
+def latest_share_per_user(
+    users: np.ndarray, keys: np.ndarray, n_users: int, share: float
+) -> np.ndarray:
+    """Which interactions are among their user's last `share` by `keys` (a bool each):
+    floor(share x count) of a user's, at least one of a user with two or more, none of a
+    user with a single one (it stays for fitting)."""
+    order = np.lexsort((keys, users))
+    counts = np.bincount(users, minlength=n_users)
+    starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
+    position = np.arange(len(order)) - starts[users[order]]
+    held = np.floor(counts * share).astype(np.int64)
+    held[(held == 0) & (counts >= 2)] = 1
+    latest = np.zeros(len(users), dtype=bool)
+    latest[order] = position >= (counts - held)[users[order]]
+    return latest
+
+
 def chronological_split_per_user(
     interactions: Interactions, ratios: tuple[float, float, float] = (0.8, 0.1, 0.1)
 ) -> Split:

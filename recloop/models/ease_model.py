@@ -26,6 +26,7 @@ import pandas as pd
 import scipy.sparse as sp
 
 from recloop.evaluation.metrics import ndcg_at_k
+from recloop.evaluation.splits import latest_share_per_user
 from recloop.features.training_set import TemporalCutoffs
 from recloop.models.baselines import ease_weights, top_k_unseen
 from recloop.models.label_matrix import LabelMatrix
@@ -142,16 +143,11 @@ def latest_per_user(labels: LabelMatrix, selected: np.ndarray, fraction: float) 
     """Of the `selected` labels, each user's latest `fraction` by time (at least one; none
     of a user with a single label), as a bool per label."""
     chosen = np.flatnonzero(selected)
-    stamps = labels.stamps.to_numpy()[chosen]
-    order = chosen[np.lexsort((stamps, labels.users[chosen]))]
-    users = labels.users[order]
-    counts = np.bincount(users, minlength=len(labels.user_ids))
-    offsets = np.concatenate([[0], np.cumsum(counts)[:-1]])
-    position = np.arange(len(order)) - offsets[users]
-    size = counts[users]
-    held = np.where(size > 1, np.maximum(1, np.floor(size * fraction)), 0)
+    stamps = labels.stamps.to_numpy(dtype="datetime64[ns]")[chosen]
     latest = np.zeros(len(labels.users), dtype=bool)
-    latest[order[position >= size - held]] = True
+    latest[chosen] = latest_share_per_user(
+        labels.users[chosen], stamps, len(labels.user_ids), fraction
+    )
     return latest
 
 

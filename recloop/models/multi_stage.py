@@ -29,7 +29,7 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from recloop.evaluation.splits import Interactions
+from recloop.evaluation.splits import Interactions, latest_share_per_user
 from recloop.models.candidate_sources import (
     SECONDS_PER_DAY,
     CandidateSource,
@@ -85,15 +85,7 @@ class LabelWindow:
         else:
             rng = np.random.default_rng(self.seed)
             key = rng.random(len(data)) if self.kind == "random" else data.timestamps.astype(float)
-            order = np.lexsort((key, data.users))
-            counts = np.bincount(data.users, minlength=data.n_users)
-            starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
-            position = np.arange(len(order)) - starts[data.users[order]]
-            held = np.floor(counts * self.share).astype(np.int64)
-            held[(held == 0) & (counts >= 2)] = 1
-            cut = counts - held
-            labels = np.zeros(len(data), dtype=bool)
-            labels[order] = position >= cut[data.users[order]]
+            labels = latest_share_per_user(data.users, key, data.n_users, self.share)
         return data.subset(~labels), data.subset(labels)
 
 

@@ -104,7 +104,6 @@ class Candidate:
     # What is registered and served; `bundle.judged()` is what `metrics` describe.
     bundle: ModelBundle
     metrics: dict[str, dict[str, float]]
-    popularity_metrics: dict[str, float]
     evaluation: EvaluationSet
     lists: np.ndarray  # the judged weights' top K per test user, catalog indices
     history: list[dict[str, float]] = field(default_factory=list)
@@ -407,7 +406,6 @@ def fit_candidate(
     return Candidate(
         bundle=bundle,
         metrics=metrics,
-        popularity_metrics=popularity_metrics(test),
         evaluation=test,
         lists=lists,
         history=result.history,

@@ -275,7 +275,7 @@ def judge(
     if isinstance(model, ModelBundle):
         lists = ranked_bundle(judged, test)
         metrics = segment_metrics(lists, test)
-        candidate = Candidate(model, metrics, baseline, test, lists)
+        candidate = Candidate(model, metrics, test, lists)
         offline = candidate_gates(candidate, rival, plan.config, share)
     else:
         lists, _ = ranked_labels_only(judged, test, K)
