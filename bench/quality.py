@@ -57,7 +57,15 @@ from recloop.evaluation.splits import (
 )
 from recloop.features.catalog_features import item_feature_matrix, user_feature_matrix
 from recloop.features.text_embeddings import embed_items, embedding_matrix
-from recloop.models.baselines import ALS, EASE, ItemKNN, Popularity, Recommender, recommend
+from recloop.models.baselines import (
+    ALS,
+    EASE,
+    ItemKNN,
+    Popularity,
+    PopularityForStrangers,
+    Recommender,
+    recommend,
+)
 from recloop.models.candidate_sources import (
     ItemToItemSource,
     MatrixFactorisationSource,
@@ -269,9 +277,11 @@ def run_protocol(
         )
         models: list[Recommender | MultiStageRecommender] = [
             Popularity(),
-            ItemKNN(),
-            EASE(l2=l2),
-            ALS(seed=seed, **als_params),
+            # A user with no training history gets popularity from every baseline, as
+            # from the multi-stage recommender (the temporal protocol has such users).
+            PopularityForStrangers(ItemKNN()),
+            PopularityForStrangers(EASE(l2=l2)),
+            PopularityForStrangers(ALS(seed=seed, **als_params)),
             *(
                 []
                 if fast

@@ -132,6 +132,31 @@ class ALS:
         return self.user_factors[users] @ self.item_factors.T
 
 
+@dataclass
+class PopularityForStrangers:
+    """A baseline that answers a user it knows nothing of (every score equal, e.g. no
+    training interactions for EASE, ItemKNN or ALS) with popularity, as any deployment of
+    it would, instead of an arbitrary order; every other user's scores are left as they are."""
+
+    model: Recommender
+    popularity: Popularity = field(default_factory=Popularity)
+
+    @property
+    def name(self) -> str:
+        return self.model.name
+
+    def fit(self, train: sp.csr_matrix) -> PopularityForStrangers:
+        self.model.fit(train)
+        self.popularity.fit(train)
+        return self
+
+    def score(self, users: np.ndarray) -> np.ndarray:
+        scores = np.asarray(self.model.score(users), dtype=np.float32)
+        strangers = scores.max(axis=1) == scores.min(axis=1)
+        scores[strangers] = self.popularity.score(users[strangers])
+        return scores
+
+
 def top_k_unseen(scores: np.ndarray, seen: sp.csr_matrix, k: int) -> np.ndarray:
     """Top-k item indices per row of `scores`, never an item already in that row of `seen`."""
     scores = scores.astype(np.float64, copy=True)

@@ -12,7 +12,15 @@ from recloop.evaluation.splits import (
     temporal_split,
 )
 from recloop.features.training_set import temporal_cutoffs
-from recloop.models.baselines import ALS, EASE, ItemKNN, Popularity, recommend, top_k_unseen
+from recloop.models.baselines import (
+    ALS,
+    EASE,
+    ItemKNN,
+    Popularity,
+    PopularityForStrangers,
+    recommend,
+    top_k_unseen,
+)
 
 
 def interactions(n_users: int = 30, per_user: int = 12, n_items: int = 40, seed: int = 1):
@@ -115,3 +123,13 @@ def test_baselines_recommend_the_co_occurring_item(model) -> None:
 
 def test_popularity_counts_users() -> None:
     assert Popularity().fit(CO_OCCURRENCE).counts.tolist() == [4, 3, 1, 0]
+
+
+@pytest.mark.parametrize("model", [ItemKNN(neighbours=2), EASE(l2=1.0)])
+def test_a_user_without_history_gets_popularity_and_the_others_keep_their_scores(model) -> None:
+    # User 4 has no interactions: EASE and ItemKNN score every item 0 for them.
+    matrix = sp.vstack([CO_OCCURRENCE, sp.csr_matrix((1, 4), dtype=np.float32)]).tocsr()
+    wrapped = PopularityForStrangers(model).fit(matrix)
+    assert wrapped.name == model.name
+    assert recommend(wrapped, np.array([4]), matrix, k=3).tolist() == [[0, 1, 2]]
+    np.testing.assert_array_equal(wrapped.score(np.array([3])), model.score(np.array([3])))
