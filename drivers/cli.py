@@ -83,7 +83,10 @@ def build_parser() -> argparse.ArgumentParser:
 def add_model_commands(commands: argparse._SubParsersAction) -> None:
     models = commands.add_parser("models", help="the model registry: list, promote, roll back")
     actions = models.add_subparsers(dest="action", required=True)
-    actions.add_parser("list", help="registered models with their gate verdict and NDCG@10")
+    listing = actions.add_parser(
+        "list", help="registered models with their gate verdict and NDCG@10"
+    )
+    listing.add_argument("--json", action="store_true", help="one JSON object per model, as a list")
     show = actions.add_parser("show", help="one model's labels and metadata as JSON")
     show.add_argument("version")
     actions.add_parser("history", help="the promotion log, oldest first")
@@ -196,6 +199,19 @@ def _experiments(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def existing_data_dir(settings: Settings) -> Path:
+    """The data directory, which a command that reads it must find: a mistyped path is
+    an error, never an empty directory created in its place."""
+    path = settings.data_dir
+    if path.is_dir():
+        return path
+    problem = "is not a directory" if path.exists() else "does not exist"
+    raise SettingsError(
+        f"the data directory {path} ({DATA_DIR_ENV}) {problem}; point {DATA_DIR_ENV} at the "
+        "directory your pipeline writes, or run `make demo` to create one with MovieLens-100K"
+    )
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["simulate"]:  # its options belong to drivers/loop.py's parser
@@ -213,6 +229,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         settings = Settings.from_env()
         if args.command == "models":
             from drivers.models_cli import run
+
+            existing_data_dir(settings)
 
             return run(args, settings)
         if args.command == "experiments":

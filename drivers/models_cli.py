@@ -17,6 +17,46 @@ from recloop.registry.model_registry import PromotionError, Registry
 from recloop.settings import Settings
 
 NDCG = "ndcg@10"
+LIST_COLUMNS = ("champion", "version", "created_at", "gate", NDCG, "served_for", "code_version")
+
+
+def _list_row(registry: Registry, version: str, champion: str | None) -> dict[str, object]:
+    """One registered model as `models list` shows it."""
+    metadata = registry.metadata(version)
+    deployed = {d.version: f"{d.experiment}:{d.variant}" for d in registry.deployments()}
+    if "experiment" in metadata:  # gated by its evaluation, recorded when deployed
+        variant = f"{metadata['experiment']}:{metadata['variant']}"
+        served_for = f"experiment {variant}" + ("" if version in deployed else " (not deployed)")
+    else:
+        served_for = "champion" if version == champion else ""
+    gate = metadata.get("gate", {})
+    ndcg = metadata.get("metrics", {}).get("all", {}).get(NDCG)
+    return {
+        "champion": version == champion,
+        "version": version,
+        "created_at": registry.created_at(version),
+        "gate": ("passed" if gate.get("passed") else "failed") if gate else "",
+        NDCG: None if ndcg is None else round(float(ndcg), 4),
+        "served_for": served_for,
+        "code_version": metadata.get("code_version"),
+    }
+
+
+def _table(rows: list[dict[str, object]]) -> str:
+    """Aligned columns under a header; the champion marked with *."""
+    cells = [
+        [
+            "*" if row["champion"] else "",
+            *("" if row[c] is None else str(row[c]) for c in LIST_COLUMNS[1:]),
+        ]
+        for row in rows
+    ]
+    header = ["", *(c.upper() for c in LIST_COLUMNS[1:])]
+    widths = [max(len(line[i]) for line in [header, *cells]) for i in range(len(header))]
+    return "\n".join(
+        "  ".join(cell.ljust(width) for cell, width in zip(line, widths, strict=True)).rstrip()
+        for line in [header, *cells]
+    )
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
@@ -31,24 +71,16 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
 def _run(args: argparse.Namespace, registry: Registry) -> int:
     champion = registry.champion()
     if args.action == "list":
-        versions = registry.versions()
-        if not versions:
-            print(f"no models registered under {registry.root}; run the train_and_promote job")
-        deployed = {d.version: f"{d.experiment}:{d.variant}" for d in registry.deployments()}
-        for version in versions:
-            metadata = registry.metadata(version)
-            marker = "*" if version == champion else " "
-            code = f"code {metadata.get('code_version')}"
-            if "experiment" in metadata:  # gated by its evaluation, recorded when deployed
-                variant = f"{metadata['experiment']}:{metadata['variant']}"
-                state = (
-                    f"deployed for {deployed[version]}" if version in deployed else "not deployed"
-                )
-                print(f"{marker} {version}  experiment {variant}, {state}  {code}")
-                continue
-            gate = "passed" if metadata.get("gate", {}).get("passed") else "FAILED"
-            ndcg = metadata.get("metrics", {}).get("all", {}).get(NDCG, float("nan"))
-            print(f"{marker} {version}  gate {gate:<6}  ndcg@10 {ndcg:.4f}  {code}")
+        rows = sorted(
+            (_list_row(registry, version, champion) for version in registry.versions()),
+            key=lambda row: str(row["created_at"]),
+        )
+        if args.json:
+            print(json.dumps(rows, indent=2))
+        elif not rows:
+            print(f"no models registered under {registry.root}; run `make demo` or `recloop run`")
+        else:
+            print(_table(rows))
     elif args.action == "show":
         print(
             json.dumps(

@@ -141,8 +141,9 @@ class VariantDeployment:
 class Registry:
     def __init__(self, root: Path):
         self.root = root
+        # Nothing is created until something is written: reading a registry that does
+        # not exist (a mistyped data directory) must leave no trace.
         self.models_dir = root / "models"
-        self.models_dir.mkdir(parents=True, exist_ok=True)
         self.log_file = root / "promotions.jsonl"
         self.deployments_file = root / "experiments.jsonl"
 
@@ -196,6 +197,10 @@ class Registry:
 
     def labels(self, version: str) -> dict[str, str]:
         return dict(self._record(version)["labels"])
+
+    def created_at(self, version: str) -> str:
+        """When the version was registered (ISO 8601, UTC)."""
+        return str(self._record(version)["created_at"])
 
     def load(self, version: str, with_evaluated: bool = False) -> ServableModel:
         """The model, every file checked against its sha256 and the version.
@@ -331,6 +336,7 @@ class Registry:
 
 def _append_line(path: Path, record: dict) -> None:
     """One JSON line, fsync'd: the audit logs survive a crash right after the call."""
+    path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("a") as handle:
         handle.write(json.dumps(record, sort_keys=True) + "\n")
         handle.flush()

@@ -92,9 +92,49 @@ def test_models_cli_lists_promotes_and_refuses_with_a_message(
     assert main(["models", "history"]) == 0
     out, err = capsys.readouterr()
     assert f"champion is now {passed}" in out
-    assert f"* {passed}  gate passed  ndcg@10 0.2500" in out
+    table = out[out.index("VERSION") :].splitlines()
+    assert table[0].split() == [
+        "VERSION",
+        "CREATED_AT",
+        "GATE",
+        "NDCG@10",
+        "SERVED_FOR",
+        "CODE_VERSION",
+    ]
+    rows = {line.split()[1 if line.startswith("*") else 0]: line.split() for line in table[1:3]}
+    assert rows[passed][0] == "*" and rows[passed][3:] == ["passed", "0.25", "champion"]
+    assert rows[failed][2:] == ["failed"]
     assert "did not pass its gates" in err and "nothing to roll back to" in err
     assert f"promote  None -> {passed}" in out and "first" in out
+    assert main(["models", "list", "--json"]) == 0
+    listed = {row["version"]: row for row in json.loads(capsys.readouterr().out)}
+    assert listed[passed]["champion"] and listed[passed]["ndcg@10"] == 0.25
+    assert listed[failed]["gate"] == "failed" and not listed[failed]["champion"]
+
+
+def test_models_cli_refuses_a_missing_or_file_data_dir_and_creates_nothing(
+    tmp_path, monkeypatch, capsys
+) -> None:
+    from drivers.cli import main
+
+    missing = tmp_path / "typo"
+    monkeypatch.setenv("RECLOOP_DATA_DIR", str(missing))
+    assert main(["models", "list"]) == 2
+    assert f"the data directory {missing} (RECLOOP_DATA_DIR) does not exist" in (
+        capsys.readouterr().err
+    )
+    assert not missing.exists()
+    a_file = tmp_path / "data.txt"
+    a_file.write_text("not a directory")
+    monkeypatch.setenv("RECLOOP_DATA_DIR", str(a_file))
+    assert main(["models", "history"]) == 2
+    assert "is not a directory" in capsys.readouterr().err
+
+
+def test_reading_an_empty_registry_creates_nothing(tmp_path) -> None:
+    registry = Registry(tmp_path / "registry")
+    assert registry.versions() == [] and registry.champion() is None
+    assert not (tmp_path / "registry").exists()
 
 
 def popularity_model():
@@ -135,7 +175,8 @@ def test_variant_deployments_keep_the_gate_and_follow_the_spec_as_written(
     assert record.gate == PASSED["gate"] and record.reason == "test"
     monkeypatch.setenv("RECLOOP_DATA_DIR", str(tmp_path))
     assert main(["models", "list"]) == 0
-    assert f"{version}  experiment ab:pop, deployed for ab:pop" in capsys.readouterr().out
+    row = next(line for line in capsys.readouterr().out.splitlines() if version in line)
+    assert row.split()[-2:] == ["experiment", "ab:pop"]
 
 
 def test_an_experiment_variant_is_promoted_on_its_deployment_verdict(registry) -> None:
