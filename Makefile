@@ -12,8 +12,13 @@ export DAGSTER_HOME ?= $(RECLOOP_DATA_DIR)/dagster_home
 export HF_HUB_OFFLINE := 1
 export BENTOML_HOME ?= $(RECLOOP_DATA_DIR)/bentoml
 export BENTOML_DO_NOT_TRACK := True
-# `make serve` listens here; see services/README.md.
+# `make serve` listens here; see services/README.md. SERVE_HOST=0.0.0.0 opens it to the
+# network: set RECLOOP_API_KEY first, or /admin/* is open to anyone who can reach it.
 SERVE_PORT ?= 3000
+SERVE_HOST ?= 127.0.0.1
+# `make dev`: the Dagster UI, on its own port beside the service's.
+DAGSTER_PORT ?= 3001
+DAGSTER_YAML := $(DAGSTER_HOME)/dagster.yaml
 # The project's tools (dbt, dagster, feast) first, whether or not the venv is activated.
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
@@ -32,8 +37,12 @@ $(MANIFEST): $(STAMP) $(shell find dbt_project -name '*.sql' -o -name '*.py' -o 
 	mkdir -p $(RECLOOP_DATA_DIR)
 	cd dbt_project && ../$(BIN)/dbt parse --quiet --profiles-dir .
 
-demo: install
+# The local instance's settings (telemetry off, one DuckDB writer), unless it has its own.
+$(DAGSTER_YAML):
 	mkdir -p $(DAGSTER_HOME)
+	cp -n deploy/local/dagster.yaml $@
+
+demo: install $(DAGSTER_YAML)
 	$(BIN)/python -m drivers.demo
 
 # The closed loop (drivers/loop.py): simulated users, drift, sensors, retraining, hot swap.
@@ -58,12 +67,11 @@ test-integration: install
 test-e2e: install
 	$(BIN)/python -m pytest tests/e2e
 
-dev: install
-	mkdir -p $(DAGSTER_HOME)
-	$(BIN)/dagster dev -w workspace.yaml
+dev: install $(DAGSTER_YAML)
+	$(BIN)/dagster dev -w workspace.yaml --host 127.0.0.1 --port $(DAGSTER_PORT)
 
 serve: install
-	$(BIN)/bentoml serve services.service:RecloopService --host 0.0.0.0 --port $(SERVE_PORT)
+	$(BIN)/bentoml serve services.service:RecloopService --host $(SERVE_HOST) --port $(SERVE_PORT)
 
 bento: install
 	$(BIN)/bentoml build
