@@ -3,46 +3,98 @@
 Kept apart from the BentoML service (services/service.py), which names them as its
 endpoints' input and output specs, and from the runtime (services/runtime.py), which
 builds the answers: the HTTP contract lives in one place.
+
+Requests are validated strictly: no field is coerced from another JSON type (`"k": true`
+or `"k": "3"` is an error), except that a user or item id may be sent as a JSON integer,
+which is taken as its decimal string (`1` is the id `"1"`): ids are strings in the
+event log, and integer ids are common in clients.
 """
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
+
+from recloop.data.schemas import RATING_SCALE
 
 MAX_K = 100
+STRICT = ConfigDict(extra="forbid", strict=True)
+
+
+def id_text(value: object) -> object:
+    """An integer id as its decimal string; anything else is left to strict validation
+    (a bool is not an integer here)."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
+    return value
+
+
+def identifier(description: str, example: str, max_length: int = 256) -> Any:
+    return Field(
+        min_length=1,
+        max_length=max_length,
+        description=description,
+        json_schema_extra={"example": example},
+    )
+
+
+Identifier = Annotated[str, BeforeValidator(id_text)]
 
 
 class RecommendRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = STRICT
 
-    user_id: str = Field(min_length=1, max_length=256)
-    k: int = Field(10, ge=1, le=MAX_K)
-    exclude: list[str] = Field(default_factory=list, max_length=1_000)
-    context: dict[str, Any] = Field(default_factory=dict)
+    user_id: Identifier = identifier("the user to recommend for (a string, or an integer)", "196")
+    k: int = Field(10, ge=1, le=MAX_K, description="how many items to return")
+    exclude: list[Identifier] = Field(
+        default_factory=list,
+        max_length=1_000,
+        description="item ids never to return, besides what the user already had",
+    )
+    context: dict[str, Any] = Field(
+        default_factory=dict,
+        description="request attributes experiment specs may target (e.g. a country)",
+    )
+    dry_run: bool = Field(
+        False,
+        description="answer without logging the impressions, so the list never becomes "
+        "training data and feedback cannot answer it: for trying the API",
+        json_schema_extra={"example": True},
+    )
 
 
 class FeedbackRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = STRICT
 
-    request_id: str = Field(min_length=1, max_length=128)
-    user_id: str = Field(min_length=1, max_length=256)
-    item_id: str = Field(min_length=1, max_length=256)
-    event_type: Literal["click", "purchase", "view", "rating"]
-    value: float | None = None
+    request_id: str = identifier(
+        "the request_id of the /recommend response that showed the item",
+        "4f0c2a9e6b1d4c7f9a3e8b5d2c1f0e7a",
+        max_length=128,
+    )
+    user_id: Identifier = identifier("the user the list was served to", "196")
+    item_id: Identifier = identifier("the item the user acted on; it must be in that list", "242")
+    event_type: Literal["click", "purchase", "view", "rating"] = Field(
+        description="what the user did", json_schema_extra={"example": "click"}
+    )
+    value: float | None = Field(
+        None,
+        description=f"a rating's stars, in [{RATING_SCALE[0]:g}, {RATING_SCALE[1]:g}] "
+        "(required for a rating); a purchase's amount (>= 0, optional); none for a click "
+        "or a view",
+    )
     durable: bool = Field(False, description="answer only once the event is fsync'd in the raw log")
 
 
 class SimilarItemsRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = STRICT
 
-    item_id: str = Field(min_length=1, max_length=256)
-    k: int = Field(10, ge=1, le=MAX_K)
+    item_id: Identifier = identifier("the item to find neighbours of", "242")
+    k: int = Field(10, ge=1, le=MAX_K, description="how many items to return")
 
 
 class EmptyRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = STRICT
 
 
 class RankedItem(BaseModel):
@@ -61,6 +113,7 @@ class RecommendResponse(BaseModel):
     )
     experiment: str | None = Field(None, description="the online test the request is part of")
     fallback: str | None = Field(description="null when the model ranked; 'popularity' otherwise")
+    dry_run: bool = Field(False, description="true when nothing was logged (a trial request)")
     items: list[RankedItem]
 
 
@@ -68,6 +121,10 @@ class FeedbackResponse(BaseModel):
     accepted: bool
     request_id: str
     durable: bool = Field(description="true when the event was on disk before this answer")
+    duplicate: bool = Field(
+        False,
+        description="true when the same feedback was accepted before: it was not logged again",
+    )
 
 
 class SimilarItemsResponse(BaseModel):

@@ -114,13 +114,17 @@ class Refused(Exception):
 NO_CHAMPION = "no champion model yet: run the train_and_promote job (or `make demo`)"
 
 
-def _items(result: Recommendation, served: ServedList | None = None) -> list[RankedItem]:
+def _items(
+    result: Recommendation, served: ServedList | None = None, model_version: str | None = None
+) -> list[RankedItem]:
+    """The response's items; each credited to the model of its position in `served`, or
+    to `model_version` (a list no one is credited for, e.g. similar items)."""
     return [
         RankedItem(
             item_id=item_id,
             score=round(score, 6),
             position=position,
-            model_version=served.version_at(position) if served else None,
+            model_version=served.version_at(position) if served else model_version,
             variant=served.variant_at(position) if served else None,
         )
         for position, (item_id, score) in enumerate(
@@ -320,9 +324,15 @@ class RecloopRuntime:
         return features
 
     def recommend(
-        self, user_id: str, k: int, exclude: list[str], context: dict[str, Any]
+        self,
+        user_id: str,
+        k: int,
+        exclude: list[str],
+        context: dict[str, Any],
+        dry_run: bool = False,
     ) -> RecommendResponse:
-        """The champion's list, or the routed experiment's; remembered and logged."""
+        """The champion's list, or the routed experiment's; remembered and logged, unless
+        `dry_run` (a trial: nothing is logged or remembered)."""
         champion = self._ready_champion()
         retriever, experiments = champion.retriever, self.experiments
         now = datetime.now(UTC)
@@ -349,14 +359,16 @@ class RecloopRuntime:
             result, served = self._experiment_list(
                 route, champion, features, user_id, k, exclude, request_id, now
             )
-        self.served.remember(served)
-        self._log_events(impression_rows(served, result.scores, now))
+        if not dry_run:
+            self.served.remember(served)
+            self._log_events(impression_rows(served, result.scores, now))
         return RecommendResponse(
             request_id=request_id,
             model_version=served.model_version,
             variant=served.variant,
             experiment=route.experiment if route else None,
             fallback=result.fallback,
+            dry_run=dry_run,
             items=_items(result, served),
         )
 
@@ -402,17 +414,25 @@ class RecloopRuntime:
 
     def feedback(
         self, request_id: str, user_id: str, item_id: str, event_type: str, value: float | None
-    ) -> int:
+    ) -> tuple[int, bool]:
         """Log feedback on a served list and count it in the user's stream features; the
-        event's sequence number. Refused (404, 422) unless it matches what was shown."""
+        event's sequence number, and whether it is a repeat (the same request, item, event
+        type and value as feedback accepted before: acknowledged with the first one's
+        sequence number, not logged again). Refused (404, 422) unless it matches what was
+        shown."""
         served = self.served.get(request_id)
         problem = feedback_problem(served, request_id, user_id, item_id, event_type, value)
         if problem is not None:
             raise Refused(*problem)
+        key = (request_id, item_id, event_type, value)
+        first = self.served.first_feedback(key)
+        if first is not None:
+            return first, True
         row = feedback_row(served, item_id, event_type, value, datetime.now(UTC))
         seq = self._log_events([row])
+        self.served.record_feedback(key, seq)
         self.stream.add([row])
-        return seq
+        return seq, False
 
     def wait_durable(self, seq: int) -> None:
         """Block until event `seq` is on disk; refused (503) after DURABLE_TIMEOUT_S, the
@@ -435,7 +455,9 @@ class RecloopRuntime:
         except UnknownItemError:
             raise Refused(404, f"unknown item_id {item_id!r}") from None
         return SimilarItemsResponse(
-            item_id=item_id, model_version=retriever.version, items=_items(result)
+            item_id=item_id,
+            model_version=retriever.version,
+            items=_items(result, model_version=retriever.version),
         )
 
     def flush(self) -> FlushResponse:

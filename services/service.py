@@ -13,8 +13,11 @@ Accepted clicks, purchases and ratings update the user's fresh features in memor
 The request and response bodies are services/api.py; the state and the threads are
 services/runtime.py, which the endpoints call: this module maps their refusals to
 error answers.
-The serving stack (timeout, GC, tracing, body limit, API key) is services/serving_stack.py. BentoML adds /livez, /readyz (ready once a champion
-and the feature store are loaded), /metrics (Prometheus) and /docs (OpenAPI).
+The serving stack (timeout, GC, tracing, body limit, API key, the API docs at /docs and
+/docs.json, plain 400s for malformed bodies, JSON whatever the Content-Type, GET for
+/admin/stats) is
+services/serving_stack.py. BentoML adds /livez, /readyz (ready once a champion and the
+feature store are loaded) and /metrics (Prometheus).
 Configuration comes from the environment, read when the service starts
 (recloop.settings: RECLOOP_DATA_DIR, RECLOOP_ONLINE_STORE, ...; RECLOOP_API_KEY
 protects /feedback and /admin when set).
@@ -42,7 +45,14 @@ from services.api import (
     StatsResponse,
 )
 from services.runtime import RecloopRuntime, Refused
-from services.serving_stack import ApiKeyAuth, BodySizeLimit, freeze_gc, service_config
+from services.serving_stack import (
+    ApiDocs,
+    ApiKeyAuth,
+    BodySizeLimit,
+    JsonRequests,
+    freeze_gc,
+    service_config,
+)
 
 
 def error(status: int, message: str) -> JSONResponse:
@@ -52,6 +62,20 @@ def error(status: int, message: str) -> JSONResponse:
 
 API_ROUTES = ("/recommend", "/feedback", "/similar_items")
 PROTECTED_PREFIXES = ("/feedback", "/admin")
+JSON_ROUTES = (*API_ROUTES, "/admin/reload", "/admin/flush", "/admin/stats")
+READ_ONLY_ROUTES = ("/admin/stats",)  # also answered on GET
+DOCS = ApiDocs(
+    title="recloop recommendation API",
+    description=(
+        "Top-k recommendations from the registry's champion (or the variant of an online "
+        "test a request is routed to), feedback on what was shown, and similar items. "
+        "Every /recommend response is logged as impressions and every accepted /feedback as "
+        "an event in the raw event log, which trains the next model: send `dry_run: true` "
+        'to try /recommend without logging. Errors are `{"error": "..."}` with a 4xx or '
+        "5xx status. When RECLOOP_API_KEY is set, /feedback and /admin/* need the "
+        "`X-API-Key` header."
+    ),
+)
 
 
 @bentoml.service(name="recloop", **service_config(API_ROUTES))
@@ -73,10 +97,14 @@ class RecloopService:
 
     @bentoml.api(route="/recommend", input_spec=RecommendRequest, output_spec=RecommendResponse)
     async def recommend(
-        self, user_id: str, k: int, exclude: list[str], context: dict[str, Any]
+        self, user_id: str, k: int, exclude: list[str], context: dict[str, Any], dry_run: bool
     ) -> RecommendResponse | JSONResponse:
+        """The user's top `k` items, best first, never one they already had or one in
+        `exclude`. A user the model knows is ranked by it; a user it does not know (no
+        history, no features) gets the most popular items, and `fallback` says so. Keep
+        `request_id` to send feedback on the list. 503 while no champion is loaded."""
         try:
-            return self.runtime.recommend(user_id, k, exclude, context)
+            return self.runtime.recommend(user_id, k, exclude, context, dry_run)
         except Refused as refused:
             return error(refused.status, refused.message)
 
@@ -90,18 +118,29 @@ class RecloopService:
         value: float | None,
         durable: bool,
     ) -> FeedbackResponse | JSONResponse:
+        """What the user did with an item of a /recommend response: it is logged as an
+        event (credited to the model and variant that showed the item) and counts in the
+        user's fresh features at once. 404 for a request_id this service did not answer,
+        422 for an item not in that list, another user, or a value that does not fit the
+        event type. The same feedback sent again is acknowledged (`duplicate: true`) and
+        not logged twice."""
         try:
-            seq = self.runtime.feedback(request_id, user_id, item_id, event_type, value)
+            seq, duplicate = self.runtime.feedback(request_id, user_id, item_id, event_type, value)
             if durable:
                 await anyio.to_thread.run_sync(self.runtime.wait_durable, seq)
         except Refused as refused:
             return error(refused.status, refused.message)
-        return FeedbackResponse(accepted=True, request_id=request_id, durable=durable)
+        return FeedbackResponse(
+            accepted=True, request_id=request_id, durable=durable, duplicate=duplicate
+        )
 
     @bentoml.api(
         route="/similar_items", input_spec=SimilarItemsRequest, output_spec=SimilarItemsResponse
     )
     async def similar_items(self, item_id: str, k: int) -> SimilarItemsResponse | JSONResponse:
+        """The `k` items the champion places nearest to `item_id` (nothing is logged).
+        404 for an item the champion does not know; 501 when its kind has no notion of
+        similar items (popularity)."""
         try:
             return self.runtime.similar_items(item_id, k)
         except Refused as refused:
@@ -109,6 +148,8 @@ class RecloopService:
 
     @bentoml.api(route="/admin/reload", input_spec=EmptyRequest, output_spec=ReloadResponse)
     def admin_reload(self) -> ReloadResponse:
+        """Load the registry's champion now (the service also looks every
+        RECLOOP_RELOAD_INTERVAL_S seconds); the previous one serves if it fails."""
         started = time.perf_counter()
         version = self.runtime.reload()
         return ReloadResponse(
@@ -117,14 +158,19 @@ class RecloopService:
 
     @bentoml.api(route="/admin/flush", input_spec=EmptyRequest, output_spec=FlushResponse)
     def admin_flush(self) -> FlushResponse:
+        """Write the buffered events to the raw log now."""
         return self.runtime.flush()
 
     @bentoml.api(route="/admin/stats", input_spec=EmptyRequest, output_spec=StatsResponse)
     def admin_stats(self) -> StatsResponse:
+        """Event counts, the model serving and any failed load, live experiments (also
+        on GET)."""
         return self.runtime.stats()
 
 
+RecloopService.describe(DOCS)
 # The first added is the outer one: a request without its key is refused before its
 # body is read.
 RecloopService.add_asgi_middleware(ApiKeyAuth, protected=PROTECTED_PREFIXES)
 RecloopService.add_asgi_middleware(BodySizeLimit)
+RecloopService.add_asgi_middleware(JsonRequests, paths=JSON_ROUTES, get_paths=READ_ONLY_ROUTES)

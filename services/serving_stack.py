@@ -16,9 +16,17 @@ event loop. What this module changes:
   which halves throughput. Nothing exports traces here; the cost is the
   `X-BentoML-Request-ID` response header.
 - `BodySizeLimit` (413) and `ApiKeyAuth` (401) answer before BentoML parses a body.
+- The API docs: Swagger at `/docs` as well as `/` (BentoML serves it at `/` only), and
+  an OpenAPI title, version and description of the service's own (BentoML writes its
+  name, version "None" and its own README).
+- A request body that does not fit its input model answers 400 `{"error": "<field>:
+  <problem>"}`, the shape of every other error, instead of BentoML's, which names an
+  internal class (`RecommendRequestIODescriptor`) and logs a traceback per request.
+- `JsonRequests`: bodies are JSON whatever their Content-Type (curl's `-d` says form),
+  and a read-only endpoint can be called with GET (BentoML routes POST only).
 
-This is recloop's one adapter over a private API of a dependency: it subclasses
-`bentoml._internal...TimeoutMiddleware`. A test (tests/unit/test_architecture.py)
+This is recloop's one adapter over private APIs of a dependency: it subclasses
+`bentoml._internal...TimeoutMiddleware` and `_bentoml_impl...ServiceAppFactory`. A test (tests/unit/test_architecture.py)
 fails if any other module imports `bentoml._internal` or `dagster._core`.
 
 Measured on the echo endpoint, c=8, 2 cores: 965 req/s, p99 11 ms, max 342 ms
@@ -32,16 +40,37 @@ import gc
 import hmac
 import json
 from collections.abc import Iterable
+from dataclasses import dataclass
+from importlib.metadata import version
+from pathlib import Path
 
+import _bentoml_impl.server
+import attrs
 import bentoml
+from _bentoml_impl.server.app import ServiceAppFactory
 from bentoml._internal.server.http.traffic import TimeoutMiddleware
+from pydantic import ValidationError
 from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from recloop.settings import api_key_from_env
 
 MAX_BODY_BYTES = 64 * 1024
 REQUEST_TIMEOUT_S = 10.0
+
+
+SWAGGER_PAGE = Path(_bentoml_impl.server.__file__).parent / "main-openapi.html"
+
+
+@dataclass(frozen=True)
+class ApiDocs:
+    """What the OpenAPI page says about a service: its title, version and description."""
+
+    title: str
+    description: str
+    version: str = version("recloop")
 
 
 def service_config(api_routes: Iterable[str]) -> dict:
@@ -110,11 +139,58 @@ class CancellingTimeoutMiddleware:
             await send_json(send, 504, {"error": error})
 
 
+def field_errors(error: ValidationError) -> str:
+    """Each problem of a request body as `field: problem`, `;`-joined (`body` when the
+    problem is the body itself, e.g. not JSON)."""
+    problems = error.errors(include_url=False, include_input=False, include_context=False)
+    return "; ".join(
+        f"{'.'.join(str(part) for part in problem['loc']) or 'body'}: {problem['msg']}"
+        for problem in problems
+    )
+
+
+class PlainErrorsAppFactory(ServiceAppFactory):
+    """BentoML's app, but an input body that fails its model answers 400 with
+    `field_errors`, unlogged: a client's mistake, not the server's."""
+
+    async def api_endpoint(self, name: str, request: Request) -> Response:
+        try:
+            return await super().api_endpoint(name, request)
+        except ValidationError as error:
+            if error.title != self.service.apis[name].input_spec.__name__:
+                raise  # raised by the endpoint's own code: BentoML's handling stands
+            return JSONResponse({"error": field_errors(error)}, status_code=400)
+
+
 class TimerSafeService(bentoml.Service):
-    """A `bentoml.Service` whose app uses `CancellingTimeoutMiddleware`."""
+    """A `bentoml.Service` whose app uses `CancellingTimeoutMiddleware`, answers body
+    errors with `field_errors`, serves Swagger at `/docs` and describes itself by the
+    `ApiDocs` set with `describe`."""
+
+    docs: ApiDocs | None = None
+
+    def describe(self, docs: ApiDocs) -> None:
+        self.docs = docs
+
+    @property
+    def openapi_spec(self):  # noqa: ANN201 (BentoML's OpenAPISpecification)
+        spec = super().openapi_spec
+        if self.docs is None:
+            return spec
+        info = attrs.evolve(
+            spec.info,
+            title=self.docs.title,
+            description=self.docs.description,
+            version=self.docs.version,
+            contact=None,
+        )
+        return attrs.evolve(spec, info=info)
 
     def to_asgi(self, is_main: bool = True) -> ASGIApp:
-        app = super().to_asgi(is_main)
+        self.inject_config()
+        app = PlainErrorsAppFactory(self, is_main=is_main)()
+        if is_main:
+            app.add_route("/docs", swagger_page, methods=["GET"], name="docs")
         app.user_middleware = [
             Middleware(CancellingTimeoutMiddleware, *m.args, **m.kwargs)
             if m.cls is TimeoutMiddleware
@@ -122,6 +198,11 @@ class TimerSafeService(bentoml.Service):
             for m in app.user_middleware
         ]
         return app
+
+
+async def swagger_page(_: Request) -> Response:
+    """BentoML's Swagger page; it loads `./docs.json`, which resolves from `/docs` too."""
+    return FileResponse(SWAGGER_PAGE)
 
 
 def freeze_gc() -> None:
@@ -198,3 +279,35 @@ class ApiKeyAuth:
                 await send_json(send, 401, {"error": message})
                 return
         await self.app(scope, receive, send)
+
+
+class JsonRequests:
+    """Every request to the JSON endpoints under `paths` is read as JSON, whatever its
+    Content-Type: `curl -d '{...}'` sends form encoding, which BentoML would parse as a
+    form whose one field is the whole JSON text. A GET to a path in `get_paths` calls
+    that (read-only, empty-body) endpoint as a POST with the body `{}` (BentoML routes
+    POST only)."""
+
+    def __init__(self, app: ASGIApp, paths: Iterable[str], get_paths: Iterable[str] = ()):
+        self.app = app
+        self.paths = frozenset(paths)
+        self.get_paths = frozenset(get_paths)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["path"] not in self.paths:
+            await self.app(scope, receive, send)
+            return
+        headers = [(k, v) for k, v in scope["headers"] if k != b"content-type"]
+        headers.append((b"content-type", b"application/json"))
+        if scope["method"] == "GET" and scope["path"] in self.get_paths:
+            body: list[Message] = [{"type": "http.request", "body": b"{}"}]
+            headers = [(k, v) for k, v in headers if k != b"content-length"]
+            headers.append((b"content-length", b"2"))
+
+            async def receive_empty_object() -> Message:
+                return body.pop() if body else await receive()
+
+            scope = {**scope, "method": "POST", "headers": headers}
+            await self.app(scope, receive_empty_object, send)
+            return
+        await self.app({**scope, "headers": headers}, receive, send)

@@ -10,6 +10,7 @@ until its row is durable (group commit: one fsync'd batch answers every waiter).
 
 from __future__ import annotations
 
+import math
 import threading
 import uuid
 from collections import OrderedDict
@@ -23,6 +24,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from recloop.data.layout import DataLayout, parquet_files, write_table_atomic
+from recloop.data.schemas import RATING_SCALE
 
 # The raw event contract (recloop.data.schemas.EventSchema) as an Arrow schema.
 EVENT_SCHEMA = pa.schema(
@@ -257,24 +259,50 @@ def feedback_problem(
         return 422, f"request {request_id} was served to another user, not {user_id!r}"
     if item_id not in served.item_ids:
         return 422, f"item {item_id!r} was not in the response to request {request_id}"
-    if event_type == "rating" and value is None:
-        return 422, "a rating needs a value"
+    return value_problem(event_type, value)
+
+
+def value_problem(event_type: str, value: float | None) -> tuple[int, str] | None:
+    """Why `value` does not fit `event_type`, as (422, message); None when it does."""
+    low, high = RATING_SCALE
+    if event_type == "rating" and (value is None or not low <= value <= high):
+        return 422, f"a rating needs a value in [{low:g}, {high:g}], got {value}"
+    if event_type == "purchase" and value is not None and not 0 <= value < math.inf:
+        return 422, f"a purchase's value is an amount >= 0, got {value}"
+    if event_type in ("click", "view") and value is not None:
+        return 422, f"a {event_type} carries no value, got {value}"
     return None
 
 
+FeedbackKey = tuple[str, str, str, float | None]  # request_id, item_id, event_type, value
+
+
 class ServedLists:
-    """The most recent responses by request id (bounded), to validate feedback."""
+    """The most recent responses by request id (bounded), to validate feedback, and the
+    feedback each one was given, so that a repeat is acknowledged, not logged twice."""
 
     def __init__(self, capacity: int = 100_000):
         self.capacity = capacity
         self._lists: OrderedDict[str, ServedList] = OrderedDict()
+        self._feedback: dict[str, dict[FeedbackKey, int]] = {}
         self._lock = threading.Lock()
 
     def remember(self, served: ServedList) -> None:
         with self._lock:
             self._lists[served.request_id] = served
             while len(self._lists) > self.capacity:
-                self._lists.popitem(last=False)
+                forgotten, _ = self._lists.popitem(last=False)
+                self._feedback.pop(forgotten, None)
+
+    def first_feedback(self, key: FeedbackKey) -> int | None:
+        """The event sequence number the same feedback was logged under, if it was."""
+        with self._lock:
+            return self._feedback.get(key[0], {}).get(key)
+
+    def record_feedback(self, key: FeedbackKey, seq: int) -> None:
+        with self._lock:
+            if key[0] in self._lists:
+                self._feedback.setdefault(key[0], {}).setdefault(key, seq)
 
     def get(self, request_id: str) -> ServedList | None:
         with self._lock:

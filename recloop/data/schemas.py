@@ -14,6 +14,8 @@ EVENT_TYPES = ("impression", "click", "rating", "purchase", "view")
 # What a user did with an item (as opposed to being shown it): consumed items, stream counts.
 ENGAGEMENT_TYPES = ("click", "purchase", "rating")
 UTC_NS = {"unit": "ns", "tz": "UTC"}
+# The stars a rating may carry (MovieLens' scale; "rated 4 or more" is a positive).
+RATING_SCALE = (0.5, 5.0)
 
 
 class EventSchema(pa.DataFrameModel):
@@ -40,11 +42,12 @@ class EventSchema(pa.DataFrameModel):
     def first_event_id(cls, df: pd.DataFrame) -> Series[bool]:
         return ~df["event_id"].duplicated(keep="first") | df["event_id"].isna()
 
-    @pa.dataframe_check(name="rating events carry a finite value")
+    @pa.dataframe_check(
+        name=f"rating events carry a value in [{RATING_SCALE[0]:g}, {RATING_SCALE[1]:g}]"
+    )
     def rating_has_value(cls, df: pd.DataFrame) -> Series[bool]:
         value = pd.to_numeric(df["value"], errors="coerce")
-        finite = value.notna() & ~value.isin([float("inf"), float("-inf")])
-        return (df["event_type"] != "rating") | finite
+        return (df["event_type"] != "rating") | value.between(*RATING_SCALE)
 
 
 class UserCatalogSchema(pa.DataFrameModel):

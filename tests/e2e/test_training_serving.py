@@ -10,6 +10,7 @@ import os
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 
 import pandas as pd
@@ -198,6 +199,7 @@ def test_similar_items(server) -> None:
     status, answer = call(f"{server}/similar_items", {"item_id": "1", "k": 5})
     assert status == 200 and len(answer["items"]) == 5
     assert "1" not in [item["item_id"] for item in answer["items"]]
+    assert {item["model_version"] for item in answer["items"]} == {answer["model_version"]}
 
 
 @pytest.mark.parametrize(
@@ -212,7 +214,11 @@ def test_similar_items(server) -> None:
             400,
             "Extra inputs are not permitted",
         ),
-        ("/recommend", {"k": 5}, {}, 400, "Field required"),
+        ("/recommend", {"k": 5}, {}, 400, "user_id: Field required"),
+        ("/recommend", {"user_id": "1", "k": True}, {}, 400, "k: Input should be a valid integer"),
+        ("/recommend", {"user_id": "1", "k": "3"}, {}, 400, "k: Input should be a valid integer"),
+        ("/recommend", {"user_id": True}, {}, 400, "user_id: Input should be a valid string"),
+        ("/recommend", b"{not json", {}, 400, "body: Invalid JSON"),
         (
             "/recommend",
             {"user_id": "1", "exclude": ["x" * 200] * 500},
@@ -255,7 +261,54 @@ def test_similar_items(server) -> None:
 def test_bad_requests_get_clear_4xx_errors(server, path, body, headers, status, message) -> None:
     got, answer = call(f"{server}{path}", body, headers)
     assert got == status
-    assert message in json.dumps(answer)
+    assert set(answer) == {"error"} and message in answer["error"]
+    assert "IODescriptor" not in answer["error"]
+
+
+def test_integer_ids_are_taken_as_strings_and_any_content_type_is_read_as_json(
+    server,
+) -> None:
+    status, as_integer = call(f"{server}/recommend", {"user_id": 1, "k": 3, "dry_run": True})
+    _, as_string = call(f"{server}/recommend", {"user_id": "1", "k": 3, "dry_run": True})
+    assert status == 200 and as_integer["items"] == as_string["items"]
+    status, as_form = call(
+        f"{server}/recommend",
+        {"user_id": "1", "k": 3, "dry_run": True},
+        {"Content-Type": "application/x-www-form-urlencoded"},
+    )
+    assert status == 200 and as_form["items"] == as_string["items"]
+
+
+def test_a_dry_run_is_not_logged_and_repeated_feedback_is_logged_once(trained, server) -> None:
+    auth = {"X-API-Key": API_KEY}
+    _, trial = call(f"{server}/recommend", {"user_id": "5", "k": 3, "dry_run": True})
+    assert trial["dry_run"] is True
+    shown_item = trial["items"][0]["item_id"]
+    feedback = {"user_id": "5", "item_id": shown_item, "event_type": "click"}
+    status, answer = call(
+        f"{server}/feedback", {**feedback, "request_id": trial["request_id"]}, auth
+    )
+    assert status == 404  # nothing of a dry run is remembered
+    _, shown = call(f"{server}/recommend", {"user_id": "5", "k": 3})
+    assert shown["dry_run"] is False
+    feedback = {
+        **feedback,
+        "request_id": shown["request_id"],
+        "item_id": shown["items"][0]["item_id"],
+    }
+    first = call(f"{server}/feedback", feedback, auth)[1]
+    again = call(f"{server}/feedback", feedback, auth)[1]
+    assert (first["duplicate"], again["duplicate"]) == (False, True)
+    rating = {**feedback, "event_type": "rating"}
+    status, answer = call(f"{server}/feedback", {**rating, "value": 99.0}, auth)
+    assert status == 422 and "a rating needs a value in [0.5, 5]" in answer["error"]
+    status, answer = call(f"{server}/feedback", {**feedback, "value": 1.0}, auth)
+    assert status == 422 and "a click carries no value" in answer["error"]
+    _, flushed = call(f"{server}/admin/flush", {}, auth)
+    logged = pd.concat(pd.read_parquet(path) for path in flushed["files"])
+    assert trial["request_id"] not in set(logged["request_id"])
+    mine = logged.loc[logged["request_id"] == shown["request_id"], "event_type"]
+    assert sorted(mine) == ["click", "impression", "impression", "impression"]
 
 
 def test_feedback_is_tied_to_what_was_shown_and_logged_as_raw_events(trained, server) -> None:
@@ -289,7 +342,31 @@ def test_health_metrics_and_openapi(server) -> None:
     status, metrics = get(f"{server}/metrics")
     assert status == 200 and "bentoml_service_request_total" in metrics
     status, schema = get(f"{server}/docs.json")
-    assert status == 200 and "/recommend" in json.loads(schema)["paths"]
+    spec = json.loads(schema)
+    assert status == 200 and "/recommend" in spec["paths"]
+    assert spec["info"]["title"] == "recloop recommendation API"
+    assert spec["info"]["version"] not in ("", "None")
+    assert spec["paths"]["/recommend"]["post"]["description"].startswith("The user's top")
+    status, page = get(f"{server}/docs")
+    assert status == 200 and "swagger" in page.lower()
+    request = urllib.request.Request(f"{server}/admin/stats", headers={"X-API-Key": API_KEY})
+    with urllib.request.urlopen(request, timeout=30) as response:
+        assert response.status == 200 and "served_lists" in json.loads(response.read())
+
+
+def test_the_readme_curl_quick_start_runs_as_written(server) -> None:
+    readme = (Path(__file__).resolve().parents[2] / "services" / "README.md").read_text()
+    block = readme.split("<!-- curl-quickstart -->\n```bash\n", 1)[1].split("```", 1)[0]
+    completed = subprocess.run(
+        ["bash", "-euo", "pipefail", "-c", block],
+        env={**os.environ, "URL": server, "RECLOOP_API_KEY": API_KEY},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert completed.returncode == 0, completed.stdout + completed.stderr
+    assert '"dry_run":true' in completed.stdout and '"accepted":true' in completed.stdout
+    assert '"served_lists"' in completed.stdout and completed.stderr == ""
 
 
 def test_without_a_champion_the_service_is_alive_but_not_ready(tmp_path) -> None:

@@ -2,6 +2,7 @@
 
 import threading
 import time
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -79,11 +80,41 @@ def test_feedback_must_answer_what_was_shown_to_that_user() -> None:
     assert feedback_problem(SERVED, "r1", "u2", "i2", "click", None)[0] == 422
     status, message = feedback_problem(SERVED, "r1", "u1", "i9", "click", None)
     assert status == 422 and "'i9' was not in the response" in message
-    assert feedback_problem(SERVED, "r1", "u1", "i2", "rating", None) == (
-        422,
-        "a rating needs a value",
-    )
     assert feedback_problem(SERVED, "r1", "u1", "i2", "rating", 4.0) is None
+
+
+@pytest.mark.parametrize(
+    ("event_type", "value", "problem"),
+    [
+        ("rating", None, "a rating needs a value in [0.5, 5], got None"),
+        ("rating", 99.0, "a rating needs a value in [0.5, 5], got 99.0"),
+        ("rating", float("nan"), "a rating needs a value in [0.5, 5], got nan"),
+        ("purchase", -3.0, "a purchase's value is an amount >= 0, got -3.0"),
+        ("purchase", float("inf"), "a purchase's value is an amount >= 0, got inf"),
+        ("click", 1.0, "a click carries no value, got 1.0"),
+        ("view", 0.0, "a view carries no value, got 0.0"),
+        ("rating", 0.5, None),
+        ("rating", 5.0, None),
+        ("purchase", 12.5, None),
+        ("purchase", None, None),
+    ],
+)
+def test_feedback_values_are_checked_by_event_type(event_type, value, problem) -> None:
+    answer = feedback_problem(SERVED, "r1", "u1", "i2", event_type, value)
+    assert answer == (None if problem is None else (422, problem))
+
+
+def test_the_same_feedback_is_acknowledged_once_and_forgotten_with_its_list() -> None:
+    lists = ServedLists(capacity=1)
+    lists.remember(SERVED)
+    key = ("r1", "i2", "click", None)
+    assert lists.first_feedback(key) is None
+    lists.record_feedback(key, 7)
+    lists.record_feedback(key, 8)  # a racing repeat keeps the first
+    assert lists.first_feedback(key) == 7
+    assert lists.first_feedback(("r1", "i2", "rating", 4.0)) is None
+    lists.remember(replace(SERVED, request_id="r2"))  # capacity 1: r1 is forgotten
+    assert lists.first_feedback(key) is None
 
 
 def test_rows_get_sequence_numbers_and_a_waiter_returns_once_its_row_is_on_disk(

@@ -71,8 +71,10 @@ def test_each_defect_is_quarantined_with_its_reason(defect: str) -> None:
         ({"item_id": ""}, "item_id: str_length"),
         ({"propensity": 1.5}, "propensity: less_than_or_equal_to(1.0)"),
         ({"propensity": 0.0}, "propensity: greater_than(0.0)"),
-        ({"value": None}, "rating events carry a finite value"),
-        ({"value": float("inf")}, "rating events carry a finite value"),
+        ({"value": None}, "rating events carry a value in [0.5, 5]"),
+        ({"value": float("inf")}, "rating events carry a value in [0.5, 5]"),
+        ({"value": 99.0}, "rating events carry a value in [0.5, 5]"),
+        ({"value": -1e308}, "rating events carry a value in [0.5, 5]"),
     ],
 )
 def test_more_row_defects(override: dict, reason: str | None) -> None:
