@@ -17,7 +17,7 @@ from assets.monitoring import (
     nightly_retrain,
     retrain_on_new_data_sensor,
 )
-from assets.partitions import TENANTS, event_partitions
+from assets.partitions import event_partitions
 from assets.resources import RecloopResource
 from assets.sensors import (
     VALIDATE_EVENTS_JOB,
@@ -50,21 +50,31 @@ def build_definitions(settings: Settings) -> dg.Definitions:
         asset_checks=[stream_batch_parity],
         jobs=[
             dg.define_asset_job(
-                VALIDATE_EVENTS_JOB, selection=["validated_events"], partitions_def=events
+                VALIDATE_EVENTS_JOB,
+                description="Validate raw event partitions (one day of one tenant each; a "
+                "range runs in one process): valid rows on, failing rows to quarantine.",
+                selection=["validated_events"],
             ),
             dg.define_asset_job(
                 VALIDATE_CATALOGS_JOB,
+                description="Validate one tenant's user and item catalog snapshots.",
                 selection=["validated_users", "validated_items"],
-                partitions_def=TENANTS,
             ),
             dg.define_asset_job(
                 FEATURES_JOB,
+                description="Build the features from the validated events: dbt models, Feast "
+                "feature views and the online store (no training).",
                 selection=dg.AssetSelection.all()
                 - dg.AssetSelection.assets("validated_events", "validated_users", "validated_items")
                 - dg.AssetSelection.groups(TRAINING_GROUP, MONITORING_GROUP)
                 - experiments.selection,
             ),
-            dg.define_asset_job(TRAINING_JOB, selection=dg.AssetSelection.groups(TRAINING_GROUP)),
+            dg.define_asset_job(
+                TRAINING_JOB,
+                description="Build the point-in-time training set, train the candidate, run "
+                "its gates and promote it if they pass.",
+                selection=dg.AssetSelection.groups(TRAINING_GROUP),
+            ),
             dg.define_asset_job(
                 RETRAIN_JOB,
                 description="Refresh features (dbt, Feast) and retrain, gate and maybe promote.",

@@ -1,5 +1,6 @@
 """Raw log (external assets) and pandera validation into valid and quarantined rows."""
 
+import warnings
 from datetime import UTC, datetime
 
 import dagster as dg
@@ -15,6 +16,12 @@ from recloop.data.ingest import (
     validate_event_partition,
 )
 from recloop.data.validation import RawFileError
+
+# validated_events relies on a single-run backfill policy (a range of days validated in
+# one run), a parameter Dagster still labels beta; its notice would open every run's log.
+warnings.filterwarnings(
+    "ignore", message="Parameter `backfill_policy`.*is currently in beta", category=dg.BetaWarning
+)
 
 INGEST_GROUP = "ingest"
 ROWS_CONSERVED = "rows_conserved"

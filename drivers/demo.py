@@ -13,8 +13,11 @@ import sys
 import time
 import warnings
 from collections import Counter
+from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
+from typing import Protocol
 
 import dagster as dg
 import pyarrow.parquet as pq
@@ -28,7 +31,8 @@ from assets.definitions import (
 )
 from assets.partitions import TENANTS, event_key
 from assets.sensors import new_tenants
-from drivers.launcher import post_json, serve
+from drivers.dagster_runs import RunOutcome, WorkspaceJobs
+from drivers.launcher import PROJECT_ROOT, post_json, serve
 from feature_repo.definitions import build_feature_objects
 from feature_repo.store import count_online_entities, open_feature_store
 from recloop.data.ingest import REPORT_FILE, event_partition_counts
@@ -57,33 +61,81 @@ def lineage(defs: dg.Definitions, source: str = RAW_ASSET, sink: str = LAST_ASSE
 
 
 QUIET_LOGS = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
+# A workspace run's steps in its own process, not one subprocess per step: on 2 cores,
+# each step process's imports (torch, Feast, dbt) cost more than running steps side by
+# side gains, and steps that open the DuckDB warehouse run one at a time anyway.
+ONE_PROCESS = {"execution": {"config": {"in_process": {}}}}
+PARTITION_TAG = "dagster/partition"
+
+
+class Jobs(Protocol):
+    """Runs a job of the code location by name and waits for its outcome."""
+
+    def run(
+        self,
+        job_name: str,
+        run_config: Mapping[str, object] | None = None,
+        tags: Mapping[str, str] | None = None,
+    ) -> RunOutcome: ...
+
+
+@dataclass
+class InProcessJobs:
+    """Jobs executed in this process (`execute_in_process`) on `defs`: what the tests and
+    `make loop` use, with definitions built from settings they choose. Their runs have
+    no code-location origin, so the UI cannot re-execute them; `make demo` launches
+    workspace runs instead (drivers.dagster_runs.WorkspaceJobs)."""
+
+    defs: dg.Definitions
+    instance: dg.DagsterInstance
+
+    def run(
+        self,
+        job_name: str,
+        run_config: Mapping[str, object] | None = None,
+        tags: Mapping[str, str] | None = None,
+    ) -> RunOutcome:
+        tags = dict(tags or {})
+        partition = tags.pop(PARTITION_TAG, None)
+        result = self.defs.resolve_job_def(job_name).execute_in_process(
+            instance=self.instance,
+            raise_on_error=False,
+            run_config=dict(run_config or {}),
+            tags=tags,
+            partition_key=partition,
+        )
+        return RunOutcome(
+            run_id=result.run_id,
+            status=result.dagster_run.status,
+            failures=[
+                event.message for event in result.all_events if event.is_failure and event.message
+            ],
+            failed_checks=[
+                evaluation.check_name
+                for evaluation in result.get_asset_check_evaluations()
+                if not evaluation.passed
+            ],
+        )
 
 
 def _run(
-    job: dg.JobDefinition,
-    instance: dg.DagsterInstance,
+    jobs: Jobs,
+    job_name: str,
     what: str,
-    run_config: dict | None = None,
-    **kwargs,
+    run_config: Mapping[str, object] | None = None,
+    tags: Mapping[str, str] | None = None,
 ) -> None:
-    result = job.execute_in_process(
-        instance=instance,
-        raise_on_error=False,
-        run_config={**QUIET_LOGS, **(run_config or {})},
-        **kwargs,
-    )
-    if not result.success:
-        failures = [
-            event.message for event in result.all_events if event.is_failure and event.message
-        ]
-        raise DemoError(f"{what} failed (run {result.run_id}): " + " | ".join(failures[-3:]))
-    failed_checks = [
-        evaluation.check_name
-        for evaluation in result.get_asset_check_evaluations()
-        if not evaluation.passed
-    ]
-    if failed_checks:
-        raise DemoError(f"{what}: asset checks failed: {failed_checks} (run {result.run_id})")
+    """Run a job quietly; a DemoError naming the run and its last failures if it fails
+    or if any of its asset checks does not pass."""
+    outcome = jobs.run(job_name, {**QUIET_LOGS, **(run_config or {})}, tags)
+    if not outcome.success:
+        raise DemoError(
+            f"{what} failed (run {outcome.run_id}): " + " | ".join(outcome.failures[-3:])
+        )
+    if outcome.failed_checks:
+        raise DemoError(
+            f"{what}: asset checks failed: {outcome.failed_checks} (run {outcome.run_id})"
+        )
 
 
 def inject_malformed_batch(layout: DataLayout, tenant: str) -> int:
@@ -101,10 +153,13 @@ STEPS = 7
 
 
 def build_features(
-    settings: Settings, instance: dg.DagsterInstance, shift: timedelta = timedelta(0)
+    settings: Settings,
+    instance: dg.DagsterInstance,
+    shift: timedelta = timedelta(0),
+    jobs: Jobs | None = None,
 ) -> dg.Definitions:
-    """Steps 1-4: raw log (timestamps moved by `shift`), validation, dbt and Feast.
-    Returns the definitions it ran."""
+    """Steps 1-4: raw log (timestamps moved by `shift`), validation, dbt and Feast, run by
+    `jobs` (default: in this process). Returns the definitions of the code location."""
     layout = DataLayout(settings.data_dir)
     print(f"[1/{STEPS}] MovieLens-100K -> raw event log under {layout.root / 'raw'}")
     write_raw_log(
@@ -113,33 +168,32 @@ def build_features(
     )
     injected = inject_malformed_batch(layout, DEMO_TENANT)
     print(f"      + {injected} deliberately malformed events ({BAD_BATCH_NAME}) to show quarantine")
-    return run_feature_jobs(settings, instance)
+    return run_feature_jobs(settings, instance, jobs)
 
 
-def run_feature_jobs(settings: Settings, instance: dg.DagsterInstance) -> dg.Definitions:
+def run_feature_jobs(
+    settings: Settings, instance: dg.DagsterInstance, jobs: Jobs | None = None
+) -> dg.Definitions:
     """Steps 2-4 on whatever raw log the data directory holds: catalogs and events
-    validated per tenant, then dbt and Feast. Returns the definitions it ran."""
+    validated per tenant, then dbt and Feast, run by `jobs` (default: in this process).
+    Returns the definitions of the code location."""
     layout = DataLayout(settings.data_dir)
     defs = build_definitions(settings)
+    jobs = jobs or InProcessJobs(defs, instance)
     tenants = layout.tenants()
     added = new_tenants(instance, tenants)
     if added:
         instance.add_dynamic_partitions(TENANTS.name, added)
     print(f"[2/{STEPS}] tenants: {', '.join(tenants)}; validating catalogs")
     for tenant in tenants:
-        _run(
-            defs.resolve_job_def(VALIDATE_CATALOGS_JOB),
-            instance,
-            f"catalogs of {tenant}",
-            partition_key=tenant,
-        )
+        _run(jobs, VALIDATE_CATALOGS_JOB, f"catalogs of {tenant}", tags={PARTITION_TAG: tenant})
 
     for tenant in tenants:
         days = layout.event_days(tenant)
         print(f"[3/{STEPS}] validating {len(days)} daily partitions of {tenant} in one run")
         _run(
-            defs.resolve_job_def(VALIDATE_EVENTS_JOB),
-            instance,
+            jobs,
+            VALIDATE_EVENTS_JOB,
             f"event validation of {tenant}",
             tags={
                 "dagster/asset_partition_range_start": event_key(tenant, days[0]),
@@ -149,18 +203,22 @@ def run_feature_jobs(settings: Settings, instance: dg.DagsterInstance) -> dg.Def
     print(
         f"[4/{STEPS}] dbt build (staging -> intermediate -> marts), feast apply, materialize online store"
     )
-    _run(defs.resolve_job_def(FEATURES_JOB), instance, "features")
+    _run(jobs, FEATURES_JOB, "features")
     return defs
 
 
 def train_and_promote(
-    defs: dg.Definitions, instance: dg.DagsterInstance, candidate_config: dict | None = None
+    defs: dg.Definitions,
+    instance: dg.DagsterInstance,
+    candidate_config: dict | None = None,
+    jobs: Jobs | None = None,
 ) -> None:
-    """Step 5: text embeddings, PIT training set, candidate, gates, promotion."""
+    """Step 5: text embeddings, PIT training set, candidate, gates, promotion, run by
+    `jobs` (default: in this process)."""
     algorithm = defs.resources["recloop"].settings().champion_algorithm
     print(f"[5/{STEPS}] train the {algorithm} candidate, run the gates, promote it")
     run_config = {"ops": {"model_candidate": {"config": candidate_config or {}}}}
-    _run(defs.resolve_job_def(TRAINING_JOB), instance, "training", run_config=run_config)
+    _run(jobs or InProcessJobs(defs, instance), TRAINING_JOB, "training", run_config=run_config)
 
 
 def serving_smoke(settings: Settings) -> dict:
@@ -178,10 +236,12 @@ def serving_smoke(settings: Settings) -> dict:
     return {"url": url, "smoke_ok": smoke_ok, "smoke_user": user, "smoke_response": answer}
 
 
-def run_demo(settings: Settings, instance: dg.DagsterInstance, artifacts: Path) -> dict:
+def run_demo(
+    settings: Settings, instance: dg.DagsterInstance, artifacts: Path, jobs: Jobs | None = None
+) -> dict:
     started = time.perf_counter()
-    defs = build_features(settings, instance)
-    train_and_promote(defs, instance)
+    defs = build_features(settings, instance, jobs=jobs)
+    train_and_promote(defs, instance, jobs=jobs)
     serving = serving_smoke(settings)
     if not serving["smoke_ok"]:
         raise DemoError(f"the smoke request got an unexpected answer: {serving['smoke_response']}")
@@ -293,14 +353,20 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--artifacts", type=Path, default=Path("artifacts"))
     args = parser.parse_args(argv)
-    # Library deprecation and beta notices drown the demo's own output.
+    # Library deprecation and beta notices drown the demo's own output (the code server
+    # and the runs it starts inherit the environment).
     warnings.filterwarnings("ignore", category=DeprecationWarning)
+    os.environ.setdefault("PYTHONWARNINGS", "ignore::DeprecationWarning")
     warnings.filterwarnings("ignore", category=dg.BetaWarning)
     settings = Settings.from_env()
-    home = os.environ.get("DAGSTER_HOME")
-    instance = dg.DagsterInstance.get() if home else dg.DagsterInstance.ephemeral()
+    if not os.environ.get("DAGSTER_HOME"):
+        print("demo: error: set DAGSTER_HOME (`make demo` sets it)", file=sys.stderr)
+        return 2
+    instance = dg.DagsterInstance.get()
     try:
-        run_demo(settings, instance, args.artifacts)
+        # Workspace runs, so the UI can re-execute them and list them under their jobs.
+        with WorkspaceJobs(instance, PROJECT_ROOT / "workspace.yaml", ONE_PROCESS) as jobs:
+            run_demo(settings, instance, args.artifacts, jobs)
     except DemoError as exc:
         print(f"demo: error: {exc}", file=sys.stderr)
         return 1
