@@ -35,7 +35,7 @@ from drivers.dagster_runs import RunOutcome, WorkspaceJobs
 from drivers.launcher import PROJECT_ROOT, post_json, serve
 from feature_repo.definitions import build_feature_objects
 from feature_repo.store import count_online_entities, open_feature_store
-from recloop.data.ingest import REPORT_FILE, event_partition_counts
+from recloop.data.ingest import REPORT_FILE, event_partition_counts, pending_event_rows
 from recloop.data.layout import DataLayout, parquet_files, write_parquet_atomic
 from recloop.data.movielens import fetch_recbole_wheel, read_ml100k_wheel, to_raw_log, write_raw_log
 from recloop.data.samples import BAD_BATCH_NAME, malformed_events
@@ -227,7 +227,8 @@ def serving_smoke(settings: Settings) -> dict:
     registry = Registry(DataLayout(settings.data_dir).registry)
     user = str(registry.load(registry.champion()).user_ids[0])
     with serve(settings) as url:
-        answer = post_json(f"{url}/recommend", {"user_id": user, "k": 10})
+        # A dry run: the smoke request's impressions would be training data.
+        answer = post_json(f"{url}/recommend", {"user_id": user, "k": 10, "dry_run": True})
     smoke_ok = (
         answer.get("model_version") == registry.champion()
         and len(answer.get("items", [])) == 10
@@ -259,7 +260,7 @@ def run_demo(
 
 def build_summary(settings: Settings, defs: dg.Definitions, started: float) -> dict:
     layout = DataLayout(settings.data_dir)
-    read = valid = quarantined = 0
+    read = valid = quarantined = pending = 0
     reasons: Counter[str] = Counter()
     for tenant in layout.tenants():
         for day in layout.event_days(tenant):
@@ -269,6 +270,7 @@ def build_summary(settings: Settings, defs: dg.Definitions, started: float) -> d
                 valid + counts.valid,
                 quarantined + counts.quarantined,
             )
+            pending += pending_event_rows(layout, tenant, day)
             report = layout.validated_events_partition(tenant, day) / REPORT_FILE
             if report.exists():
                 reasons.update(json.loads(report.read_text())["reasons"])
@@ -276,9 +278,10 @@ def build_summary(settings: Settings, defs: dg.Definitions, started: float) -> d
     objects = build_feature_objects(layout.marts)
     online_rows = {view.name: count_online_entities(store, view) for view in objects.views}
     return {
-        "raw_events": read,
+        "raw_events": read + pending,
         "valid_events": valid,
         "quarantined_events": quarantined,
+        "pending_events": pending,
         "quarantine_reasons": dict(sorted(reasons.items())),
         "tenants": layout.tenants(),
         "lineage": lineage(defs),
@@ -315,11 +318,16 @@ def model_summary(settings: Settings) -> dict:
 
 def print_summary(summary: dict, path: Path) -> None:
     print()
-    print(f"  raw events          {summary['raw_events']:>10,}")
+    print(f"  raw events          {summary['raw_events']:>10,}  = valid + quarantined + pending")
     print(f"  valid               {summary['valid_events']:>10,}")
-    print(f"  quarantined         {summary['quarantined_events']:>10,}")
+    print(
+        f"  quarantined         {summary['quarantined_events']:>10,}  rows; the checks they failed:"
+    )
     for reason, count in summary["quarantine_reasons"].items():
         print(f"      {count:>4}  {reason}")
+    if sum(summary["quarantine_reasons"].values()) > summary["quarantined_events"]:
+        print("            (a row that failed several checks counts once under each)")
+    print(f"  pending             {summary['pending_events']:>10,}  not validated yet")
     for view, rows in summary["online_rows"].items():
         print(f"  online {view:<13}{rows:>10,} entities ({summary['online_store']})")
     print(f"  lineage             {' -> '.join(summary['lineage'])}")

@@ -142,6 +142,15 @@ def event_partition_counts(layout: DataLayout, tenant: str, day: date) -> RowCou
     )
 
 
+def pending_event_rows(layout: DataLayout, tenant: str, day: date) -> int:
+    """Raw rows no validation has read yet: files the partition's last report does not
+    name (every file, when it was never validated), e.g. the service's newest batches."""
+    raw_dir = layout.raw_events_partition(tenant, day)
+    report = layout.validated_events_partition(tenant, day) / REPORT_FILE
+    seen = set(json.loads(report.read_text())["files"]) if report.exists() else set()
+    return parquet_rows([path for path in parquet_files(raw_dir) if path.name not in seen])
+
+
 def catalog_counts(layout: DataLayout, catalog: str, tenant: str) -> RowCounts:
     return RowCounts(
         read=parquet_rows(parquet_files(layout.raw_catalog(catalog, tenant))),

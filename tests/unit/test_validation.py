@@ -6,7 +6,11 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from recloop.data.ingest import event_partition_counts, validate_event_partition
+from recloop.data.ingest import (
+    event_partition_counts,
+    pending_event_rows,
+    validate_event_partition,
+)
 from recloop.data.layout import write_parquet_atomic
 from recloop.data.samples import malformed_events
 from recloop.data.schemas import EventSchema, ItemCatalogSchema, UserCatalogSchema
@@ -160,6 +164,20 @@ def test_partition_outputs_conserve_counts_on_disk(tiny_log) -> None:
     assert report.quarantined == 5
     assert report.valid == report.read - 5
     assert report.files == ["movielens.parquet", "zz-bad.parquet"]
+
+
+def test_rows_no_validation_has_read_are_pending_not_raw_of_the_last_run(tiny_log) -> None:
+    day = tiny_log.event_days("shop")[0]
+    partition = tiny_log.raw_events_partition("shop", day)
+    first = pending_event_rows(tiny_log, "shop", day)
+    assert first > 0  # never validated: every row waits
+    validate_event_partition(tiny_log, "shop", day, NOW)
+    assert pending_event_rows(tiny_log, "shop", day) == 0
+    late = MALFORMED.head(2).drop(columns=["defect", "expected_reason"])
+    write_parquet_atomic(late, partition / "zz-late.parquet")
+    counts = event_partition_counts(tiny_log, "shop", day)
+    assert pending_event_rows(tiny_log, "shop", day) == 2
+    assert counts.conserved and counts.read == first
 
 
 def test_catalog_duplicates_and_out_of_range_values(tmp_path: Path) -> None:
