@@ -22,7 +22,7 @@ DAGSTER_YAML := $(DAGSTER_HOME)/dagster.yaml
 # The project's tools (dbt, dagster, feast) first, whether or not the venv is activated.
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: install demo loop experiments test test-unit test-integration test-e2e dev serve bento bench bench-quality bench-served bench-serve lint clean
+.PHONY: install demo pipeline loop experiments test test-unit test-integration test-e2e dev serve bento bench bench-quality bench-served bench-serve lint clean
 
 install: $(STAMP) $(MANIFEST)
 
@@ -44,6 +44,10 @@ $(DAGSTER_YAML):
 
 demo: install $(DAGSTER_YAML)
 	$(BIN)/python -m drivers.demo
+
+# The whole chain on the raw log already in $(RECLOOP_DATA_DIR) (yours; no download).
+pipeline: install $(DAGSTER_YAML)
+	$(BIN)/recloop run
 
 # The closed loop (drivers/loop.py): simulated users, drift, sensors, retraining, hot swap.
 loop: install

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import UTC, date, datetime
+
 import dagster as dg
 
 from assets.automation import features_automation_sensor
@@ -25,6 +27,7 @@ from assets.sensors import (
     tenant_discovery_sensor,
 )
 from assets.training import TRAINING_GROUP, champion_chain_assets, item_text_embeddings
+from recloop.data.layout import DataLayout
 from recloop.settings import Settings
 
 VALIDATE_CATALOGS_JOB = "validate_catalogs"
@@ -32,9 +35,17 @@ FEATURES_JOB = "build_features"
 TRAINING_JOB = "train_and_promote"
 
 
+def partitions_start(settings: Settings) -> date:
+    """The first day of the event partitions: the setting, else the first day of the raw
+    log (so the UI shows the days the data holds, not decades of empty ones), else today
+    (nothing yet: the service's first batches land today)."""
+    layout = DataLayout(settings.data_dir)
+    return settings.partitions_start or layout.first_event_day() or datetime.now(UTC).date()
+
+
 def build_definitions(settings: Settings) -> dg.Definitions:
     """Everything Dagster loads, for one set of settings (tests pass temporary ones)."""
-    events = event_partitions(settings.partitions_start)
+    events = event_partitions(partitions_start(settings))
     experiments = build_experiment_definitions(load_valid_specs(settings.experiments_dir))
     return dg.Definitions(
         assets=[

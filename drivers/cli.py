@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import shutil
 import sys
 from collections.abc import Sequence
 from dataclasses import replace
@@ -73,6 +75,17 @@ def build_parser() -> argparse.ArgumentParser:
     fetch.add_argument("--tenant", default=None, help="tenant id (default: the data set name)")
     add_model_commands(commands)
     add_experiment_commands(commands)
+    run = commands.add_parser(
+        "run",
+        help="the whole pipeline on the raw log in the data directory (yours: no download): "
+        "validate, build features, fill the online store, train, gate, promote; make pipeline",
+    )
+    run.add_argument(
+        "--artifacts",
+        type=Path,
+        default=Path("artifacts"),
+        help="where run_summary.json goes (default ./artifacts)",
+    )
     commands.add_parser(
         "simulate",
         help="the closed loop with simulated users (`recloop simulate --help`; make loop)",
@@ -199,6 +212,21 @@ def _experiments(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def _run_pipeline(args: argparse.Namespace, settings: Settings) -> int:
+    """`recloop run`: on the Dagster instance in $DAGSTER_HOME, by default the data
+    directory's `dagster_home` (as the Makefile sets it), with the local dagster.yaml."""
+    from drivers.demo import launch, run_pipeline
+    from drivers.launcher import PROJECT_ROOT
+
+    home = Path(
+        os.environ.setdefault("DAGSTER_HOME", str(existing_data_dir(settings) / "dagster_home"))
+    )
+    home.mkdir(parents=True, exist_ok=True)
+    if not (home / "dagster.yaml").exists():
+        shutil.copy(PROJECT_ROOT / "deploy" / "local" / "dagster.yaml", home / "dagster.yaml")
+    return launch(run_pipeline, args.artifacts)
+
+
 def existing_data_dir(settings: Settings) -> Path:
     """The data directory, which a command that reads it must find: a mistyped path is
     an error, never an empty directory created in its place."""
@@ -235,6 +263,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return run(args, settings)
         if args.command == "experiments":
             return _experiments(args, settings)
+        if args.command == "run":
+            return _run_pipeline(args, settings)
         return _fetch(args, settings)
     except (SettingsError, MovieLensError) as exc:
         print(f"recloop: error: {exc}", file=sys.stderr)

@@ -47,7 +47,9 @@ class RunOutcome:
 
 class WorkspaceJobs(AbstractContextManager["WorkspaceJobs"]):
     """Runs of the first (only) code location of `workspace_yaml`, with one code server
-    for every run launched inside the `with` block."""
+    for every run launched inside the `with` block. The code location loads at the first
+    run, not before: it reads the data directory (e.g. the first day of the raw log),
+    which a driver may write first."""
 
     def __init__(
         self,
@@ -58,15 +60,21 @@ class WorkspaceJobs(AbstractContextManager["WorkspaceJobs"]):
         """`base_run_config` goes under every run's own (e.g. the executor to use)."""
         self.instance = instance
         self.base_run_config = dict(base_run_config or {})
-        self._process = WorkspaceProcessContext(
-            instance,
-            WorkspaceFileTarget(paths=[str(workspace_yaml)]),
-            code_server_log_level="WARNING",
-        )
+        self.workspace_yaml = workspace_yaml
+        self._process: WorkspaceProcessContext | None = None
 
     def __enter__(self) -> WorkspaceJobs:
-        self._process.__enter__()
         return self
+
+    def _workspace(self) -> WorkspaceProcessContext:
+        if self._process is None:
+            process = WorkspaceProcessContext(
+                self.instance,
+                WorkspaceFileTarget(paths=[str(self.workspace_yaml)]),
+                code_server_log_level="WARNING",
+            )
+            self._process = process.__enter__()
+        return self._process
 
     def __exit__(
         self,
@@ -74,7 +82,9 @@ class WorkspaceJobs(AbstractContextManager["WorkspaceJobs"]):
         error: BaseException | None,
         trace: TracebackType | None,
     ) -> None:
-        self._process.__exit__(kind, error, trace)
+        if self._process is not None:
+            self._process.__exit__(kind, error, trace)
+            self._process = None
 
     def run(
         self,
@@ -83,7 +93,8 @@ class WorkspaceJobs(AbstractContextManager["WorkspaceJobs"]):
         tags: Mapping[str, str] | None = None,
     ) -> RunOutcome:
         """Launch `job_name` (its partition, if any, in `tags`) and wait for it to end."""
-        context = self._process.create_request_context()
+        workspace = self._workspace()
+        context = workspace.create_request_context()
         location_name = context.code_location_names[0]
         location = context.get_code_location(location_name)
         (repository,) = location.get_repositories().values()

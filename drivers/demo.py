@@ -13,7 +13,7 @@ import sys
 import time
 import warnings
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -40,7 +40,7 @@ from recloop.data.layout import DataLayout, parquet_files, write_parquet_atomic
 from recloop.data.movielens import fetch_recbole_wheel, read_ml100k_wheel, to_raw_log, write_raw_log
 from recloop.data.samples import BAD_BATCH_NAME, malformed_events
 from recloop.registry.model_registry import Registry, model_name
-from recloop.settings import Settings
+from recloop.settings import Settings, SettingsError
 
 DEMO_TENANT = "ml100k"
 RAW_ASSET = "raw_events"
@@ -149,7 +149,14 @@ def inject_malformed_batch(layout: DataLayout, tenant: str) -> int:
     return len(batch)
 
 
-STEPS = 7
+# The steps of `make demo` and of `recloop run` (your own data: no download, no service),
+# as the progress lines number them.
+DEMO_STEPS = ("raw log", "catalogs", "events", "features", "training", "serving", "summary")
+RUN_STEPS = ("catalogs", "events", "features", "training", "summary")
+
+
+def announce(steps: tuple[str, ...], step: str, text: str) -> None:
+    print(f"[{steps.index(step) + 1}/{len(steps)}] {text}", flush=True)
 
 
 def build_features(
@@ -161,7 +168,7 @@ def build_features(
     """Steps 1-4: raw log (timestamps moved by `shift`), validation, dbt and Feast, run by
     `jobs` (default: in this process). Returns the definitions of the code location."""
     layout = DataLayout(settings.data_dir)
-    print(f"[1/{STEPS}] MovieLens-100K -> raw event log under {layout.root / 'raw'}")
+    announce(DEMO_STEPS, "raw log", f"MovieLens-100K -> raw event log under {layout.root / 'raw'}")
     write_raw_log(
         to_raw_log(read_ml100k_wheel(fetch_recbole_wheel(layout.cache)), DEMO_TENANT, shift),
         layout,
@@ -172,7 +179,10 @@ def build_features(
 
 
 def run_feature_jobs(
-    settings: Settings, instance: dg.DagsterInstance, jobs: Jobs | None = None
+    settings: Settings,
+    instance: dg.DagsterInstance,
+    jobs: Jobs | None = None,
+    steps: tuple[str, ...] = DEMO_STEPS,
 ) -> dg.Definitions:
     """Steps 2-4 on whatever raw log the data directory holds: catalogs and events
     validated per tenant, then dbt and Feast, run by `jobs` (default: in this process).
@@ -184,13 +194,13 @@ def run_feature_jobs(
     added = new_tenants(instance, tenants)
     if added:
         instance.add_dynamic_partitions(TENANTS.name, added)
-    print(f"[2/{STEPS}] tenants: {', '.join(tenants)}; validating catalogs")
+    announce(steps, "catalogs", f"tenants: {', '.join(tenants)}; validating catalogs")
     for tenant in tenants:
         _run(jobs, VALIDATE_CATALOGS_JOB, f"catalogs of {tenant}", tags={PARTITION_TAG: tenant})
 
     for tenant in tenants:
         days = layout.event_days(tenant)
-        print(f"[3/{STEPS}] validating {len(days)} daily partitions of {tenant} in one run")
+        announce(steps, "events", f"validating {len(days)} daily partitions of {tenant} in one run")
         _run(
             jobs,
             VALIDATE_EVENTS_JOB,
@@ -200,8 +210,10 @@ def run_feature_jobs(
                 "dagster/asset_partition_range_end": event_key(tenant, days[-1]),
             },
         )
-    print(
-        f"[4/{STEPS}] dbt build (staging -> intermediate -> marts), feast apply, materialize online store"
+    announce(
+        steps,
+        "features",
+        "dbt build (staging -> intermediate -> marts), feast apply, materialize online store",
     )
     _run(jobs, FEATURES_JOB, "features")
     return defs
@@ -212,18 +224,19 @@ def train_and_promote(
     instance: dg.DagsterInstance,
     candidate_config: dict | None = None,
     jobs: Jobs | None = None,
+    steps: tuple[str, ...] = DEMO_STEPS,
 ) -> None:
     """Step 5: text embeddings, PIT training set, candidate, gates, promotion, run by
     `jobs` (default: in this process)."""
     algorithm = defs.resources["recloop"].settings().champion_algorithm
-    print(f"[5/{STEPS}] train the {algorithm} candidate, run the gates, promote it")
+    announce(steps, "training", f"train the {algorithm} candidate, run the gates, promote it")
     run_config = {"ops": {"model_candidate": {"config": candidate_config or {}}}}
     _run(jobs or InProcessJobs(defs, instance), TRAINING_JOB, "training", run_config=run_config)
 
 
 def serving_smoke(settings: Settings) -> dict:
     """Step 6: start the service over HTTP, ask for recommendations, check the answer."""
-    print(f"[6/{STEPS}] start the BentoML service and send a smoke request")
+    announce(DEMO_STEPS, "serving", "start the BentoML service and send a smoke request")
     registry = Registry(DataLayout(settings.data_dir).registry)
     user = str(registry.load(registry.champion()).user_ids[0])
     with serve(settings) as url:
@@ -246,16 +259,42 @@ def run_demo(
     serving = serving_smoke(settings)
     if not serving["smoke_ok"]:
         raise DemoError(f"the smoke request got an unexpected answer: {serving['smoke_response']}")
-    print(f"[7/{STEPS}] summary")
+    announce(DEMO_STEPS, "summary", "summary")
     summary = {
         **build_summary(settings, defs, started),
         **model_summary(settings),
         "serving": serving,
     }
-    artifacts.mkdir(parents=True, exist_ok=True)
-    (artifacts / "demo_summary.json").write_text(json.dumps(summary, indent=2, sort_keys=True))
-    print_summary(summary, artifacts / "demo_summary.json")
+    write_summary(summary, artifacts / "demo_summary.json")
     return summary
+
+
+def run_pipeline(
+    settings: Settings, instance: dg.DagsterInstance, artifacts: Path, jobs: Jobs | None = None
+) -> dict:
+    """`recloop run`: the whole chain (validation, features, online store, training, gates,
+    promotion) on whatever raw log the data directory holds, then the demo's summary."""
+    started = time.perf_counter()
+    layout = DataLayout(settings.data_dir)
+    if not layout.tenants():
+        raise DemoError(
+            f"no raw events under {layout.raw_events}: write them as "
+            "raw/events/tenant=<id>/date=<YYYY-MM-DD>/<batch>.parquet, with the catalogs "
+            "raw/users/tenant=<id>/<YYYY-MM-DD>.parquet and raw/items/tenant=<id>/<YYYY-MM-DD>"
+            '.parquet (README.md, "Your own data"), or run `make demo` for MovieLens-100K'
+        )
+    defs = run_feature_jobs(settings, instance, jobs, RUN_STEPS)
+    train_and_promote(defs, instance, jobs=jobs, steps=RUN_STEPS)
+    announce(RUN_STEPS, "summary", "summary")
+    summary = {**build_summary(settings, defs, started), **model_summary(settings)}
+    write_summary(summary, artifacts / "run_summary.json")
+    return summary
+
+
+def write_summary(summary: dict, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(summary, indent=2, sort_keys=True))
+    print_summary(summary, path)
 
 
 def build_summary(settings: Settings, defs: dg.Definitions, started: float) -> dict:
@@ -349,36 +388,56 @@ def print_summary(summary: dict, path: Path) -> None:
         print(
             f"      {'ok  ' if result['passed'] else 'FAIL'} {result['name']}: {result['detail']}"
         )
-    serving = summary["serving"]
-    print(
-        f"  serving smoke       {'ok' if serving['smoke_ok'] else 'FAILED'} ({serving['url']}/recommend)"
-    )
+    if "serving" in summary:
+        serving = summary["serving"]
+        print(
+            f"  serving smoke       {'ok' if serving['smoke_ok'] else 'FAILED'} ({serving['url']}/recommend)"
+        )
     print(f"  elapsed             {summary['elapsed_s']:>10.1f} s")
     print(f"\n  wrote {path}; `make dev` opens the Dagster UI on these runs.")
+
+
+def launch(run: Callable[[Settings, dg.DagsterInstance, Path, Jobs], dict], artifacts: Path) -> int:
+    """Run `run_demo` or `run_pipeline` with workspace runs on $DAGSTER_HOME's instance;
+    the exit code, with a one-line error for a failed step."""
+    # Library deprecation and beta notices drown the driver's own output (the code server
+    # and the runs it starts inherit the environment).
+    warnings.filterwarnings("ignore", category=DeprecationWarning)
+    warnings.filterwarnings("ignore", category=dg.BetaWarning)
+    os.environ.setdefault("PYTHONWARNINGS", "ignore::DeprecationWarning")
+    try:
+        settings = Settings.from_env()
+    except SettingsError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if not os.environ.get("DAGSTER_HOME"):
+        print(
+            "error: set DAGSTER_HOME to the Dagster instance's directory (the Makefile "
+            "sets $RECLOOP_DATA_DIR/dagster_home)",
+            file=sys.stderr,
+        )
+        return 2
+    # The code server loads `workspace.yaml` from the repository root and reads the
+    # settings from the environment: make them independent of the working directory.
+    artifacts = artifacts.resolve()
+    os.environ.update(settings.to_env())
+    os.chdir(PROJECT_ROOT)
+    instance = dg.DagsterInstance.get()
+    try:
+        # Workspace runs, so the UI can re-execute them and list them under their jobs.
+        with WorkspaceJobs(instance, PROJECT_ROOT / "workspace.yaml", ONE_PROCESS) as jobs:
+            run(settings, instance, artifacts, jobs)
+    except DemoError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--artifacts", type=Path, default=Path("artifacts"))
     args = parser.parse_args(argv)
-    # Library deprecation and beta notices drown the demo's own output (the code server
-    # and the runs it starts inherit the environment).
-    warnings.filterwarnings("ignore", category=DeprecationWarning)
-    os.environ.setdefault("PYTHONWARNINGS", "ignore::DeprecationWarning")
-    warnings.filterwarnings("ignore", category=dg.BetaWarning)
-    settings = Settings.from_env()
-    if not os.environ.get("DAGSTER_HOME"):
-        print("demo: error: set DAGSTER_HOME (`make demo` sets it)", file=sys.stderr)
-        return 2
-    instance = dg.DagsterInstance.get()
-    try:
-        # Workspace runs, so the UI can re-execute them and list them under their jobs.
-        with WorkspaceJobs(instance, PROJECT_ROOT / "workspace.yaml", ONE_PROCESS) as jobs:
-            run_demo(settings, instance, args.artifacts, jobs)
-    except DemoError as exc:
-        print(f"demo: error: {exc}", file=sys.stderr)
-        return 1
-    return 0
+    return launch(run_demo, args.artifacts)
 
 
 if __name__ == "__main__":

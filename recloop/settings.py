@@ -41,7 +41,6 @@ CHAMPION_ALGORITHMS = ("two_tower", "ease", "multi_stage")
 # does not reach (README, "make bench-served"); online it beats popularity by 44 %.
 DEFAULT_CHAMPION_ALGORITHM = "multi_stage"
 # MovieLens-100K, the demo data set, starts on 1997-09-20.
-DEFAULT_PARTITIONS_START = date(1997, 9, 1)
 
 
 @dataclass(frozen=True)
@@ -61,8 +60,8 @@ ENV_VARIABLES: tuple[EnvVariable, ...] = (
     EnvVariable(REDIS_URL_ENV, DEFAULT_REDIS_URL, "Feast's Redis connection string"),
     EnvVariable(
         PARTITIONS_START_ENV,
-        DEFAULT_PARTITIONS_START.isoformat(),
-        "first day of the daily event partitions",
+        None,
+        "first day of the daily event partitions; unset: the first day in the raw event log",
     ),
     EnvVariable(FEAST_PROJECT_ENV, "recloop", "Feast project"),
     EnvVariable(API_KEY_ENV, None, "when set, the X-API-Key the service requires; else no auth"),
@@ -95,7 +94,8 @@ class Settings:
     data_dir: Path
     online_store: OnlineStoreKind = "sqlite"
     redis_url: str = DEFAULT_REDIS_URL
-    partitions_start: date = DEFAULT_PARTITIONS_START
+    # The first day of the daily event partitions; None: the first day of the raw log.
+    partitions_start: date | None = None
     feast_project: str = "recloop"
     # Impressions per drift window (recloop.monitoring.drift_report), new events that trigger a retrain,
     # and impressions collected after a drift before its retrain (assets.monitoring); the
@@ -134,7 +134,7 @@ class Settings:
             )
         start_text = env.get(PARTITIONS_START_ENV)
         try:
-            start = date.fromisoformat(start_text) if start_text else DEFAULT_PARTITIONS_START
+            start = date.fromisoformat(start_text) if start_text else None
         except ValueError as exc:
             raise SettingsError(
                 f"{PARTITIONS_START_ENV}={start_text!r}: expected a date like 1997-09-01"
@@ -170,7 +170,8 @@ class Settings:
             DATA_DIR_ENV: str(self.data_dir),
             ONLINE_STORE_ENV: self.online_store,
             REDIS_URL_ENV: self.redis_url,
-            PARTITIONS_START_ENV: self.partitions_start.isoformat(),
+            # Empty: the child derives the start from the raw log, as this process does.
+            PARTITIONS_START_ENV: self.partitions_start.isoformat() if self.partitions_start else "",
             FEAST_PROJECT_ENV: self.feast_project,
             DRIFT_WINDOW_ENV: str(self.drift_window),
             RETRAIN_AFTER_EVENTS_ENV: str(self.retrain_after_events),

@@ -141,6 +141,11 @@ class DataLayout:
                 found.append(check_tenant_id(child.name.removeprefix("tenant=")))
         return found
 
+    def first_event_day(self) -> date | None:
+        """The earliest day with a raw event file, over every tenant (None: no events)."""
+        firsts = [days[0] for tenant in self.tenants() if (days := self.event_days(tenant))]
+        return min(firsts, default=None)
+
     def event_days(self, tenant: str) -> list[date]:
         """Days with at least one raw event file for `tenant`, sorted."""
         tenant_dir = self.raw_events / f"tenant={tenant}"

@@ -21,7 +21,7 @@ def test_defaults_resolve_data_dir_to_an_absolute_path() -> None:
     settings = Settings.from_env({})
     assert settings.data_dir == Path("data").resolve()
     assert settings.online_store == "sqlite"
-    assert settings.partitions_start == date(1997, 9, 1)
+    assert settings.partitions_start is None  # the first day of the raw log
     assert settings.reload_interval_s == 2.0
 
 
@@ -43,6 +43,8 @@ def test_environment_overrides(tmp_path: Path) -> None:
     assert settings.partitions_start == date(2025, 1, 1)
     assert settings.reload_interval_s == 0.5
     assert Settings.from_env(settings.to_env()) == settings
+    from_the_data = Settings.from_env({"RECLOOP_DATA_DIR": str(tmp_path)})
+    assert Settings.from_env(from_the_data.to_env()) == from_the_data
 
 
 @pytest.mark.parametrize(
