@@ -18,7 +18,7 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import dagster as dg
 import pandas as pd
@@ -196,25 +196,56 @@ def candidate_config(config_class: type) -> type[_CandidateSettings]:
 CandidateConfig = candidate_config(TwoTowerConfig)
 
 
+CheckOutcome = Literal["passed", "failed", "skipped"]
+
+
+def gate_outcome(result: Mapping[str, object]) -> CheckOutcome:
+    """A gate's verdict in a word (a skipped gate passed without deciding)."""
+    if result.get("skipped"):
+        return "skipped"
+    return "passed" if result["passed"] else "failed"
+
+
 def gate_check_results(
     results: Sequence[Mapping[str, object]], checks: Iterable[str]
 ) -> list[dg.AssetCheckResult]:
-    """One blocking check result per check: it passes when every gate it groups passed."""
+    """One blocking check result per check: it passes when every gate it groups passed.
+    A check whose gates were all skipped is shown as what it is: a warning saying
+    "skipped" (it blocks nothing), not a green pass."""
     outcomes = []
     for check in checks:
         mine = [r for r in results if CHECK_OF_GATE[str(r["name"])] == check]
+        words = {gate_outcome(r) for r in mine}
+        outcome: CheckOutcome = (
+            "failed" if "failed" in words else "skipped" if words == {"skipped"} else "passed"
+        )
         outcomes.append(
             dg.AssetCheckResult(
                 check_name=check,
-                passed=all(bool(r["passed"]) for r in mine),
+                passed=outcome == "passed",
+                severity=(
+                    dg.AssetCheckSeverity.WARN
+                    if outcome == "skipped"
+                    else dg.AssetCheckSeverity.ERROR
+                ),
                 metadata={
+                    "outcome": outcome,
                     **{f"{r['name']}_value": float(r["value"]) for r in mine},
                     **{f"{r['name']}_threshold": float(r["threshold"]) for r in mine},
-                    "detail": "; ".join(str(r["detail"]) for r in mine),
+                    "detail": "; ".join(f"{r['name']}: {r['detail']}" for r in mine),
                 },
             )
         )
     return outcomes
+
+
+def check_outcome(evaluation: dg.AssetCheckEvaluation) -> CheckOutcome:
+    """What a gate check's evaluation says: passed, failed, or skipped (a warning whose
+    gates could not decide)."""
+    if evaluation.passed:
+        return "passed"
+    outcome = evaluation.metadata.get("outcome")
+    return "skipped" if outcome is not None and outcome.value == "skipped" else "failed"
 
 
 def model_chain_assets(chain: ModelChain) -> list[dg.AssetsDefinition]:

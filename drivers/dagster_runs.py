@@ -38,7 +38,7 @@ class RunOutcome:
     run_id: str
     status: dg.DagsterRunStatus
     failures: list[str]  # "step: innermost error message", in order
-    failed_checks: list[str]  # asset checks that evaluated and did not pass
+    failed_checks: list[str]  # asset checks that failed with ERROR severity (WARN: a warning)
 
     @property
     def success(self) -> bool:
@@ -156,4 +156,5 @@ class WorkspaceJobs(AbstractContextManager["WorkspaceJobs"]):
                 run_id, of_type=dg.DagsterEventType.ASSET_CHECK_EVALUATION
             )
             if not record.dagster_event.event_specific_data.passed
+            and record.dagster_event.event_specific_data.severity == dg.AssetCheckSeverity.ERROR
         ]

@@ -29,6 +29,7 @@ from assets.definitions import (
     VALIDATE_EVENTS_JOB,
     build_definitions,
 )
+from assets.model_chain import CHECK_OF_GATE, gate_outcome
 from assets.partitions import TENANTS, event_key
 from assets.sensors import new_tenants
 from drivers.dagster_runs import RunOutcome, WorkspaceJobs
@@ -113,7 +114,7 @@ class InProcessJobs:
             failed_checks=[
                 evaluation.check_name
                 for evaluation in result.get_asset_check_evaluations()
-                if not evaluation.passed
+                if not evaluation.passed and evaluation.severity == dg.AssetCheckSeverity.ERROR
             ],
         )
 
@@ -355,6 +356,22 @@ def model_summary(settings: Settings) -> dict:
     }
 
 
+def gate_lines(results: list[dict]) -> list[str]:
+    """The gates grouped under the asset checks the Dagster UI shows, with the same
+    names and outcomes (a check of several gates lists them below it)."""
+    lines = []
+    for check in dict.fromkeys(CHECK_OF_GATE[str(r["name"])] for r in results):
+        mine = [r for r in results if CHECK_OF_GATE[str(r["name"])] == check]
+        words = {gate_outcome(r) for r in mine}
+        outcome = "failed" if "failed" in words else "skipped" if words == {"skipped"} else "passed"
+        if [r["name"] for r in mine] == [check]:
+            lines.append(f"{outcome:<8} {check}: {mine[0]['detail']}")
+            continue
+        lines.append(f"{outcome:<8} {check}")
+        lines += [f"{'':<8}   {gate_outcome(r)} {r['name']}: {r['detail']}" for r in mine]
+    return lines
+
+
 def print_summary(summary: dict, path: Path) -> None:
     print()
     print(f"  raw events          {summary['raw_events']:>10,}  = valid + quarantined + pending")
@@ -383,11 +400,11 @@ def print_summary(summary: dict, path: Path) -> None:
         served = f"refit on {refit['labels']:,} labels"
     print(f"  served model        {served} ({summary['training']['algorithm']})")
     gate = summary["gate"]
-    print(f"  gate                {'passed' if gate['passed'] else 'FAILED'}")
-    for result in gate["results"]:
-        print(
-            f"      {'ok  ' if result['passed'] else 'FAIL'} {result['name']}: {result['detail']}"
-        )
+    print(
+        f"  gate                {'passed' if gate['passed'] else 'FAILED'}  (checks as in the UI)"
+    )
+    for line in gate_lines(gate["results"]):
+        print(f"      {line}")
     if "serving" in summary:
         serving = summary["serving"]
         print(

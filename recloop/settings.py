@@ -171,7 +171,9 @@ class Settings:
             ONLINE_STORE_ENV: self.online_store,
             REDIS_URL_ENV: self.redis_url,
             # Empty: the child derives the start from the raw log, as this process does.
-            PARTITIONS_START_ENV: self.partitions_start.isoformat() if self.partitions_start else "",
+            PARTITIONS_START_ENV: self.partitions_start.isoformat()
+            if self.partitions_start
+            else "",
             FEAST_PROJECT_ENV: self.feast_project,
             DRIFT_WINDOW_ENV: str(self.drift_window),
             RETRAIN_AFTER_EVENTS_ENV: str(self.retrain_after_events),

@@ -56,11 +56,15 @@ class GateConfig:
 
 @dataclass(frozen=True)
 class GateResult:
+    """One gate's verdict. A skipped gate could not decide (no champion yet, no logged
+    exploration) and does not block: `passed` stays true, `skipped` says it did not look."""
+
     name: str
     passed: bool
     value: float
     threshold: float
     detail: str
+    skipped: bool = False
 
     def to_dict(self) -> dict[str, object]:
         return asdict(self)
@@ -127,7 +131,12 @@ def no_regression(
 ) -> GateResult:
     if champion is None:
         return GateResult(
-            "no_regression_vs_champion", True, candidate[NDCG], 0.0, "no champion yet"
+            "no_regression_vs_champion",
+            True,
+            candidate[NDCG],
+            0.0,
+            "skipped: no champion yet",
+            skipped=True,
         )
     if champion_served_share > config.max_champion_served_share:
         return GateResult(
@@ -138,6 +147,7 @@ def no_regression(
             f"skipped: {champion_served_share:.0%} of the test labels answer the champion's own "
             f"lists (> {config.max_champion_served_share:.0%}), where it would beat any "
             f"candidate by construction (champion NDCG@10 {champion[NDCG]:.4f})",
+            skipped=True,
         )
     threshold = champion[NDCG] * (1 - config.champion_tolerance)
     value = candidate[NDCG]

@@ -135,13 +135,20 @@ def ope_gate_result(
     slates = slates_with_history(layout, logged_events(layout, since))
     if slates.rows.empty:
         return GateResult(
-            OPE_GATE, True, 0.0, min_ess, "skipped: no logged impressions with propensities"
+            OPE_GATE,
+            True,
+            0.0,
+            min_ess,
+            "skipped: no logged impressions with propensities",
+            skipped=True,
         )
     target = model_target(layout, features_as_of, slates, model, policy)
     log = target_log(slates, target, RewardModel.fit(slates))
     verdict = ope_gate(estimate(log)["snips"], logged_value(log), min_ess, tolerance)
     if not verdict.decided:
-        return GateResult(OPE_GATE, True, verdict.ess, min_ess, f"skipped: {verdict.reason}")
+        return GateResult(
+            OPE_GATE, True, verdict.ess, min_ess, f"skipped: {verdict.reason}", skipped=True
+        )
     return GateResult(OPE_GATE, verdict.passed, verdict.ci_low, verdict.threshold, verdict.reason)
 
 
