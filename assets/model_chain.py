@@ -400,7 +400,8 @@ def _train_and_register(
         if config.label_permutation_seed is not None:
             inputs = shuffle_training_labels(inputs, config.label_permutation_seed)
             context.log.warning("negative control: training labels were shuffled")
-    trained = train(recipe, inputs, training_set)
+    # Every epoch, label window and search result in the run's log, so the run page moves.
+    trained = train(recipe, inputs, training_set, log=context.log.info)
     labels = dict(chain.registry_labels)
     metadata = {**chain.registry_metadata, **_training_metadata(layout, inputs, training_set)}
     judgement = None

@@ -39,6 +39,7 @@ from recloop.models.candidate_sources import (
     most_recent,
     recency_ranks,
 )
+from recloop.models.progress import ProgressLog, silent
 from recloop.models.ranker import BoostedRanker, RankerConfig
 
 LabelWindowKind = Literal["latest", "random", "global", "mixed"]
@@ -183,10 +184,13 @@ class MultiStageRecommender:
         norms = np.linalg.norm(self.item_features, axis=1, keepdims=True)
         return self.item_features / (norms + 1e-9)
 
-    def fit(self, data: Interactions) -> MultiStageRecommender:
+    def fit(self, data: Interactions, log: ProgressLog = silent) -> MultiStageRecommender:
+        """The four steps of the module docstring; each label window, the ranker and the
+        refit are reported to `log` as they finish."""
         tables, targets, groups = [], [], []
         first_fold: list[CandidateSource] = []
-        for fold, (early, labels) in enumerate(self.config.label_window.windows(data)):
+        windows = self.config.label_window.windows(data)
+        for fold, (early, labels) in enumerate(windows):
             label_lists = labels.per_user()
             sources = [source.fit(early, label_lists) for source in self.make_sources()]
             self._remember(sources, early)
@@ -196,6 +200,11 @@ class MultiStageRecommender:
             tables.append(table.features)
             targets.append(np.asarray(relevant[users[table.rows], table.items]).ravel() > 0)
             groups.append(table.rows + fold * data.n_users)
+            log(
+                f"label window {fold + 1}/{len(windows)}: sources fitted on {len(early):,} "
+                f"interactions, {len(table.rows):,} candidates for the {len(users):,} users "
+                f"with {len(labels):,} labels"
+            )
             if fold == 0:
                 first_fold = sources
                 self.report = {
@@ -223,7 +232,12 @@ class MultiStageRecommender:
             "holdout_ndcg@10": self.ranker.valid_ndcg,
             "gain": self.ranker.importance(),
         }
+        log(
+            f"ranker: {self.ranker.rounds} boosting rounds, NDCG@10 "
+            f"{self.ranker.valid_ndcg:.4f} on its held-out users"
+        )
         self._remember([for_refit(source).fit(data) for source in first_fold], data)
+        log(f"sources refit on all {len(data):,} interactions")
         return self
 
     def _remember(self, sources: list[CandidateSource], data: Interactions) -> None:

@@ -48,6 +48,7 @@ from recloop.models.multi_stage import (
     StageConfig,
     UserItemState,
 )
+from recloop.models.progress import ProgressLog, silent
 from recloop.models.ranker import BoostedRanker, RankerConfig
 
 VERSION_PREFIX = "ms-"
@@ -149,6 +150,7 @@ def fit_multi_stage(
     until: pd.Timestamp,
     config: MultiStageConfig,
     metadata: dict[str, object] | None = None,
+    log: ProgressLog = silent,
 ) -> MultiStageModel:
     """Fit the judged state on the labels stamped before `until` (the test cut-off, so
     the test part judges it honestly), then the served state, same configuration and
@@ -162,8 +164,10 @@ def fit_multi_stage(
     until = pd.Timestamp(until).tz_convert("UTC")
     data = _interactions(labels)
     before = labels.before(until)
-    judged = stage_recommender(config, item_features).fit(data.subset(before))
-    served = stage_recommender(config, item_features).fit(data)
+    log(f"judged state: {int(before.sum()):,} labels before {until:%Y-%m-%d %H:%M}")
+    judged = stage_recommender(config, item_features).fit(data.subset(before), log)
+    log(f"served state: every label ({len(data):,})")
+    served = stage_recommender(config, item_features).fit(data, log)
     return MultiStageModel(
         user_ids=labels.user_ids,
         item_ids=labels.item_ids,

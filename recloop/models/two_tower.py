@@ -34,6 +34,7 @@ from tqdm import tqdm
 from recloop.evaluation.metrics import ndcg_at_k
 from recloop.models.baselines import top_k_unseen
 from recloop.models.configs import TwoTowerConfig
+from recloop.models.progress import ProgressLog, silent
 
 
 @dataclass(frozen=True)
@@ -279,17 +280,21 @@ def train_two_tower(
     config: TwoTowerConfig,
     validate: Callable[[TwoTowerModel], float] | None = None,
     progress: bool = True,
+    log: ProgressLog = silent,
 ) -> TrainResult:
     """Train with Adam; keep the weights of the epoch with the best `validate` score
-    (without `validate`: the lowest training loss).
+    (without `validate`: the lowest training loss). Each epoch's loss and score go to
+    the bar (with `progress`) and to `log`, and so does how training ended.
 
     `history` (users x items, the training interactions) feeds the history summary
     and marks which users and items the id embeddings know.
     """
     trainer = _Trainer(examples, history, item_features, config)
     best = TrainResult(model=copy.deepcopy(trainer.model), best_epoch=-1, best_score=-np.inf)
+    score_name = "validation NDCG@10" if validate else "-loss"
     stale = 0
-    for epoch in tqdm(range(config.epochs), desc="two-tower", unit="epoch", disable=not progress):
+    bar = tqdm(range(config.epochs), desc="two-tower", unit="epoch", disable=not progress)
+    for epoch in bar:
         loss = trainer.epoch()
         score = validate(trainer.model) if validate else -loss
         best.history.append({"epoch": epoch, "loss": loss, "score": score})
@@ -298,8 +303,23 @@ def train_two_tower(
             stale = 0
         else:
             stale += 1
-            if stale >= config.patience:
-                break
+        bar.set_postfix(loss=f"{loss:.4f}", score=f"{score:.4f}", best=best.best_epoch + 1)
+        log(
+            f"epoch {epoch + 1}/{config.epochs}: loss {loss:.4f}, {score_name} {score:.4f} "
+            f"(best {best.best_score:.4f} at epoch {best.best_epoch + 1})"
+        )
+        if stale >= config.patience:
+            break
+    bar.close()
+    ran = len(best.history)
+    ending = (
+        f"early stop at epoch {ran} ({config.patience} epochs without a better {score_name})"
+        if ran < config.epochs
+        else f"all {ran} epochs"
+    )
+    log(f"{ending}: best epoch {best.best_epoch + 1}, {score_name} {best.best_score:.4f}")
+    if progress:
+        tqdm.write(f"two-tower: {ending}; best epoch {best.best_epoch + 1}")
     return best
 
 
@@ -310,12 +330,16 @@ def refit_two_tower(
     config: TwoTowerConfig,
     epochs: int,
     progress: bool = True,
+    log: ProgressLog = silent,
 ) -> TwoTowerModel:
     """Exactly `epochs` epochs with no validation, the last weights kept: the validated
     configuration refit on more labels for the epoch count validation chose."""
     trainer = _Trainer(examples, history, item_features, config)
-    for _ in tqdm(range(epochs), desc="two-tower refit", unit="epoch", disable=not progress):
-        trainer.epoch()
+    bar = tqdm(range(epochs), desc="two-tower refit", unit="epoch", disable=not progress)
+    for epoch in bar:
+        loss = trainer.epoch()
+        bar.set_postfix(loss=f"{loss:.4f}")
+        log(f"refit epoch {epoch + 1}/{epochs}: loss {loss:.4f}")
     return trainer.model
 
 

@@ -61,6 +61,7 @@ from recloop.models.model_artifact import (
 )
 from recloop.models.multi_stage_model import MultiStageModel
 from recloop.models.popularity_model import PopularityModel
+from recloop.models.progress import ProgressLog, silent
 from recloop.models.retrieval_index import DEFAULT_ANN_MIN_ITEMS, RetrievalIndex
 from recloop.models.two_tower import (
     TrainingExamples,
@@ -306,6 +307,7 @@ def fit_candidate(
     ann_min_items: int = DEFAULT_ANN_MIN_ITEMS,
     metadata: dict[str, object] | None = None,
     progress: bool = True,
+    log: ProgressLog = silent,
 ) -> Candidate:
     """Train on the train part, stop early on validation NDCG@10, evaluate on test.
 
@@ -356,6 +358,7 @@ def fit_candidate(
         config,
         validate,
         progress,
+        log,
     )
     all_history = _pairs_matrix(examples, user_index, item_index)
     evaluated = ModelBundle(
@@ -396,6 +399,7 @@ def fit_candidate(
             config,
             epochs,
             progress,
+            log,
         )
         bundle = refit_bundle(
             evaluated,

@@ -34,10 +34,11 @@ from recloop.models.configs import (
     PopularityConfig,
     TwoTowerConfig,
 )
-from recloop.models.ease_model import EaseModel, fit_ease, search_l2
+from recloop.models.ease_model import RELATIVE_SCORE, EaseModel, fit_ease, search_l2
 from recloop.models.model_artifact import ModelBundle
 from recloop.models.multi_stage_model import MultiStageModel, fit_multi_stage
 from recloop.models.popularity_model import PopularityModel, fit_popularity
+from recloop.models.progress import ProgressLog, silent
 from recloop.models.retrieval_index import DEFAULT_ANN_MIN_ITEMS
 from recloop.training.candidate import (
     Candidate,
@@ -187,13 +188,16 @@ def labels_only_inputs(
     )
 
 
-def train(recipe: ModelRecipe, inputs: TrainingInputs, training_set: str) -> TrainedModel:
+def train(
+    recipe: ModelRecipe, inputs: TrainingInputs, training_set: str, log: ProgressLog = silent
+) -> TrainedModel:
     """Fit the recipe's model (a two-tower on the train part, stopping early on validation,
     then refit on every label unless its config says not to: `judge` scores the
     train-part weights, the registry keeps and serves both; popularity and EASE on the
     labels before the test cut-off, which is what popularity serves; EASE and the
     multi-stage recommender on the labels before the test cut-off, which `judge` scores,
-    then on every label, which serves, both kept)."""
+    then on every label, which serves, both kept). Progress (epochs, label windows, the
+    search) goes to `log`."""
     if recipe.algorithm == TWO_TOWER:
         config = TwoTowerConfig(**recipe.params)
         candidate = fit_candidate(
@@ -201,6 +205,7 @@ def train(recipe: ModelRecipe, inputs: TrainingInputs, training_set: str) -> Tra
             config,
             ann_min_items=recipe.ann_min_items,
             metadata={"training_set": training_set},
+            log=log,
         )
         bundle = candidate.bundle
         metadata = {
@@ -223,6 +228,10 @@ def train(recipe: ModelRecipe, inputs: TrainingInputs, training_set: str) -> Tra
         config = EaseConfig(**recipe.params)
         search = search_l2(inputs.examples, catalog, inputs.cutoffs) if config.search_l2 else None
         l2 = search.l2 if search else config.l2
+        if search:
+            scores = ", ".join(f"{t['l2']:g}: {t[RELATIVE_SCORE]:.3f}" for t in search.trials)
+            log(f"EASE L2 chosen on validation: {l2:g} (relative NDCG@10 by L2: {scores})")
+        log(f"fitting EASE (L2 {l2:g}) on the labels before the test cut-off, then on all")
         model = fit_ease(
             inputs.examples,
             catalog,
@@ -243,6 +252,7 @@ def train(recipe: ModelRecipe, inputs: TrainingInputs, training_set: str) -> Tra
             inputs.cutoffs.test_start,
             config,
             metadata={"training_set": training_set},
+            log=log,
         )
         metadata = {key: model.metadata[key] for key in ("evaluated", "refit")}
         return TrainedModel(model, {"config": config.to_dict(), **metadata})

@@ -54,8 +54,15 @@ def system(tmp_path_factory: pytest.TempPathFactory) -> Iterator[System]:
 def test_multi_stage_trains_judges_registers_and_serves_as_the_champion(system: System) -> None:
     inputs = labels_only_inputs(system.layout, 0.1, 0.1)
     assert {"genres", "release_year"} <= set(inputs.items.columns)
-    trained = train(ModelRecipe(MULTI_STAGE, PARAMS), inputs, "labels-only")
+    progress: list[str] = []
+    trained = train(ModelRecipe(MULTI_STAGE, PARAMS), inputs, "labels-only", progress.append)
     model = trained.model
+    # What the run log shows while it trains: both fitted states, each window, the ranker.
+    assert progress[0].startswith("judged state: ") and any(
+        line.startswith("served state: every label") for line in progress
+    )
+    assert any(line.startswith("label window 1/") for line in progress)
+    assert sum(line.startswith("ranker: ") for line in progress) == 2
     assert isinstance(model, MultiStageModel)
     plan = GatePlan(GateConfig(), against_champion=True, policy=Greedy())
     judgement = judge(model, inputs, plan, ope_gate(system))

@@ -53,8 +53,19 @@ def test_a_refit_for_the_validated_epochs_reproduces_the_validated_run() -> None
     examples = TrainingExamples.from_matrix(TRAIN, USER_FEATURES)
     scores = iter([0.1, 0.3, 0.2, 0.1, 0.0])
     config = TwoTowerConfig(dim=8, hidden=16, batch_size=4, epochs=5, patience=2, seed=5)
-    result = train_two_tower(examples, TRAIN, GENRES, config, lambda _: next(scores), False)
+    lines: list[str] = []
+    result = train_two_tower(
+        examples, TRAIN, GENRES, config, lambda _: next(scores), False, lines.append
+    )
     assert result.best_epoch == 1 and len(result.history) == 4
+    assert lines[0].startswith("epoch 1/5: loss ") and lines[0].endswith(
+        "validation NDCG@10 0.1000 (best 0.1000 at epoch 1)"
+    )
+    assert lines[3].endswith("validation NDCG@10 0.1000 (best 0.3000 at epoch 2)")
+    assert lines[4] == (
+        "early stop at epoch 4 (2 epochs without a better validation NDCG@10): "
+        "best epoch 2, validation NDCG@10 0.3000"
+    )
     refit = refit_two_tower(examples, TRAIN, GENRES, config, result.best_epoch + 1, False)
     for name, tensor in result.model.state_dict().items():
         torch.testing.assert_close(refit.state_dict()[name], tensor, rtol=0, atol=0)
