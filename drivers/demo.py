@@ -35,7 +35,11 @@ from assets.sensors import new_tenants
 from drivers.dagster_runs import RunOutcome, WorkspaceJobs
 from drivers.launcher import PROJECT_ROOT, post_json, serve
 from feature_repo.definitions import build_feature_objects
-from feature_repo.store import count_online_entities, open_feature_store
+from feature_repo.store import (
+    count_online_entities,
+    online_store_problem,
+    open_feature_store,
+)
 from recloop.data.ingest import REPORT_FILE, event_partition_counts, pending_event_rows
 from recloop.data.layout import DataLayout, parquet_files, write_parquet_atomic
 from recloop.data.movielens import fetch_recbole_wheel, read_ml100k_wheel, to_raw_log, write_raw_log
@@ -414,6 +418,20 @@ def print_summary(summary: dict, path: Path) -> None:
     print(f"\n  wrote {path}; `make dev` opens the Dagster UI on these runs.")
 
 
+def dependency_problem(settings: Settings) -> str | None:
+    """What the pipeline needs and does not have, checked before anything runs: with
+    RECLOOP_ONLINE_STORE=redis, a Redis server that answers."""
+    if settings.online_store != "redis":
+        return None
+    problem = online_store_problem(open_feature_store(settings))
+    if problem is None:
+        return None
+    return (
+        f"{problem.rstrip('.')}. Start Redis (e.g. `redis-server`), point RECLOOP_REDIS_URL at yours "
+        f"(now {settings.redis_url}), or unset RECLOOP_ONLINE_STORE to use SQLite"
+    )
+
+
 def launch(run: Callable[[Settings, dg.DagsterInstance, Path, Jobs], dict], artifacts: Path) -> int:
     """Run `run_demo` or `run_pipeline` with workspace runs on $DAGSTER_HOME's instance;
     the exit code, with a one-line error for a failed step."""
@@ -426,6 +444,10 @@ def launch(run: Callable[[Settings, dg.DagsterInstance, Path, Jobs], dict], arti
         settings = Settings.from_env()
     except SettingsError as exc:
         print(f"error: {exc}", file=sys.stderr)
+        return 2
+    problem = dependency_problem(settings)
+    if problem is not None:
+        print(f"error: {problem}", file=sys.stderr)
         return 2
     if not os.environ.get("DAGSTER_HOME"):
         print(

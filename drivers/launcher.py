@@ -159,10 +159,14 @@ def service_env(settings: Settings) -> dict[str, str]:
 
 @contextlib.contextmanager
 def run_service(
-    settings: Settings, extra_env: dict[str, str] | None = None, **kwargs
+    settings: Settings,
+    extra_env: dict[str, str] | None = None,
+    log_name: str = "service.log",
+    **kwargs,
 ) -> Iterator[Server]:
-    """The recloop service on a free port, for `settings`' data directory."""
-    log_path = settings.data_dir / "logs" / "service.log"
+    """The recloop service on a free port, for `settings`' data directory; its output
+    goes to `logs/<log_name>` there."""
+    log_path = settings.data_dir / "logs" / log_name
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with run_bentoml(
         SERVICE_TARGET, {**service_env(settings), **(extra_env or {})}, log_path=log_path, **kwargs

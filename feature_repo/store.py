@@ -138,6 +138,42 @@ def redis_url_from_feast(connection_string: str) -> str:
     return f"{scheme}://{auth}{host_port}/{params.get('db', '0')}"
 
 
+# How long a health probe waits for the online store: a request must not wait longer.
+PROBE_TIMEOUT_S = 0.5
+# What the online store raises when it cannot be reached or read.
+STORE_ERRORS = (redis.exceptions.RedisError, sqlite3.Error, OSError)
+
+
+def online_store_problem(store: FeatureStore) -> str | None:
+    """Why the online store cannot answer now (None when it can): Redis must answer a
+    PING within PROBE_TIMEOUT_S; a SQLite store's file must exist and open."""
+    online = store.config.online_store
+    if online.type == "redis":
+        url = redis_url_from_feast(online.connection_string)
+        address = online.connection_string.split(",", 1)[0]
+        client = redis.Redis.from_url(
+            url, socket_connect_timeout=PROBE_TIMEOUT_S, socket_timeout=PROBE_TIMEOUT_S
+        )
+        try:
+            client.ping()
+        except redis.exceptions.RedisError as error:
+            return f"the Redis online store at {address} is unreachable: {error}"
+        finally:
+            client.close()
+        return None
+    if online.type == "sqlite":
+        path = Path(online.path)
+        if not path.is_file():
+            return f"the SQLite online store {path} does not exist: run the pipeline first"
+        try:
+            with sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=PROBE_TIMEOUT_S) as conn:
+                conn.execute("SELECT 1").fetchone()
+        except sqlite3.Error as error:
+            return f"the SQLite online store {path} cannot be read: {error}"
+        return None
+    raise ValueError(f"no health probe for online store type {online.type!r}")
+
+
 def read_online(
     store: FeatureStore, view: FeatureView, join_key: str, keys: Sequence[str]
 ) -> pd.DataFrame:

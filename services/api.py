@@ -169,9 +169,17 @@ class ExperimentStats(BaseModel):
     )
 
 
+class OnlineStoreStats(BaseModel):
+    kind: str = Field(description="sqlite or redis (RECLOOP_ONLINE_STORE)")
+    problem: str | None = Field(
+        description="why the store cannot answer (the service then answers 503); null when it can"
+    )
+
+
 class StatsResponse(BaseModel):
     events: EventStats
     models: ModelStats
     experiments: ExperimentStats
+    online_store: OnlineStoreStats
     served_lists: int = Field(description="responses that feedback may answer")
     restored_served_lists: int = Field(description="of those, rebuilt from the log at start")

@@ -13,7 +13,9 @@ from __future__ import annotations
 import functools
 import logging
 import threading
+import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -23,7 +25,12 @@ import torch
 from feast.data_source import PushMode
 
 from feature_repo.definitions import STREAM_PUSH_SOURCE
-from feature_repo.store import online_user_features, open_feature_store
+from feature_repo.store import (
+    STORE_ERRORS,
+    online_store_problem,
+    online_user_features,
+    open_feature_store,
+)
 from recloop.data.event_log import (
     EventBuffer,
     ServedList,
@@ -52,6 +59,7 @@ from services.api import (
     ExperimentStats,
     FlushResponse,
     ModelStats,
+    OnlineStoreStats,
     RankedItem,
     RecommendResponse,
     SimilarItemsResponse,
@@ -112,6 +120,48 @@ class Refused(Exception):
 
 
 NO_CHAMPION = "no champion model yet: run the train_and_promote job (or `make demo`)"
+# /readyz and every /recommend ask for the online store's health; it is probed at most
+# this often, and an outage is logged when it starts, when it ends and this often between.
+STORE_PROBE_INTERVAL_S = 1.0
+OUTAGE_LOG_INTERVAL_S = 60.0
+
+
+class StoreHealth:
+    """The online store's health as the last probe (or failed read) found it."""
+
+    def __init__(
+        self, probe: Callable[[], str | None], clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self.probe = probe
+        self.clock = clock
+        self._problem: str | None = None
+        self._probed_at = -float("inf")
+        self._logged_at = -float("inf")
+        self._lock = threading.Lock()
+
+    def problem(self) -> str | None:
+        """Why the store cannot answer (None: it can), probing it if the last look is older
+        than STORE_PROBE_INTERVAL_S."""
+        with self._lock:
+            if self.clock() - self._probed_at >= STORE_PROBE_INTERVAL_S:
+                self._record(self.probe())
+            return self._problem
+
+    def failed(self, problem: str) -> None:
+        """A read or push failed between probes: the store is down until a probe says not."""
+        with self._lock:
+            self._record(problem)
+
+    def _record(self, problem: str | None) -> None:
+        now = self.clock()
+        self._probed_at = now
+        if problem is None:
+            if self._problem is not None:
+                logger.warning("the online store answers again")
+        elif self._problem is None or now - self._logged_at >= OUTAGE_LOG_INTERVAL_S:
+            logger.error("%s (the service answers 503 until it is back)", problem)
+            self._logged_at = now
+        self._problem = problem
 
 
 def _items(
@@ -148,6 +198,7 @@ class RecloopRuntime:
         self.layout = DataLayout(self.settings.data_dir)
         self.registry = Registry(self.layout.registry)
         self.store = open_feature_store(self.settings)
+        self.store_health = StoreHealth(functools.partial(online_store_problem, self.store))
         self.counters = event_counters()
         self.events = EventBuffer(self.layout, on_written=self.counters.written.inc)
         self.served = ServedLists()
@@ -275,6 +326,10 @@ class RecloopRuntime:
             return
         try:
             self.stream_store.push(STREAM_PUSH_SOURCE, rows, to=PushMode.ONLINE)
+        except STORE_ERRORS as error:
+            # An outage: one line, rate-limited by the health record, not a traceback a tick.
+            self.store_health.failed(f"pushing stream features to the online store failed: {error}")
+            self.stream.requeue(rows)
         except Exception:
             logger.exception("pushing %d stream feature rows to Feast failed; retrying", len(rows))
             self.stream.requeue(rows)
@@ -293,8 +348,8 @@ class RecloopRuntime:
         self._push_stream(stream_rows)
 
     def is_ready(self) -> bool:
-        """A champion is loaded (BentoML's /readyz)."""
-        return self.champion is not None
+        """A champion is loaded and the online store answers (BentoML's /readyz)."""
+        return self.champion is not None and self.store_health.problem() is None
 
     def _ready_champion(self) -> Champion:
         """The champion to answer with; 503 while none is loaded, saying why."""
@@ -317,7 +372,15 @@ class RecloopRuntime:
         come from this process's stream state when it holds the user: the online store
         gets them only once their events are on disk, so a click would otherwise miss
         the next request, and a replay of the log would rank it differently."""
-        features = online_user_features(self.store, [user_id], now)
+        problem = self.store_health.problem()
+        if problem is not None:
+            raise Refused(503, problem)
+        try:
+            features = online_user_features(self.store, [user_id], now)
+        except STORE_ERRORS as error:
+            problem = f"reading the online store failed: {error}"
+            self.store_health.failed(problem)
+            raise Refused(503, problem) from error
         fresh = self.stream.features_as_of(tenant_id, user_id, now)
         for column, value in (fresh or {}).items():
             features[f"{STREAM_VIEW}__{column}"] = [value]
@@ -493,6 +556,9 @@ class RecloopRuntime:
                     if reasons
                 },
                 error=self.experiments.error,
+            ),
+            online_store=OnlineStoreStats(
+                kind=self.settings.online_store, problem=self.store_health.problem()
             ),
             served_lists=len(self.served),
             restored_served_lists=self.restored_served_lists,

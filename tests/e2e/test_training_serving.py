@@ -11,13 +11,14 @@ import subprocess
 import sys
 import time
 import urllib.request
+from dataclasses import replace
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
 from assets.definitions import TRAINING_JOB
-from drivers.launcher import serve
+from drivers.launcher import free_port, run_service, serve
 from feature_repo.definitions import FEATURE_TTL
 from recloop.data.layout import DataLayout
 from recloop.data.validation import validate_events
@@ -367,6 +368,34 @@ def test_the_readme_curl_quick_start_runs_as_written(server) -> None:
     assert completed.returncode == 0, completed.stdout + completed.stderr
     assert '"dry_run":true' in completed.stdout and '"accepted":true' in completed.stdout
     assert '"served_lists"' in completed.stdout and completed.stderr == ""
+
+
+def test_with_redis_down_the_service_is_not_ready_and_answers_503_naming_it(trained) -> None:
+    """The champion loads, but the Redis online store does not answer (nothing listens on
+    its port): /readyz is 503, /recommend a fast 503 that names Redis, the stats say so,
+    and the log says it once, not once per request."""
+    address = f"127.0.0.1:{free_port()}"
+    settings = replace(trained.settings, online_store="redis", redis_url=address)
+    auth = {"X-API-Key": API_KEY}
+    env = {"RECLOOP_API_KEY": API_KEY}
+    with run_service(settings, env, "redis-down.log", wait_for_ready=False) as server:
+        wait_alive(server.url)
+        deadline = time.monotonic() + 60
+        while call(f"{server.url}/admin/stats", {}, auth)[1]["models"]["serving"] is None:
+            assert time.monotonic() < deadline, "the champion never loaded"
+            time.sleep(0.2)
+        assert get(f"{server.url}/readyz")[0] == 503
+        for _ in range(20):
+            started = time.monotonic()
+            status, answer = call(f"{server.url}/recommend", {"user_id": "1", "k": 3})
+            assert time.monotonic() - started < 2.0
+            assert status == 503
+            assert f"the Redis online store at {address} is unreachable" in answer["error"]
+        problem = call(f"{server.url}/admin/stats", {}, auth)[1]["online_store"]["problem"]
+        assert f"the Redis online store at {address} is unreachable" in problem
+    log = (settings.data_dir / "logs" / "redis-down.log").read_text()
+    assert log.count("is unreachable") == 1, log[-3000:]
+    assert "Traceback" not in log
 
 
 def test_without_a_champion_the_service_is_alive_but_not_ready(tmp_path) -> None:
