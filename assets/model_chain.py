@@ -26,7 +26,7 @@ from feast.data_source import PushMode
 from pydantic import Field, create_model
 
 from assets.dbt import WAREHOUSE_POOL
-from assets.plots import training_curve
+from assets.plots import candidate_vs_popularity, metrics_table, training_curve
 from assets.resources import RecloopResource
 from feature_repo.definitions import BATCH_LISTS_PUSH_SOURCE
 from feature_repo.store import online_user_features
@@ -55,7 +55,6 @@ from recloop.training.chain import (
     ModelRecipe,
     OpeGate,
     code_version,
-    flat_metrics,
     judge,
     labels_only_inputs,
     train,
@@ -447,11 +446,25 @@ def _judgement_metadata(judgement: Judgement) -> dict[str, Any]:
     }
 
 
+# The few numbers the model page plots across runs; the rest is in the metrics table.
+HEADLINE_METRICS = ("ndcg@10", "recall@10", "coverage")
+
+
 def _judgement_shown(judgement: Judgement) -> dict[str, Any]:
+    """The model page: the verdict, headline metrics (rounded, plotted across runs), one
+    segment x metric table and a chart of the candidate against popularity."""
+    overall = judgement.metrics["all"]
     return {
         "gate_passed": judgement.passed,
-        **flat_metrics(judgement.metrics, ""),
-        **flat_metrics({"all": judgement.popularity}, "popularity/"),
+        **{f"{name}": round(float(overall[name]), 4) for name in HEADLINE_METRICS},
+        **{
+            f"popularity/{name}": round(float(judgement.popularity[name]), 4)
+            for name in HEADLINE_METRICS
+        },
+        "metrics": dg.MetadataValue.md(metrics_table(judgement.metrics, judgement.popularity)),
+        "against_popularity": candidate_vs_popularity(
+            overall, judgement.popularity, HEADLINE_METRICS
+        ),
     }
 
 
@@ -549,12 +562,22 @@ def _released_model(
 def _promote(
     context: dg.AssetExecutionContext, registry: Registry, version: str
 ) -> dg.MaterializeResult:
-    if registry.champion() == version:
-        context.log.info(f"{version} is already the champion")
+    """Make `version` the champion; the metadata says what changed, or that nothing did."""
+    previous = registry.champion()
+    if previous == version:
+        change = f"unchanged: {version} (the same content as the champion) is already serving"
     else:
         registry.promote(version, reason=f"gates passed in run {context.run.run_id}")
+        change = f"promoted {version}, replacing {previous}" if previous else f"promoted {version}"
+    context.log.info(change)
     return dg.MaterializeResult(
-        metadata={"champion": version, "promotions": len(registry.history())}
+        metadata={
+            "change": change,
+            "champion": version,
+            "previous_champion": previous or "none",
+            "promoted": previous != version,
+            "promotions": len(registry.history()),
+        }
     )
 
 

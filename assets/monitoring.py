@@ -109,6 +109,8 @@ def _drift_metadata(drift: CurrentDrift, window: int, path: Path) -> dict[str, o
     job_name=RETRAIN_JOB,
     minimum_interval_seconds=30,
     default_status=dg.DefaultSensorStatus.STOPPED,
+    description="Retrains once per champion when its drift report finds drift (CTR, scores, "
+    "clicked genres, user features), after enough post-drift traffic. Stopped by default.",
 )
 def drift_sensor(context: dg.SensorEvaluationContext, recloop: RecloopResource):
     """Retrain once per champion when its drift report says the world moved, after
@@ -150,6 +152,8 @@ def drift_sensor(context: dg.SensorEvaluationContext, recloop: RecloopResource):
     job_name=RETRAIN_JOB,
     minimum_interval_seconds=60,
     default_status=dg.DefaultSensorStatus.STOPPED,
+    description="Retrains after every RECLOOP_RETRAIN_AFTER_EVENTS validated events newer "
+    "than the champion's data. Stopped by default.",
 )
 def retrain_on_new_data_sensor(context: dg.SensorEvaluationContext, recloop: RecloopResource):
     """One retrain per `retrain_after_events` validated events newer than the champion's data."""
@@ -176,6 +180,8 @@ def retrain_on_new_data_sensor(context: dg.SensorEvaluationContext, recloop: Rec
     job_name=RETRAIN_JOB,
     execution_timezone="UTC",
     default_status=dg.DefaultScheduleStatus.STOPPED,
+    description="Retrains at 03:00 UTC when validated events newer than the champion's data "
+    "exist (a safety net for the sensors). Stopped by default.",
 )
 def nightly_retrain(context: dg.ScheduleEvaluationContext, recloop: RecloopResource):
     """Retrain at night, but only when some event is newer than the champion's data."""

@@ -2,6 +2,7 @@
 
 import base64
 import io
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import dagster as dg
@@ -37,6 +38,37 @@ def training_curve(history: list[dict[str, float]], best_epoch: int) -> dg.Metad
     score_axis.set_ylabel("validation NDCG@10", color="tab:blue")
     score_axis.axvline(best_epoch, color="tab:green", linestyle="--", linewidth=1)
     return png_markdown(figure, "training curve")
+
+
+def metrics_table(
+    metrics: Mapping[str, Mapping[str, float]], popularity: Mapping[str, float]
+) -> str:
+    """One Markdown table: a row per segment (and popularity, all users), a column per
+    metric, values rounded."""
+    columns = list(metrics["all"])
+    rows = [(segment, values) for segment, values in metrics.items()]
+    rows.append(("popularity (all)", popularity))
+    lines = [
+        "| segment | " + " | ".join(columns) + " |",
+        "|---|" + "---|" * len(columns),
+    ]
+    for segment, values in rows:
+        cells = [f"{values[name]:.4f}" if name in values else "" for name in columns]
+        lines.append(f"| {segment} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def candidate_vs_popularity(
+    candidate: Mapping[str, float], popularity: Mapping[str, float], names: Sequence[str]
+) -> dg.MetadataValue:
+    """Grouped bars: the candidate and popularity on the same test users, per metric."""
+    figure, axis = plt.subplots(figsize=(6, 3), dpi=100)
+    positions = range(len(names))
+    axis.bar([p - 0.2 for p in positions], [candidate[n] for n in names], 0.4, label="candidate")
+    axis.bar([p + 0.2 for p in positions], [popularity[n] for n in names], 0.4, label="popularity")
+    axis.set_xticks(list(positions), list(names))
+    axis.legend()
+    return png_markdown(figure, "candidate against popularity")
 
 
 def ctr_curve(blocks: pd.DataFrame, bucket: int) -> dg.MetadataValue:

@@ -29,7 +29,11 @@ def new_tenants(instance: dg.DagsterInstance, discovered: list[str]) -> list[str
     return [tenant for tenant in discovered if tenant not in known]
 
 
-@dg.sensor(minimum_interval_seconds=60, default_status=dg.DefaultSensorStatus.RUNNING)
+@dg.sensor(
+    minimum_interval_seconds=60,
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    description="Adds a tenant partition for each new raw/events/tenant=<id>/ directory.",
+)
 def tenant_discovery_sensor(context: dg.SensorEvaluationContext, recloop: RecloopResource):
     """Add a tenant partition for each raw-log tenant directory not seen before."""
     added = new_tenants(context.instance, recloop.layout().tenants())
@@ -42,6 +46,8 @@ def tenant_discovery_sensor(context: dg.SensorEvaluationContext, recloop: Recloo
     job_name=VALIDATE_EVENTS_JOB,
     minimum_interval_seconds=30,
     default_status=dg.DefaultSensorStatus.STOPPED,
+    description="Validates each raw event partition whose batch files changed (e.g. the "
+    "service's new impressions and clicks). Stopped by default.",
 )
 def new_raw_data_sensor(context: dg.SensorEvaluationContext, recloop: RecloopResource):
     """One validation run per raw event partition whose batch files changed since the

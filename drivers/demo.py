@@ -15,7 +15,7 @@ import warnings
 from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Protocol
 
@@ -42,7 +42,14 @@ from feature_repo.store import (
 )
 from recloop.data.ingest import REPORT_FILE, event_partition_counts, pending_event_rows
 from recloop.data.layout import DataLayout, parquet_files, write_parquet_atomic
-from recloop.data.movielens import fetch_recbole_wheel, read_ml100k_wheel, to_raw_log, write_raw_log
+from recloop.data.movielens import (
+    MovieLensFrames,
+    fetch_recbole_wheel,
+    read_ml100k_wheel,
+    shift_to_end_before,
+    to_raw_log,
+    write_raw_log,
+)
 from recloop.data.samples import BAD_BATCH_NAME, malformed_events
 from recloop.registry.model_registry import Registry, model_name
 from recloop.settings import Settings, SettingsError
@@ -164,20 +171,32 @@ def announce(steps: tuple[str, ...], step: str, text: str) -> None:
     print(f"[{steps.index(step) + 1}/{len(steps)}] {text}", flush=True)
 
 
+def stable_shift(layout: DataLayout, frames: MovieLensFrames) -> timedelta:
+    """Whole days that move MovieLens so its last day is yesterday, the first time; the
+    same days again once the data directory holds the demo's raw log (a later run must
+    rewrite the same partitions, not add a second, shifted copy)."""
+    written = layout.event_days(DEMO_TENANT)
+    if not written:
+        return shift_to_end_before(frames, datetime.now(UTC))
+    first = datetime.fromtimestamp(int(frames.ratings["timestamp"].min()), UTC).date()
+    return timedelta(days=(written[0] - first).days)
+
+
 def build_features(
     settings: Settings,
     instance: dg.DagsterInstance,
-    shift: timedelta = timedelta(0),
+    shift: timedelta | None = timedelta(0),
     jobs: Jobs | None = None,
 ) -> dg.Definitions:
-    """Steps 1-4: raw log (timestamps moved by `shift`), validation, dbt and Feast, run by
-    `jobs` (default: in this process). Returns the definitions of the code location."""
+    """Steps 1-4: raw log (timestamps moved by `shift`; None: `stable_shift`), validation,
+    dbt and Feast, run by `jobs` (default: in this process). Returns the definitions of
+    the code location."""
     layout = DataLayout(settings.data_dir)
     announce(DEMO_STEPS, "raw log", f"MovieLens-100K -> raw event log under {layout.root / 'raw'}")
-    write_raw_log(
-        to_raw_log(read_ml100k_wheel(fetch_recbole_wheel(layout.cache)), DEMO_TENANT, shift),
-        layout,
-    )
+    frames = read_ml100k_wheel(fetch_recbole_wheel(layout.cache))
+    shift = stable_shift(layout, frames) if shift is None else shift
+    report = write_raw_log(to_raw_log(frames, DEMO_TENANT, shift), layout)
+    print(f"      {report.events:,} ratings, {report.first_day} .. {report.last_day}")
     injected = inject_malformed_batch(layout, DEMO_TENANT)
     print(f"      + {injected} deliberately malformed events ({BAD_BATCH_NAME}) to show quarantine")
     return run_feature_jobs(settings, instance, jobs)
@@ -259,7 +278,9 @@ def run_demo(
     settings: Settings, instance: dg.DagsterInstance, artifacts: Path, jobs: Jobs | None = None
 ) -> dict:
     started = time.perf_counter()
-    defs = build_features(settings, instance, jobs=jobs)
+    # Moved so that its last day is yesterday: the event partitions hold days that have
+    # data, and the online features are fresh, as with a live log.
+    defs = build_features(settings, instance, shift=None, jobs=jobs)
     train_and_promote(defs, instance, jobs=jobs)
     serving = serving_smoke(settings)
     if not serving["smoke_ok"]:

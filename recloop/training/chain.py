@@ -318,20 +318,12 @@ def code_version() -> str:
 
 
 def flat_numbers(tree: Mapping[str, Any], prefix: str) -> dict[str, float]:
-    """The numbers of a nested mapping as `{prefix + "a/b/c": value}` (text left out)."""
+    """The numbers of a nested mapping as `{prefix + "a/b/c": value}`, rounded to 4
+    decimals for reading (text left out)."""
     flat: dict[str, float] = {}
     for key, value in tree.items():
         if isinstance(value, Mapping):
             flat |= flat_numbers(value, f"{prefix}{key}/")
         elif isinstance(value, int | float):
-            flat[f"{prefix}{key}"] = float(value)
+            flat[f"{prefix}{key}"] = round(float(value), 4)
     return flat
-
-
-def flat_metrics(metrics: Mapping[str, Mapping[str, float]], prefix: str) -> dict[str, float]:
-    """`{segment: {metric: value}}` as `{prefix + "segment/metric": value}`."""
-    return {
-        f"{prefix}{segment}/{name}": float(value)
-        for segment, values in metrics.items()
-        for name, value in values.items()
-    }

@@ -30,6 +30,21 @@ def test_definitions_validate(tiny_settings) -> None:
         assert defs.resolve_job_def(job) is not None
 
 
+def test_every_job_sensor_and_schedule_says_what_it_does(tiny_settings) -> None:
+    defs = build_definitions(tiny_settings)
+    undescribed = [
+        f"{kind} {item.name}"
+        for kind, items in (
+            ("sensor", defs.sensors or []),
+            ("schedule", defs.schedules or []),
+            ("job", [j for j in defs.resolve_all_job_defs() if not j.name.startswith("__")]),
+        )
+        for item in items
+        if not item.description
+    ]
+    assert undescribed == []
+
+
 def test_lineage_runs_from_raw_events_to_the_champion_model(tiny_settings) -> None:
     path = lineage(build_definitions(tiny_settings))
     assert path[0] == "raw_events" and path[-1] == "champion_model"
