@@ -1,9 +1,10 @@
 """Raw log (external assets) and pandera validation into valid and quarantined rows."""
 
 import warnings
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 
 import dagster as dg
+from tqdm import tqdm
 
 from assets.partitions import TENANTS, split_event_key
 from assets.resources import RecloopResource
@@ -15,6 +16,7 @@ from recloop.data.ingest import (
     validate_catalog_partition,
     validate_event_partition,
 )
+from recloop.data.layout import DataLayout
 from recloop.data.validation import RawFileError
 
 # validated_events relies on a single-run backfill policy (a range of days validated in
@@ -36,6 +38,38 @@ def report_metadata(report: PartitionReport) -> dict[str, object]:
         "files": ", ".join(report.files) or "(none)",
         "reasons": dg.MetadataValue.json(report.reasons),
     }
+
+
+def validate_partitions(
+    context: dg.AssetExecutionContext,
+    layout: DataLayout,
+    partitions: dict[str, tuple[str, date]],
+) -> IngestTotals:
+    """Validate each partition, one materialization each; progress on a bar and in the
+    run's log (every tenth of the range), so a long range shows where it is."""
+    now, totals = datetime.now(UTC), IngestTotals()
+    every = max(1, len(partitions) // 10)
+    bar = tqdm(partitions.items(), desc="validate events", unit="partition")
+    for done, (key, (tenant, day)) in enumerate(bar, start=1):
+        try:
+            report = validate_event_partition(layout, tenant, day, now)
+        except RawFileError as exc:
+            raise dg.Failure(
+                description=f"partition {key} not validated: {exc}",
+                metadata={"partition": key, "tenant": tenant, "date": day.isoformat()},
+            ) from exc
+        totals.add(report)
+        context.log_event(
+            dg.AssetMaterialization(
+                asset_key=context.asset_key, partition=key, metadata=report_metadata(report)
+            )
+        )
+        if done % every == 0 or done == len(partitions):
+            context.log.info(
+                f"{done}/{len(partitions)} partitions: {totals.read:,} rows read, "
+                f"{totals.valid:,} valid, {totals.quarantined:,} quarantined"
+            )
+    return totals
 
 
 def build_ingest_assets(events_partitions: dg.MultiPartitionsDefinition) -> list:
@@ -80,22 +114,9 @@ def build_ingest_assets(events_partitions: dg.MultiPartitionsDefinition) -> list
         ),
     )
     def validated_events(context: dg.AssetExecutionContext, recloop: RecloopResource):
-        layout, now = recloop.layout(), datetime.now(UTC)
+        layout = recloop.layout()
         partitions = {key: split_event_key(key) for key in context.partition_keys}
-        totals = IngestTotals()
-        for key, (tenant, day) in partitions.items():
-            try:
-                report = validate_event_partition(layout, tenant, day, now)
-            except RawFileError as exc:
-                raise dg.Failure(
-                    description=f"partition {key} not validated: {exc}",
-                    metadata={"partition": key, "tenant": tenant, "date": day.isoformat()},
-                ) from exc
-            totals.add(report)
-            materialization = dg.AssetMaterialization(
-                asset_key=context.asset_key, partition=key, metadata=report_metadata(report)
-            )
-            context.log_event(materialization)
+        totals = validate_partitions(context, layout, partitions)
         context.log.info(totals.summary())
         broken = conservation_violations(layout, partitions)
         yield dg.AssetCheckResult(

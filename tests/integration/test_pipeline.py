@@ -106,6 +106,8 @@ def tiny_features_run(settings: Settings, instance: dg.DagsterInstance) -> dg.De
     )
     assert result.success
     assert len(instance.get_materialized_partitions(EVENTS)) == len(days)
+    progress = [record.user_message for record in instance.all_logs(result.run_id)]
+    assert any(line.startswith(f"{len(days)}/{len(days)} partitions: ") for line in progress)
     features = run(defs, FEATURES_JOB, instance)
     assert features.success, [e.message for e in features.all_events if e.is_failure]
     failed = [c.check_name for c in features.get_asset_check_evaluations() if not c.passed]
