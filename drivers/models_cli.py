@@ -12,7 +12,7 @@ import json
 import sys
 
 from recloop.data.layout import DataLayout
-from recloop.models.model_artifact import CorruptArtifactError
+from recloop.models.kinds import CorruptArtifactError
 from recloop.registry.model_registry import PromotionError, Registry
 from recloop.settings import Settings
 

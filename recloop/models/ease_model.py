@@ -29,6 +29,7 @@ from recloop.evaluation.metrics import ndcg_at_k
 from recloop.evaluation.splits import latest_share_per_user
 from recloop.features.training_set import TemporalCutoffs
 from recloop.models.baselines import ease_weights, top_k_unseen
+from recloop.models.kinds import EASE_PREFIX
 from recloop.models.label_matrix import LabelMatrix
 from recloop.models.model_artifact import (
     CorruptArtifactError,
@@ -40,7 +41,7 @@ from recloop.models.model_artifact import (
     write_manifest,
 )
 
-VERSION_PREFIX = "ease-"
+VERSION_PREFIX = EASE_PREFIX
 FORMAT_VERSION = 1
 ARRAYS = "ease.npz"
 # The L2 values `search_l2` tries: the quality bench's grid on MovieLens-100K chose 500-1000

@@ -23,22 +23,19 @@ from safetensors.torch import load, save
 from recloop.data.layout import sha256_file
 from recloop.features.feature_vectors import FeatureSpec
 from recloop.models.configs import TwoTowerConfig
+from recloop.models.kinds import TWO_TOWER_PREFIX, CorruptArtifactError
 from recloop.models.retrieval_index import RetrievalIndex
 from recloop.models.two_tower import TwoTowerModel
 
 # 2: the user tower reads the recent-items summary (recloop.models.two_tower).
 FORMAT_VERSION = 2
-VERSION_PREFIX = "tt-"
+VERSION_PREFIX = TWO_TOWER_PREFIX
 WEIGHTS = "weights.safetensors"
 INDEX = "index.bin"
 HISTORY = "history.npz"
 MANIFEST = "manifest.json"
 EVALUATED_WEIGHTS = "evaluated_weights.safetensors"
 EVALUATED_INDEX = "evaluated_index.bin"
-
-
-class CorruptArtifactError(ValueError):
-    """A model file does not match the sha256 recorded for it, or is missing."""
 
 
 @dataclass

@@ -35,6 +35,7 @@ from recloop.models.candidate_sources import (
     TrendingSource,
 )
 from recloop.models.configs import MultiStageConfig
+from recloop.models.kinds import MULTI_STAGE_PREFIX
 from recloop.models.label_matrix import LabelMatrix
 from recloop.models.model_artifact import (
     CorruptArtifactError,
@@ -51,7 +52,7 @@ from recloop.models.multi_stage import (
 from recloop.models.progress import ProgressLog, silent
 from recloop.models.ranker import BoostedRanker, RankerConfig
 
-VERSION_PREFIX = "ms-"
+VERSION_PREFIX = MULTI_STAGE_PREFIX
 FORMAT_VERSION = 1
 SERVED, JUDGED = "served", "judged"
 

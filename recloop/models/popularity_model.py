@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
+from recloop.models.kinds import POPULARITY_PREFIX
 from recloop.models.label_matrix import LabelMatrix
 from recloop.models.model_artifact import (
     binary_csr,
@@ -26,7 +27,7 @@ from recloop.models.model_artifact import (
     write_manifest,
 )
 
-VERSION_PREFIX = "pop-"
+VERSION_PREFIX = POPULARITY_PREFIX
 FORMAT_VERSION = 1
 ARRAYS = "popularity.npz"
 

@@ -17,22 +17,25 @@ CLI and the service read the same registry without importing BentoML.
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import shutil
-from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from recloop.inference.retrievers import ServableModel
-from recloop.models import ease_model, model_artifact, multi_stage_model, popularity_model
-from recloop.models.ease_model import EaseModel, load_ease, save_ease
-from recloop.models.model_artifact import ModelBundle, load_bundle, read_manifest, save_bundle
-from recloop.models.multi_stage_model import MultiStageModel, load_multi_stage, save_multi_stage
-from recloop.models.popularity_model import PopularityModel, load_popularity, save_popularity
+from recloop.models.kinds import (
+    EASE_PREFIX,
+    MULTI_STAGE_PREFIX,
+    POPULARITY_PREFIX,
+    TWO_TOWER_PREFIX,
+)
 from recloop.settings import actor_from_env
+
+if TYPE_CHECKING:
+    from recloop.inference.retrievers import ServableModel
 
 REGISTRY_FILE = "registry.json"
 
@@ -40,50 +43,69 @@ REGISTRY_FILE = "registry.json"
 @dataclass(frozen=True)
 class ModelKind:
     """How one model kind is stored: its directory under `models/`, the prefix of its
-    versions, and the functions that write, verify-and-read and re-hash its artifact."""
+    versions, and where its model class and the functions that write, verify-and-read
+    and re-hash its artifact live. The module is imported only when a model of the kind
+    is saved or loaded: listing the registry reads JSON, not torch or LightGBM."""
 
     name: str
-    model_type: type
     version_prefix: str
-    save: Callable[[Any, Path], str]
+    module: str
+    model_class: str
+    save_function: str
     # (directory, expected version, with_evaluated): a refit two-tower, EASE and a
     # multi-stage model have a second, judged state to load
-    load: Callable[[Path, str, bool], ServableModel]
-    manifest_version: Callable[[dict[str, object]], str]
+    load_function: str
+    loads_judged_state: bool = True
+
+    def _attribute(self, name: str) -> Any:
+        return getattr(importlib.import_module(self.module), name)
+
+    @property
+    def model_type(self) -> type:
+        return self._attribute(self.model_class)
+
+    def save(self, model: Any, directory: Path) -> str:
+        return self._attribute(self.save_function)(model, directory)
+
+    def manifest_version(self, manifest: dict[str, object]) -> str:
+        """The version a manifest of this kind hashes to."""
+        return self._attribute("manifest_version")(manifest)
+
+    def load(self, directory: Path, version: str, with_evaluated: bool) -> ServableModel:
+        load = self._attribute(self.load_function)
+        if self.loads_judged_state:
+            return load(directory, version, with_evaluated)
+        return load(directory, version)
 
 
 KINDS = (
     ModelKind(
         "two_tower",
-        ModelBundle,
-        model_artifact.VERSION_PREFIX,
-        save_bundle,
-        load_bundle,
-        model_artifact.manifest_version,
+        TWO_TOWER_PREFIX,
+        "recloop.models.model_artifact",
+        "ModelBundle",
+        "save_bundle",
+        "load_bundle",
     ),
     ModelKind(
         "popularity",
-        PopularityModel,
-        popularity_model.VERSION_PREFIX,
-        save_popularity,
-        lambda directory, version, _: load_popularity(directory, version),
-        popularity_model.manifest_version,
+        POPULARITY_PREFIX,
+        "recloop.models.popularity_model",
+        "PopularityModel",
+        "save_popularity",
+        "load_popularity",
+        loads_judged_state=False,
     ),
     ModelKind(
-        "ease",
-        EaseModel,
-        ease_model.VERSION_PREFIX,
-        save_ease,
-        load_ease,
-        ease_model.manifest_version,
+        "ease", EASE_PREFIX, "recloop.models.ease_model", "EaseModel", "save_ease", "load_ease"
     ),
     ModelKind(
         "multi_stage",
-        MultiStageModel,
-        multi_stage_model.VERSION_PREFIX,
-        save_multi_stage,
-        load_multi_stage,
-        multi_stage_model.manifest_version,
+        MULTI_STAGE_PREFIX,
+        "recloop.models.multi_stage_model",
+        "MultiStageModel",
+        "save_multi_stage",
+        "load_multi_stage",
     ),
 )
 
@@ -210,6 +232,9 @@ class Registry:
 
     def manifest(self, version: str) -> dict[str, object]:
         """The version's manifest, checked against its own hash."""
+        # Imported here: reading a manifest needs the artifact module, listing does not.
+        from recloop.models.model_artifact import read_manifest
+
         return read_manifest(self.path(version), kind_of_version(version).manifest_version)
 
     def history(self) -> list[PromotionRecord]:
