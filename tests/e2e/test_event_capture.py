@@ -193,6 +193,7 @@ def test_acknowledged_events_survive_sigkill_and_counts_conserve(
             "accepted": True,
             "request_id": request_id,
             "durable": True,
+            "duplicate": False,
         }
         status, _ = call(f"{server.url}/feedback", {**late, "request_id": "never-served"})
         assert status == 404
