@@ -4,9 +4,7 @@ re-executes them from the UI's own GraphQL mutation."""
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import subprocess
 import time
 import urllib.error
 import urllib.request
@@ -21,9 +19,10 @@ from assets.definitions import VALIDATE_CATALOGS_JOB
 from assets.partitions import TENANTS
 from drivers.dagster_runs import WorkspaceJobs
 from drivers.demo import ONE_PROCESS, PARTITION_TAG, QUIET_LOGS
-from drivers.launcher import PROJECT_ROOT, free_port
+from drivers.launcher import PROJECT_ROOT
 from recloop.settings import Settings
 from tests.conftest import TINY_TENANT, write_tiny_log
+from tests.dagster_dev import dagster_dev
 
 REEXECUTE = """
 mutation ($parent: String!) {
@@ -73,37 +72,12 @@ def environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, st
 
 
 @pytest.fixture
-def dagster_dev(environment: dict[str, str], tmp_path: Path) -> Iterator[str]:
-    port = free_port()
-    log = (tmp_path / "dagster_dev.log").open("w")
-    process = subprocess.Popen(
-        [str(PROJECT_ROOT / ".venv" / "bin" / "dagster"), "dev", "-w", "workspace.yaml"]
-        + ["--host", "127.0.0.1", "--port", str(port)],
-        cwd=PROJECT_ROOT,
-        env={**os.environ, **environment},
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 180
-        while True:
-            try:
-                urllib.request.urlopen(f"{url}/server_info", timeout=2)
-                break
-            except (urllib.error.URLError, OSError):
-                assert process.poll() is None, (tmp_path / "dagster_dev.log").read_text()
-                assert time.monotonic() < deadline, "dagster dev did not answer in 180 s"
-                time.sleep(1)
+def dagster_url(environment: dict[str, str], tmp_path: Path) -> Iterator[str]:
+    with dagster_dev(environment, tmp_path / "dagster_dev.log") as url:
         yield url
-    finally:
-        os.killpg(process.pid, 15)
-        process.wait(timeout=60)
-        log.close()
 
 
-def test_a_demo_run_is_listed_under_its_job_and_re_executes(environment, dagster_dev) -> None:
+def test_a_demo_run_is_listed_under_its_job_and_re_executes(environment, dagster_url) -> None:
     instance = dg.DagsterInstance.get()
     instance.add_dynamic_partitions(TENANTS.name, [TINY_TENANT])
     with WorkspaceJobs(instance, PROJECT_ROOT / "workspace.yaml", ONE_PROCESS) as jobs:
@@ -111,17 +85,17 @@ def test_a_demo_run_is_listed_under_its_job_and_re_executes(environment, dagster
     assert first.success, first.failures
     assert instance.get_run_by_id(first.run_id).remote_job_origin is not None
 
-    launched = graphql(dagster_dev, REEXECUTE, {"parent": first.run_id})["launchRunReexecution"]
+    launched = graphql(dagster_url, REEXECUTE, {"parent": first.run_id})["launchRunReexecution"]
     assert launched["__typename"] == "LaunchRunSuccess", launched
     again = launched["run"]["runId"]
     deadline = time.monotonic() + 300
     status = ""
     while status not in ("SUCCESS", "FAILURE", "CANCELED") and time.monotonic() < deadline:
         time.sleep(2)
-        status = graphql(dagster_dev, RUN_STATUS, {"id": again})["runOrError"]["status"]
+        status = graphql(dagster_url, RUN_STATUS, {"id": again})["runOrError"]["status"]
     assert status == "SUCCESS"
     rerun = instance.get_run_by_id(again)
     assert rerun.parent_run_id == first.run_id and rerun.tags[PARTITION_TAG] == TINY_TENANT
 
-    job = graphql(dagster_dev, JOB_RUNS, {"job": VALIDATE_CATALOGS_JOB})["pipelineOrError"]
+    job = graphql(dagster_url, JOB_RUNS, {"job": VALIDATE_CATALOGS_JOB})["pipelineOrError"]
     assert {first.run_id, again} <= {run["runId"] for run in job["runs"]}

@@ -1,0 +1,46 @@
+"""`dagster dev` on the repository's workspace, as `make dev` starts it, for e2e tests."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+from drivers.launcher import PROJECT_ROOT, free_port
+
+
+@contextlib.contextmanager
+def dagster_dev(environment: dict[str, str], log_path: Path) -> Iterator[str]:
+    """Start `dagster dev` (webserver and daemon) with `environment` added to this
+    process's; yield its base URL once it answers, stop it (and its children) after."""
+    port = free_port()
+    with log_path.open("w") as log:
+        process = subprocess.Popen(
+            [str(PROJECT_ROOT / ".venv" / "bin" / "dagster"), "dev", "-w", "workspace.yaml"]
+            + ["--host", "127.0.0.1", "--port", str(port)],
+            cwd=PROJECT_ROOT,
+            env={**os.environ, **environment},
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        url = f"http://127.0.0.1:{port}"
+        try:
+            deadline = time.monotonic() + 180
+            while True:
+                try:
+                    urllib.request.urlopen(f"{url}/server_info", timeout=2)
+                    break
+                except (urllib.error.URLError, OSError):
+                    assert process.poll() is None, log_path.read_text()
+                    assert time.monotonic() < deadline, "dagster dev did not answer in 180 s"
+                    time.sleep(1)
+            yield url
+        finally:
+            os.killpg(process.pid, 15)
+            process.wait(timeout=60)
