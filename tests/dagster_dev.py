@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
 import subprocess
 import time
 import urllib.error
@@ -42,5 +43,9 @@ def dagster_dev(environment: dict[str, str], log_path: Path) -> Iterator[str]:
                     time.sleep(1)
             yield url
         finally:
-            os.killpg(process.pid, 15)
-            process.wait(timeout=60)
+            os.killpg(process.pid, signal.SIGTERM)
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:  # a busy machine: stop waiting for a clean exit
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait(timeout=30)
