@@ -44,12 +44,17 @@ from assets.plots import loop_timeline_png
 from assets.resources import RecloopResource
 from assets.sensors import new_raw_data_sensor
 from drivers.demo import QUIET_LOGS, build_features, train_and_promote
-from drivers.launcher import PROJECT_ROOT, serve
+from drivers.launcher import PROJECT_ROOT, post_json, serve
 from recloop.data.layout import DataLayout, write_json_atomic
 from recloop.data.movielens import fetch_recbole_wheel, read_ml100k_wheel, shift_to_end_before
 from recloop.experiments import directory_digest
 from recloop.registry.model_registry import Registry
-from recloop.settings import CHAMPION_ALGORITHMS, DEFAULT_CHAMPION_ALGORITHM, Settings
+from recloop.settings import (
+    CHAMPION_ALGORITHMS,
+    DEFAULT_CHAMPION_ALGORITHM,
+    Settings,
+    api_key_from_env,
+)
 from recloop.simulator import SCENARIOS, Population, Scenario, fit_population
 
 Orchestrator = Literal["daemon", "inline"]
@@ -303,16 +308,23 @@ class InlineOrchestrator:
         self._stop.set()
         self._thread.join()
 
+    def validate_the_rest(self) -> None:
+        """One last evaluation of the validation sensor, with its runs: the batches the
+        service wrote since the last tick (a retrain run can hold the ticks until the
+        loop's last sessions) are validated before the loop reports."""
+        self.tick(only=(new_raw_data_sensor.name,))
+
     def _specs_digest(self) -> str:
         directory = self.settings.experiments_dir
         return directory_digest(directory) if directory.is_dir() else ""
 
-    def tick(self) -> None:
+    def tick(self, only: tuple[str, ...] | None = None) -> None:
+        """Evaluate the named sensors (or `only` these) once and execute their new runs."""
         digest = self._specs_digest()
         if digest != self.specs_digest:
             self.defs, self.specs_digest = build_definitions(self.settings), digest
         defined = {sensor.name: sensor for sensor in self.defs.sensors or []}
-        for name in self.sensor_names:
+        for name in only or self.sensor_names:
             if name not in defined:
                 continue  # e.g. the spec sensor, while no spec needs training
             sensor = defined[name]
@@ -546,6 +558,13 @@ def run_loop(config: LoopConfig) -> dict:
                     "traffic after the swap",
                     orchestrator.check,
                 )
+            if isinstance(orchestrator, InlineOrchestrator):
+                # What the service still buffers goes to disk, then through validation.
+                traffic.stop()
+                orchestrator.stop()
+                key = api_key_from_env()
+                post_json(f"{url}/admin/flush", {}, {"X-API-Key": key} if key else None)
+                orchestrator.validate_the_rest()
         finally:
             traffic.stop()
             orchestrator.stop()
