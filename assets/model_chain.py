@@ -205,6 +205,13 @@ def gate_outcome(result: Mapping[str, object]) -> CheckOutcome:
     return "passed" if result["passed"] else "failed"
 
 
+def grouped_outcome(results: Sequence[Mapping[str, object]]) -> CheckOutcome:
+    """The outcome of a check that groups these gates: failed if any failed, skipped if
+    all were skipped, passed otherwise."""
+    words = {gate_outcome(r) for r in results}
+    return "failed" if "failed" in words else "skipped" if words == {"skipped"} else "passed"
+
+
 def gate_check_results(
     results: Sequence[Mapping[str, object]], checks: Iterable[str]
 ) -> list[dg.AssetCheckResult]:
@@ -214,10 +221,7 @@ def gate_check_results(
     outcomes = []
     for check in checks:
         mine = [r for r in results if CHECK_OF_GATE[str(r["name"])] == check]
-        words = {gate_outcome(r) for r in mine}
-        outcome: CheckOutcome = (
-            "failed" if "failed" in words else "skipped" if words == {"skipped"} else "passed"
-        )
+        outcome = grouped_outcome(mine)
         outcomes.append(
             dg.AssetCheckResult(
                 check_name=check,

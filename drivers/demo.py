@@ -29,7 +29,7 @@ from assets.definitions import (
     VALIDATE_EVENTS_JOB,
     build_definitions,
 )
-from assets.model_chain import CHECK_OF_GATE, gate_outcome
+from assets.model_chain import CHECK_OF_GATE, gate_outcome, grouped_outcome
 from assets.partitions import TENANTS, event_key
 from assets.sensors import new_tenants
 from drivers.dagster_runs import RunOutcome, WorkspaceJobs
@@ -387,8 +387,7 @@ def gate_lines(results: list[dict]) -> list[str]:
     lines = []
     for check in dict.fromkeys(CHECK_OF_GATE[str(r["name"])] for r in results):
         mine = [r for r in results if CHECK_OF_GATE[str(r["name"])] == check]
-        words = {gate_outcome(r) for r in mine}
-        outcome = "failed" if "failed" in words else "skipped" if words == {"skipped"} else "passed"
+        outcome = grouped_outcome(mine)
         if [r["name"] for r in mine] == [check]:
             lines.append(f"{outcome:<8} {check}: {mine[0]['detail']}")
             continue
