@@ -26,7 +26,7 @@ from feast.data_source import PushMode
 from pydantic import Field, create_model
 
 from assets.dbt import WAREHOUSE_POOL
-from assets.plots import candidate_vs_popularity, metrics_table, training_curve
+from assets.plots import metrics_table, model_comparison, training_curve
 from assets.resources import RecloopResource
 from feature_repo.definitions import BATCH_LISTS_PUSH_SOURCE
 from feature_repo.store import online_user_features
@@ -455,20 +455,23 @@ HEADLINE_METRICS = ("ndcg@10", "recall@10", "coverage")
 
 
 def _judgement_shown(judgement: Judgement) -> dict[str, Any]:
-    """The model page: the verdict, headline metrics (rounded, plotted across runs), one
-    segment x metric table and a chart of the candidate against popularity."""
-    overall = judgement.metrics["all"]
+    """The model page: the verdict, headline metrics (rounded, plotted across runs; the
+    champion's and popularity's on the same test users beside them), one segment x metric
+    table and one chart of the candidate, the champion and popularity."""
+    models = {"candidate": judgement.metrics["all"]}
+    if judgement.champion is not None:
+        models["champion"] = judgement.champion
+    models["popularity"] = judgement.popularity
+    headline = {
+        (name if label == "candidate" else f"{label}/{name}"): round(float(values[name]), 4)
+        for label, values in models.items()
+        for name in HEADLINE_METRICS
+    }
     return {
         "gate_passed": judgement.passed,
-        **{f"{name}": round(float(overall[name]), 4) for name in HEADLINE_METRICS},
-        **{
-            f"popularity/{name}": round(float(judgement.popularity[name]), 4)
-            for name in HEADLINE_METRICS
-        },
+        **headline,
         "metrics": dg.MetadataValue.md(metrics_table(judgement.metrics, judgement.popularity)),
-        "against_popularity": candidate_vs_popularity(
-            overall, judgement.popularity, HEADLINE_METRICS
-        ),
+        "comparison": model_comparison(models, HEADLINE_METRICS),
     }
 
 

@@ -26,18 +26,51 @@ def png_markdown(figure: Figure, title: str) -> dg.MetadataValue:
     return dg.MetadataValue.md(f"![{title}](data:image/png;base64,{encoded})")
 
 
+# The UI shows Markdown metadata inline only under 1,000 characters; a PNG never fits.
+INLINE_MARKDOWN_LIMIT = 1000
+SPARK_WIDTH, SPARK_HEIGHT = 160, 40
+
+
 def training_curve(history: list[dict[str, float]], best_epoch: int) -> dg.MetadataValue:
-    """Training loss and validation NDCG@10 per epoch, the kept epoch marked."""
+    """Validation NDCG@10 (blue) and train loss (grey) per epoch, the kept epoch marked
+    (green): an SVG sparkline small enough to show inline on the asset's page (long runs
+    are drawn through every second, third... epoch until it fits)."""
+    for stride in range(1, len(history) + 1):
+        drawn = history[::stride]
+        if drawn[-1] is not history[-1]:
+            drawn.append(history[-1])
+        text = _sparkline_markdown(drawn, best_epoch)
+        if len(text) < INLINE_MARKDOWN_LIMIT:
+            return dg.MetadataValue.md(text)
+    raise ValueError(f"no inline training curve fits {INLINE_MARKDOWN_LIMIT} characters")
+
+
+def _sparkline_markdown(history: list[dict[str, float]], best_epoch: int) -> str:
     epochs = [row["epoch"] for row in history]
-    figure, loss_axis = plt.subplots(figsize=(6, 3), dpi=100)
-    loss_axis.plot(epochs, [row["loss"] for row in history], color="tab:gray", label="train loss")
-    loss_axis.set_xlabel("epoch")
-    loss_axis.set_ylabel("train loss")
-    score_axis = loss_axis.twinx()
-    score_axis.plot(epochs, [row["score"] for row in history], color="tab:blue", marker="o", ms=3)
-    score_axis.set_ylabel("validation NDCG@10", color="tab:blue")
-    score_axis.axvline(best_epoch, color="tab:green", linestyle="--", linewidth=1)
-    return png_markdown(figure, "training curve")
+    first, last = min(epochs), max(epochs)
+
+    def x(epoch: float) -> int:
+        return round((epoch - first) / max(last - first, 1) * SPARK_WIDTH)
+
+    def line(values: list[float], colour: str) -> str:
+        low, high = min(values), max(values)
+        spread = (high - low) or 1.0
+        points = ",".join(
+            f"{x(epoch)},{round((high - value) / spread * SPARK_HEIGHT)}"
+            for epoch, value in zip(epochs, values, strict=True)
+        )
+        return f'<polyline points="{points}" fill="none" stroke="{colour}"/>'
+
+    best = x(best_epoch)
+    svg = (
+        f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="-2 -2 {SPARK_WIDTH + 4} '
+        f'{SPARK_HEIGHT + 4}" width="{2 * SPARK_WIDTH}">'
+        f'<line x1="{best}" y1="0" x2="{best}" y2="{SPARK_HEIGHT}" stroke="green"/>'
+        + line([row["loss"] for row in history], "gray")
+        + line([row["score"] for row in history], "blue")
+        + "</svg>"
+    )
+    return f"![training curve](data:image/svg+xml;base64,{base64.b64encode(svg.encode()).decode()})"
 
 
 def metrics_table(
@@ -58,17 +91,19 @@ def metrics_table(
     return "\n".join(lines)
 
 
-def candidate_vs_popularity(
-    candidate: Mapping[str, float], popularity: Mapping[str, float], names: Sequence[str]
+def model_comparison(
+    models: Mapping[str, Mapping[str, float]], names: Sequence[str]
 ) -> dg.MetadataValue:
-    """Grouped bars: the candidate and popularity on the same test users, per metric."""
+    """Grouped bars, a group per metric and a bar per model (candidate, champion,
+    popularity), all scored on the same test users."""
     figure, axis = plt.subplots(figsize=(6, 3), dpi=100)
-    positions = range(len(names))
-    axis.bar([p - 0.2 for p in positions], [candidate[n] for n in names], 0.4, label="candidate")
-    axis.bar([p + 0.2 for p in positions], [popularity[n] for n in names], 0.4, label="popularity")
-    axis.set_xticks(list(positions), list(names))
+    width = 0.8 / len(models)
+    for offset, (label, values) in enumerate(models.items()):
+        positions = [p - 0.4 + width * (offset + 0.5) for p in range(len(names))]
+        axis.bar(positions, [values[n] for n in names], width, label=label)
+    axis.set_xticks(list(range(len(names))), list(names))
     axis.legend()
-    return png_markdown(figure, "candidate against popularity")
+    return png_markdown(figure, "candidate, champion and popularity")
 
 
 def ctr_curve(blocks: pd.DataFrame, bucket: int) -> dg.MetadataValue:

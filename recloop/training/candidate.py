@@ -458,18 +458,31 @@ def _labels_seen_in_window(champion: ServableModel | None, window: str | None) -
     )
 
 
+@dataclass(frozen=True)
+class Rival:
+    """The champion a candidate is held against: the model (what its judged weights saw)
+    and its metrics on the candidate's test set, scored once for the gate and the chart."""
+
+    model: ServableModel
+    metrics: dict[str, float]
+
+    @classmethod
+    def scored(cls, champion: ServableModel, evaluation: EvaluationSet) -> Rival:
+        return cls(champion, evaluate_model(champion, evaluation)["all"])
+
+
 def metric_gates(
     lists: np.ndarray,
     evaluation: EvaluationSet,
     labels_before: str | None,
-    champion: ServableModel | None,
+    rival: Rival | None,
     config: GateConfig,
     champion_served_share: float = 0.0,
 ) -> list[GateResult]:
     """The gates on a candidate's top-K `lists` for the test users, whatever its kind:
     against popularity (a paired comparison, user by user, on the same users with the same
-    seen items masked) and against the champion (of any kind, scored by the weights it
-    was judged as) on the same test set. `labels_before`: up to when the candidate's
+    seen items masked) and against the champion (`rival`, of any kind, scored by the
+    weights it was judged as) on the same test set. `labels_before`: up to when the candidate's
     judged weights saw labels, the start of its test window.
 
     The champion is scored through `champion.judged()` when it is a refit two-tower: the
@@ -485,9 +498,9 @@ def metric_gates(
     metrics = evaluate(lists, evaluation.relevant, inputs)
     baseline = popularity_lists(evaluation)
     popularity = evaluate(baseline, evaluation.relevant, inputs)
-    champion_metrics = evaluate_model(champion, evaluation)["all"] if champion else None
+    champion_metrics = rival.metrics if rival else None
     regression = no_regression(metrics, champion_metrics, config, champion_served_share)
-    overlap = _labels_seen_in_window(champion, labels_before)
+    overlap = _labels_seen_in_window(rival.model if rival else None, labels_before)
     if overlap:
         regression = replace(regression, detail=f"{regression.detail}; {overlap}")
     return [
@@ -503,7 +516,7 @@ def metric_gates(
 
 def candidate_gates(
     candidate: Candidate,
-    champion: ServableModel | None,
+    rival: Rival | None,
     config: GateConfig,
     champion_served_share: float = 0.0,
     sample_users: int = 200,
@@ -515,7 +528,7 @@ def candidate_gates(
         candidate.lists,
         evaluation,
         judged_labels_before(bundle),
-        champion,
+        rival,
         config,
         champion_served_share,
     )

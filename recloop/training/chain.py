@@ -43,6 +43,7 @@ from recloop.models.retrieval_index import DEFAULT_ANN_MIN_ITEMS
 from recloop.training.candidate import (
     Candidate,
     K,
+    Rival,
     TrainingInputs,
     candidate_gates,
     champion_served_share,
@@ -152,6 +153,8 @@ class Judgement:
     metrics: dict[str, dict[str, float]]
     popularity: dict[str, float]
     results: list[GateResult]
+    # The champion's metrics on the same test part, when the candidate was held against it.
+    champion: dict[str, float] | None = None
 
     @property
     def passed(self) -> bool:
@@ -280,7 +283,7 @@ def judge(
         metrics, lengths = evaluate_labels_only(model, test, K)
         return Judgement(metrics, baseline, [gates.full_lists(lengths, K)])
     share = champion_served_share(inputs.examples, champion_version)
-    rival = champion if plan.against_champion else None
+    rival = Rival.scored(champion, test) if champion and plan.against_champion else None
     judged = model.judged()
     if isinstance(model, ModelBundle):
         lists = ranked_bundle(judged, test)
@@ -305,7 +308,10 @@ def judge(
     if not plan.against_champion:
         offline = [r for r in offline if r.name != NO_REGRESSION]
     return Judgement(
-        metrics, baseline, [*offline, ope_gate(servable(judged), plan.policy, plan.config)]
+        metrics,
+        baseline,
+        [*offline, ope_gate(servable(judged), plan.policy, plan.config)],
+        rival.metrics if rival else None,
     )
 
 

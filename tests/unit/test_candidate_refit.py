@@ -20,6 +20,7 @@ from recloop.models.model_artifact import (
 )
 from recloop.training.candidate import (
     Candidate,
+    Rival,
     candidate_gates,
     evaluate_bundle,
     fit_candidate,
@@ -90,7 +91,7 @@ def test_both_weight_sets_are_saved_under_the_hashes_the_metadata_records(refit,
 
 def test_a_refit_champion_is_compared_by_the_weights_it_was_judged_as(refit) -> None:
     # The same training set: the refit champion saw every test label, its judged weights none.
-    results = candidate_gates(refit, refit.bundle, GateConfig())
+    results = candidate_gates(refit, Rival.scored(refit.bundle, refit.evaluation), GateConfig())
     regression = next(r for r in results if r.name == "no_regression_vs_champion")
     ndcg = refit.metrics["all"]["ndcg@10"]
     assert regression.passed and f"vs champion {ndcg:.4f}" in regression.detail
@@ -103,6 +104,6 @@ def test_a_refit_champion_is_compared_by_the_weights_it_was_judged_as(refit) -> 
             "evaluated": {**evaluated, "labels_before": "2030-01-01T00:00:00+00:00"},
         },
     )
-    results = candidate_gates(refit, later, GateConfig())
+    results = candidate_gates(refit, Rival.scored(later, refit.evaluation), GateConfig())
     regression = next(r for r in results if r.name == "no_regression_vs_champion")
     assert "the comparison favours the champion" in regression.detail
