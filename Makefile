@@ -17,7 +17,7 @@ export BENTOML_DO_NOT_TRACK := True
 SERVE_PORT ?= 3000
 SERVE_HOST ?= 127.0.0.1
 # `make dev`: the Dagster UI, on its own port beside the service's.
-DAGSTER_PORT ?= 3001
+export DAGSTER_PORT ?= 3001
 DAGSTER_YAML := $(DAGSTER_HOME)/dagster.yaml
 # The project's tools (dbt, dagster, feast) first, whether or not the venv is activated.
 export PATH := $(CURDIR)/$(BIN):$(PATH)

@@ -63,6 +63,12 @@ class DemoError(RuntimeError):
     """A demo step failed; the message says which and where to look."""
 
 
+def lineage_path(asset: str) -> str:
+    """The UI page of `asset`'s whole upstream lineage, every node named (the global graph
+    opens with its groups collapsed)."""
+    return f"/assets/{asset}?view=lineage&lineageScope=upstream&lineageDepth=20"
+
+
 def lineage(defs: dg.Definitions, source: str = RAW_ASSET, sink: str = LAST_ASSET) -> list[str]:
     """Asset keys on some path from `source` to `sink`, in topological order."""
     graph = defs.resolve_asset_graph()
@@ -435,7 +441,8 @@ def print_summary(summary: dict, path: Path) -> None:
             f"  serving smoke       {'ok' if serving['smoke_ok'] else 'FAILED'} ({serving['url']}/recommend)"
         )
     print(f"  elapsed             {summary['elapsed_s']:>10.1f} s")
-    print(f"\n  wrote {path}; `make dev` opens the Dagster UI on these runs.")
+    print(f"\n  wrote {path}; `make dev` opens the Dagster UI on these runs, the lineage at")
+    print(f"  http://127.0.0.1:{os.environ.get('DAGSTER_PORT', '3001')}{lineage_path(LAST_ASSET)}")
 
 
 def dependency_problem(settings: Settings) -> str | None:

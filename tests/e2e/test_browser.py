@@ -15,6 +15,7 @@ import dagster as dg
 import pytest
 from playwright.sync_api import Page, sync_playwright
 
+from drivers.demo import lineage_path
 from drivers.launcher import PROJECT_ROOT, run_service
 from recloop.data.layout import DataLayout
 from recloop.data.movielens import to_raw_log, write_raw_log
@@ -73,10 +74,8 @@ def test_the_ui_shows_the_lineage_re_executes_a_run_and_the_api_docs_open(
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
         page = browser.new_page(viewport={"width": 1600, "height": 1000})
 
-        page.goto(
-            f"{ui}/assets/champion_model?view=lineage&lineageScope=upstream&lineageDepth=20",
-            wait_until="networkidle",
-        )
+        # The page `make demo` prints, on this test's port.
+        page.goto(ui + lineage_path("champion_model"), wait_until="networkidle")
         skip_the_welcome(page)
         for name in (*LINEAGE, "champion_model"):
             page.get_by_text(name, exact=True).first.wait_for(timeout=30_000)
