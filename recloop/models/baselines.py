@@ -114,16 +114,17 @@ class ALS:
     item_factors: np.ndarray | None = None
 
     def fit(self, train: sp.csr_matrix) -> ALS:
-        model = AlternatingLeastSquares(
-            factors=self.factors,
-            regularization=self.regularization,
-            alpha=self.alpha,
-            iterations=self.iterations,
-            random_state=self.seed,
-            calculate_training_loss=False,
-        )
-        # implicit asks for single-threaded BLAS: its own threads already fill the cores.
+        # implicit asks for single-threaded BLAS (its own threads already fill the cores)
+        # and checks it when the model is built.
         with threadpool_limits(1, "blas"):
+            model = AlternatingLeastSquares(
+                factors=self.factors,
+                regularization=self.regularization,
+                alpha=self.alpha,
+                iterations=self.iterations,
+                random_state=self.seed,
+                calculate_training_loss=False,
+            )
             model.fit(train.astype(np.float32), show_progress=False)
         self.user_factors, self.item_factors = model.user_factors, model.item_factors
         return self
