@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 import subprocess
@@ -49,3 +50,26 @@ def dagster_dev(environment: dict[str, str], log_path: Path) -> Iterator[str]:
             except subprocess.TimeoutExpired:  # a busy machine: stop waiting for a clean exit
                 os.killpg(process.pid, signal.SIGKILL)
                 process.wait(timeout=30)
+
+
+# The runs the UI lists on a job's page.
+JOB_RUNS = """
+query ($job: String!) {
+  pipelineOrError(params: {pipelineName: $job, repositoryName: "__repository__",
+                           repositoryLocationName: "recloop"}) {
+    __typename
+    ... on Pipeline { runs { runId } }
+  }
+}"""
+
+
+def graphql(url: str, query: str, variables: dict) -> dict:
+    """One query against the webserver's GraphQL endpoint, the one its pages use."""
+    body = json.dumps({"query": query, "variables": variables}).encode()
+    request = urllib.request.Request(
+        f"{url}/graphql", data=body, headers={"Content-Type": "application/json"}
+    )
+    with urllib.request.urlopen(request, timeout=60) as response:
+        answer = json.loads(response.read())
+    assert "errors" not in answer, answer
+    return answer["data"]

@@ -1,54 +1,28 @@
 """What a new user sees in a real browser (Debian's Chromium through Playwright): after
 the pipeline ran (`recloop run`, the path `make demo` takes, on a generated log), the
-Dagster UI shows the lineage from the raw log to the champion and re-executes one of
-its runs, and the service's Swagger page answers at /docs. Screenshots go to
-`artifacts/screenshots/`."""
+Dagster UI shows the lineage from the raw log to the champion, re-executes one of its
+runs from the run page's button and lists both under their job, and the service's
+Swagger page answers at /docs. Screenshots go to `artifacts/screenshots/`."""
 
 from __future__ import annotations
 
-import subprocess
 import time
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import dagster as dg
-import pytest
 from playwright.sync_api import Page, sync_playwright
 
-from drivers.demo import lineage_path
+from assets.definitions import VALIDATE_CATALOGS_JOB
+from drivers.demo import PARTITION_TAG, lineage_path
 from drivers.launcher import PROJECT_ROOT, run_service
-from recloop.data.layout import DataLayout
-from recloop.data.movielens import to_raw_log, write_raw_log
-from recloop.settings import Settings
 from tests.conftest import TINY_TENANT
-from tests.dagster_dev import dagster_dev
-from tests.integration.test_refit_serving import positives_only_frames
+from tests.dagster_dev import JOB_RUNS, dagster_dev, graphql
+from tests.own_log import OwnLogRun
 
 CHROMIUM = "/usr/bin/chromium"  # Playwright cannot download its own browser here
 SCREENSHOTS = PROJECT_ROOT / "artifacts" / "screenshots"
 # Nodes of the lineage whose names the graph shows whole (longer ones are cut).
 LINEAGE = ("raw_events", "validated_events", "stg_events", "training_set", "model_candidate")
-
-
-@pytest.fixture(scope="module")
-def pipeline(tmp_path_factory: pytest.TempPathFactory) -> Settings:
-    """A generated positives-only log through `recloop run`: workspace runs and a champion."""
-    root = tmp_path_factory.mktemp("browser")
-    yesterday = datetime.now(UTC).date() - timedelta(days=1)
-    days = [yesterday - timedelta(days=7 - n) for n in range(8)]
-    data_dir = root / "data"
-    write_raw_log(to_raw_log(positives_only_frames(days), TINY_TENANT), DataLayout(data_dir))
-    settings = Settings(data_dir=data_dir, champion_algorithm="ease")
-    completed = subprocess.run(
-        [str(PROJECT_ROOT / ".venv" / "bin" / "recloop"), "run", "--artifacts", str(root)],
-        cwd=root,
-        env={"PATH": "/usr/bin:/bin", "HOME": str(root), **settings.to_env()},
-        capture_output=True,
-        text=True,
-        timeout=900,
-    )
-    assert completed.returncode == 0, completed.stdout[-3000:] + completed.stderr[-3000:]
-    return settings
 
 
 def skip_the_welcome(page: Page) -> None:
@@ -59,13 +33,14 @@ def skip_the_welcome(page: Page) -> None:
 
 
 def test_the_ui_shows_the_lineage_re_executes_a_run_and_the_api_docs_open(
-    pipeline: Settings, tmp_path: Path
+    own_log_run: OwnLogRun, tmp_path: Path
 ) -> None:
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    pipeline = own_log_run.settings
     home = pipeline.data_dir / "dagster_home"
     environment = {**pipeline.to_env(), "DAGSTER_HOME": str(home)}
     with dg.DagsterInstance.from_config(str(home)) as instance:
-        (parent,) = [run for run in instance.get_runs() if run.job_name == "validate_catalogs"]
+        (parent,) = [run for run in instance.get_runs() if run.job_name == VALIDATE_CATALOGS_JOB]
     with (
         dagster_dev(environment, tmp_path / "dagster_dev.log") as ui,
         run_service(pipeline, log_name="browser.log") as service,
@@ -93,6 +68,10 @@ def test_the_ui_shows_the_lineage_re_executes_a_run_and_the_api_docs_open(
                 time.sleep(2)
         assert rerun.status == dg.DagsterRunStatus.SUCCESS
         assert rerun.parent_run_id == parent.run_id
+        assert rerun.tags[PARTITION_TAG] == parent.tags[PARTITION_TAG] == TINY_TENANT
+        # The job's page lists both: the pipeline's run and its re-execution.
+        job = graphql(ui, JOB_RUNS, {"job": VALIDATE_CATALOGS_JOB})["pipelineOrError"]
+        assert {parent.run_id, rerun_id} <= {run["runId"] for run in job["runs"]}
         page.get_by_text("RUN_SUCCESS").first.wait_for(timeout=30_000)
         page.screenshot(path=SCREENSHOTS / "re_executed_run.png")
 
