@@ -8,7 +8,7 @@ from pydantic import Field
 
 from assets.automation import FRESH_FEATURES
 from assets.resources import RecloopResource
-from feature_repo.definitions import STREAM_MART, build_feature_objects
+from feature_repo.definitions import STREAM_MART, TENANT_KEY, build_feature_objects
 from feature_repo.store import (
     install_monotonic_guard,
     materialize_view,
@@ -69,8 +69,8 @@ def feast_online_store(context: dg.AssetExecutionContext, recloop: RecloopResour
     metadata: dict[str, object] = {"online_store": store.config.online_store.type}
     parity: dict[str, dict[str, object]] = {}
     passed = True
-    for definition, join_key in build_feature_objects(marts).views_with_join_keys:
-        done = materialize_view(store, marts, definition.name, join_key, context.log.info)
+    for definition, join_keys in build_feature_objects(marts).views_with_join_keys:
+        done = materialize_view(store, marts, definition.name, join_keys, context.log.info)
         parity[done.view] = {
             "checked": done.parity.checked,
             "mismatches": done.parity.mismatches,
@@ -113,16 +113,15 @@ def stream_batch_parity(
     view = build_feature_objects(marts).user_stream
     # The mart is the features' history; the online store holds each user's latest row.
     history = pd.read_parquet(marts / f"{STREAM_MART}.parquet")
-    mart = history.sort_values("event_timestamp", kind="stable").drop_duplicates(
-        "user_id", keep="last"
-    )
+    keys = [TENANT_KEY, "user_id"]
+    mart = history.sort_values("event_timestamp", kind="stable").drop_duplicates(keys, keep="last")
     recent = mart[
         mart["event_timestamp"]
         > mart["event_timestamp"].max() - timedelta(hours=config.recent_hours)
     ]
     sample = recent.sample(n=min(config.sample_size, len(recent)), random_state=config.seed)
-    online = read_online_as_of(recloop.feature_store(), view, "user_id", sample["user_id"].tolist())
-    report = compare_as_of(sample, online, "user_id", [f.name for f in view.features])
+    online = read_online_as_of(recloop.feature_store(), view, sample[keys])
+    report = compare_as_of(sample, online, keys, [f.name for f in view.features])
     return dg.AssetCheckResult(
         passed=report.mismatch_rate <= config.max_mismatch_rate,
         metadata={

@@ -41,7 +41,7 @@ from recloop.inference.policies import Policy
 from recloop.inference.retrievers import Servable, servable
 from recloop.models.configs import TwoTowerConfig, field_types
 from recloop.models.model_artifact import ModelBundle
-from recloop.registry.model_registry import PromotionError, Registry
+from recloop.registry.model_registry import PromotionError, Registry, model_tenant
 from recloop.training.candidate import (
     TrainingInputs,
     load_inputs,
@@ -591,11 +591,12 @@ def _promote(
 def _push_batch_lists(recloop: RecloopResource, chain: ModelChain, version: str) -> dict:
     """Every known user's top-k list, pushed to Feast's batch_lists view and kept on disk."""
     target, layout, store = chain.target, recloop.layout(), recloop.feature_store()
-    model = servable(Registry(layout.registry).load(version))
+    loaded = Registry(layout.registry).load(version)
+    model, tenant = servable(loaded), model_tenant(loaded.metadata, version)
     users = sorted(model.user_index)
     now = datetime.now(UTC)
-    features = online_user_features(store, users, now) if model.needs_features else None
-    rows = batch_list_rows(model, version, users, features, chain.label, target.k, now)
+    features = online_user_features(store, tenant, users, now) if model.needs_features else None
+    rows = batch_list_rows(model, version, tenant, users, features, chain.label, target.k, now)
     store.push(BATCH_LISTS_PUSH_SOURCE, rows, to=PushMode.ONLINE)
     path = write_parquet_atomic(rows, layout.batch_lists(target.experiment, target.variant))
     return {"users": len(rows), "k": target.k, "pushed_at": now.isoformat(), "path": str(path)}

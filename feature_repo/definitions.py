@@ -39,7 +39,13 @@ BATCH_LISTS_TTL = timedelta(days=7)
 FEATURE_TTL = timedelta(days=30)
 
 
+# Every view is keyed by tenant first: tenants share user and item ids (independent
+# customers do), and one tenant's row must never answer for another's.
+TENANT_KEY = "tenant_id"
+
+
 class FeatureRepoObjects(NamedTuple):
+    tenant: Entity
     user: Entity
     item: Entity
     user_features_source: FileSource
@@ -57,11 +63,11 @@ class FeatureRepoObjects(NamedTuple):
     batch_lists: FeatureView
 
     @property
-    def views_with_join_keys(self) -> list[tuple[FeatureView, str]]:
-        """Each feature view materialized from its mart, with the join key of its entity."""
+    def views_with_join_keys(self) -> list[tuple[FeatureView, tuple[str, ...]]]:
+        """Each feature view materialized from its mart, with its entity's join keys."""
         return [
-            (self.user_features, self.user.join_key),
-            (self.item_features, self.item.join_key),
+            (self.user_features, (TENANT_KEY, self.user.join_key)),
+            (self.item_features, (TENANT_KEY, self.item.join_key)),
         ]
 
     @property
@@ -85,6 +91,12 @@ def activity_fields() -> list[Field]:
 
 
 def build_feature_objects(marts_dir: Path) -> FeatureRepoObjects:
+    tenant = Entity(
+        name="tenant",
+        join_keys=[TENANT_KEY],
+        value_type=ValueType.STRING,
+        description="A customer of the platform, with users and a catalog of its own.",
+    )
     user = Entity(
         name="user",
         join_keys=["user_id"],
@@ -111,7 +123,7 @@ def build_feature_objects(marts_dir: Path) -> FeatureRepoObjects:
     )
     user_features = FeatureView(
         name=USER_VIEW,
-        entities=[user],
+        entities=[tenant, user],
         ttl=FEATURE_TTL,
         schema=[
             *activity_fields(),
@@ -124,7 +136,7 @@ def build_feature_objects(marts_dir: Path) -> FeatureRepoObjects:
     )
     item_features = FeatureView(
         name=ITEM_VIEW,
-        entities=[item],
+        entities=[tenant, item],
         ttl=FEATURE_TTL,
         schema=[
             *activity_fields(),
@@ -149,7 +161,7 @@ def build_feature_objects(marts_dir: Path) -> FeatureRepoObjects:
     )
     user_stream = FeatureView(
         name=STREAM_VIEW,
-        entities=[user],
+        entities=[tenant, user],
         # A row describes the hour before its timestamp; older, it is a session that ended.
         ttl=WINDOW,
         schema=[
@@ -192,7 +204,7 @@ def build_feature_objects(marts_dir: Path) -> FeatureRepoObjects:
     )
     batch_lists = FeatureView(
         name=BATCH_LISTS_VIEW,
-        entities=[user, recommendation_list],
+        entities=[tenant, user, recommendation_list],
         ttl=BATCH_LISTS_TTL,
         schema=[
             Field(name="item_ids", dtype=Array(String)),
@@ -203,6 +215,7 @@ def build_feature_objects(marts_dir: Path) -> FeatureRepoObjects:
         online=True,
     )
     return FeatureRepoObjects(
+        tenant,
         user,
         item,
         user_features_source,

@@ -10,6 +10,7 @@ from feature_repo.definitions import build_feature_objects
 from recloop.settings import DATA_DIR_ENV, Settings
 
 (
+    tenant,
     user,
     item,
     user_features_source,

@@ -24,7 +24,7 @@ from feast import FeatureStore, FeatureView
 from feast.online_response import TIMESTAMP_POSTFIX
 from feast.repo_config import RepoConfig
 
-from feature_repo.definitions import FEATURE_TTL
+from feature_repo.definitions import FEATURE_TTL, TENANT_KEY
 from recloop.features.feature_vectors import STREAM_VIEW, USER_COLUMNS, USER_VIEW, feature_refs
 from recloop.features.materialization import mart_time_range, materialization_window
 from recloop.features.parity import ParityReport, compare_parity, latest_offline_rows
@@ -174,25 +174,24 @@ def online_store_problem(store: FeatureStore) -> str | None:
     raise ValueError(f"no health probe for online store type {online.type!r}")
 
 
-def read_online(
-    store: FeatureStore, view: FeatureView, join_key: str, keys: Sequence[str]
-) -> pd.DataFrame:
-    """Online values of every feature of `view` for `keys`, one row per key."""
+def read_online(store: FeatureStore, view: FeatureView, entities: pd.DataFrame) -> pd.DataFrame:
+    """Online values of every feature of `view` for each row of `entities` (its columns
+    are the view's join keys, e.g. tenant_id and user_id), one row per entity."""
     features = [f"{view.name}:{field.name}" for field in view.features]
     response = store.get_online_features(
-        features=features, entity_rows=[{join_key: key} for key in keys]
+        features=features, entity_rows=entities.astype(str).to_dict("records")
     )
     return response.to_df()
 
 
 def read_online_as_of(
-    store: FeatureStore, view: FeatureView, join_key: str, keys: Sequence[str]
+    store: FeatureStore, view: FeatureView, entities: pd.DataFrame
 ) -> pd.DataFrame:
     """`read_online` plus `event_timestamp`: the time the online row is as of, NaT when the
     store has no row. Feast keeps online timestamps in whole seconds."""
     features = [f"{view.name}:{field.name}" for field in view.features]
     response = store.get_online_features(
-        features=features, entity_rows=[{join_key: key} for key in keys]
+        features=features, entity_rows=entities.astype(str).to_dict("records")
     )
     frame = response.to_df(include_event_timestamps=True)
     seconds = frame[view.features[0].name + TIMESTAMP_POSTFIX]
@@ -225,14 +224,15 @@ def without_stale_values(
 
 
 def online_user_features(
-    store: FeatureStore, user_ids: Sequence[str], now: datetime
+    store: FeatureStore, tenant_id: str, user_ids: Sequence[str], now: datetime
 ) -> dict[str, list]:
-    """The user tower's online inputs for `user_ids` (daily features and the streaming last
-    items), as Feast's dict of lists with full feature names, one entry per user; values
-    older than their view's ttl are null, as in the training set's point-in-time join."""
+    """The user tower's online inputs for `tenant_id`'s `user_ids` (daily features and the
+    streaming last items), as Feast's dict of lists with full feature names, one entry per
+    user; values older than their view's ttl are null, as in the training set's
+    point-in-time join."""
     response = store.get_online_features(
         features=USER_TOWER_REFS,
-        entity_rows=[{"user_id": user} for user in user_ids],
+        entity_rows=[{TENANT_KEY: tenant_id, "user_id": user} for user in user_ids],
         full_feature_names=True,
     )
     return without_stale_values(response.to_dict(include_event_timestamps=True), ONLINE_TTLS, now)
@@ -251,7 +251,11 @@ class ViewMaterialization:
 
 
 def materialize_view(
-    store: FeatureStore, marts: Path, view_name: str, join_key: str, log: Callable[[str], None]
+    store: FeatureStore,
+    marts: Path,
+    view_name: str,
+    join_keys: Sequence[str],
+    log: Callable[[str], None],
 ) -> ViewMaterialization:
     """Materialize `view_name` from where it last ended to its mart's newest row, then
     compare every online value with the latest offline one as of the window's end."""
@@ -260,7 +264,7 @@ def materialize_view(
     start, end = materialization_window(*mart_time_range(mart), view.most_recent_end_time)
     log(f"materializing {view_name} from {start} to {end}")
     store.materialize(start_date=start, end_date=end, feature_views=[view_name])
-    offline = latest_offline_rows(mart, join_key, end)
-    online = read_online(store, view, join_key, offline[join_key].tolist())
-    parity = compare_parity(offline, online, join_key, [f.name for f in view.features])
+    offline = latest_offline_rows(mart, join_keys, end)
+    online = read_online(store, view, offline[list(join_keys)])
+    parity = compare_parity(offline, online, join_keys, [f.name for f in view.features])
     return ViewMaterialization(view_name, start, end, count_online_entities(store, view), parity)

@@ -17,8 +17,9 @@ import pandas as pd
 from feast import FeatureStore
 from feast.errors import FeastObjectNotFoundException
 
+from feature_repo.definitions import TENANT_KEY
 from recloop.data.layout import DataLayout
-from recloop.data.validated_log import catalog_item_ids, interactions
+from recloop.data.validated_log import catalog_item_keys, interactions
 from recloop.features.feature_vectors import (
     ITEM_COLUMNS,
     ITEM_VIEW,
@@ -114,29 +115,32 @@ def labelled_examples(
 
 
 def user_snapshots(
-    store: FeatureStore, user_ids: pd.Series, cutoffs: TemporalCutoffs, with_stream: bool = True
+    store: FeatureStore, users: pd.DataFrame, cutoffs: TemporalCutoffs, with_stream: bool = True
 ) -> pd.DataFrame:
-    """Each user's features as of each cut-off (column `as_of`)."""
-    users = pd.Series(sorted(user_ids.astype(str).unique()), name="user_id")
+    """Each user's features as of each cut-off (column `as_of`); `users` has `tenant_id`
+    and `user_id` (Feast's key of the user views)."""
+    keys = (
+        users[[TENANT_KEY, "user_id"]]
+        .astype(str)
+        .drop_duplicates()
+        .sort_values(["user_id", TENANT_KEY])
+        .reset_index(drop=True)
+    )
     entities = pd.concat(
-        [
-            pd.DataFrame({"user_id": users, "event_timestamp": at})
-            for at in (cutoffs.valid_start, cutoffs.test_start)
-        ],
+        [keys.assign(event_timestamp=at) for at in (cutoffs.valid_start, cutoffs.test_start)],
         ignore_index=True,
     )
     entities["event_timestamp"] = entities["event_timestamp"].astype("datetime64[us, UTC]")
-    frame = user_features_as_of(store, entities, with_stream)
+    frame = user_features_as_of(store, entities, with_stream).drop(columns=TENANT_KEY)
     return frame.rename(columns={"event_timestamp": "as_of"})
 
 
 def item_snapshot(store: FeatureStore, catalog: pd.DataFrame, as_of: pd.Timestamp) -> pd.DataFrame:
-    """Every catalog item's features as of `as_of`; `catalog` needs `item_id`."""
-    entities = pd.DataFrame(
-        {"item_id": catalog["item_id"].astype(str).to_numpy(), "event_timestamp": as_of}
-    )
+    """Every catalog item's features as of `as_of`; `catalog` has `tenant_id` and
+    `item_id` (Feast's key of the item view)."""
+    entities = catalog[[TENANT_KEY, "item_id"]].astype(str).assign(event_timestamp=as_of)
     entities["event_timestamp"] = entities["event_timestamp"].astype("datetime64[us, UTC]")
-    return historical(store, entities, ITEM_VIEW, ITEM_COLUMNS)
+    return historical(store, entities, ITEM_VIEW, ITEM_COLUMNS).drop(columns=TENANT_KEY)
 
 
 def build_training_inputs(
@@ -154,11 +158,10 @@ def build_training_inputs(
     examples, cutoffs = labelled_examples(
         store, interactions(layout), valid_fraction, test_fraction, holdout_since, with_stream
     )
-    catalog = pd.DataFrame({"item_id": catalog_item_ids(layout)})
-    items = item_snapshot(store, catalog, cutoffs.valid_start)
+    items = item_snapshot(store, catalog_item_keys(layout), cutoffs.valid_start)
     inputs = TrainingInputs(
         examples=examples,
-        user_snapshots=user_snapshots(store, examples["user_id"], cutoffs, with_stream),
+        user_snapshots=user_snapshots(store, examples, cutoffs, with_stream),
         items=items,
         text_embeddings=embedding_matrix(text_embeddings, items["item_id"].tolist()),
         cutoffs=cutoffs,

@@ -27,7 +27,7 @@ from pathlib import Path
 
 from feast import FeatureStore
 
-from feature_repo.definitions import BATCH_LISTS_TTL, BATCH_LISTS_VIEW
+from feature_repo.definitions import BATCH_LISTS_TTL, BATCH_LISTS_VIEW, TENANT_KEY
 from feature_repo.store import without_stale_values
 from recloop.experiments import (
     ExperimentSpec,
@@ -57,12 +57,14 @@ class BatchLists:
         self.store = store
         self.refs = feature_refs(BATCH_LISTS_VIEW, BATCH_COLUMNS)
 
-    def lookup(self, user_id: str, label: str, now: datetime) -> tuple[Recommendation, str] | None:
-        """The user's list for `label` and the model version that computed it; None when the
-        batch has no (fresh) row for the user."""
+    def lookup(
+        self, tenant_id: str, user_id: str, label: str, now: datetime
+    ) -> tuple[Recommendation, str] | None:
+        """The tenant's user's list for `label` and the model version that computed it;
+        None when the batch has no (fresh) row for the user."""
         response = self.store.get_online_features(
             features=self.refs,
-            entity_rows=[{"user_id": user_id, "list_id": label}],
+            entity_rows=[{TENANT_KEY: tenant_id, "user_id": user_id, "list_id": label}],
             full_feature_names=True,
         )
         row = without_stale_values(
@@ -118,6 +120,7 @@ class VariantSource:
         self,
         champion: Servable,
         batch_lists: BatchLists,
+        tenant_id: str,
         user_id: str,
         features: FeatureColumns | None,
         k: int,
@@ -127,7 +130,7 @@ class VariantSource:
     ) -> VariantList:
         """This variant's list for one request (`features`: the user's online features)."""
         if self.batch:
-            found = batch_lists.lookup(user_id, self.label, now)
+            found = batch_lists.lookup(tenant_id, user_id, self.label, now)
             if found is None:
                 return VariantList(Recommendation([], [], None), "")
             model: Servable = _BatchServable(*found)

@@ -52,7 +52,7 @@ from recloop.inference.retrievers import (
     UnknownItemError,
     servable,
 )
-from recloop.registry.model_registry import Registry
+from recloop.registry.model_registry import Registry, model_tenant
 from recloop.settings import Settings
 from services.api import (
     EventStats,
@@ -255,10 +255,7 @@ class RecloopRuntime:
 
     def _load(self, version: str) -> Champion:
         model = self.registry.load(version)
-        tenants = model.metadata.get("tenants")
-        if not tenants:
-            raise ValueError(f"model {version} records no tenant; retrain it with this recloop")
-        return Champion(servable(model), check_tenant_id(str(tenants[0])))
+        return Champion(servable(model), check_tenant_id(model_tenant(model.metadata, version)))
 
     def _restore_served(self, tenant: str) -> None:
         """Let feedback answer responses given before a restart or a crash: rebuild the
@@ -376,7 +373,7 @@ class RecloopRuntime:
         if problem is not None:
             raise Refused(503, problem)
         try:
-            features = online_user_features(self.store, [user_id], now)
+            features = online_user_features(self.store, tenant_id, [user_id], now)
         except STORE_ERRORS as error:
             problem = f"reading the online store failed: {error}"
             self.store_health.failed(problem)
@@ -453,6 +450,7 @@ class RecloopRuntime:
             return sources[(route.experiment, variant)].list_for(
                 champion.retriever,
                 self.batch_lists,
+                champion.tenant,
                 user_id,
                 features,
                 size,

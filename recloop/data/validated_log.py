@@ -161,11 +161,14 @@ def interactions(layout: DataLayout) -> pd.DataFrame:
     return pd.read_parquet(layout.interactions_mart)
 
 
-def catalog_item_ids(layout: DataLayout) -> list[str]:
-    """Every item of the warehouse's catalog (dbt `int_items`), sorted."""
+def catalog_item_keys(layout: DataLayout) -> pd.DataFrame:
+    """Every item of the warehouse's catalogs (dbt `int_items`) as `tenant_id`, `item_id`
+    strings, sorted by item id."""
     with duckdb.connect(str(layout.warehouse), read_only=True) as warehouse:
-        rows = warehouse.execute("select item_id from int_items order by item_id").fetchall()
-    return [str(row[0]) for row in rows]
+        frame = warehouse.execute(
+            "select tenant_id, item_id from int_items order by item_id, tenant_id"
+        ).df()
+    return frame.astype(str)
 
 
 def catalog_items(layout: DataLayout) -> pd.DataFrame:

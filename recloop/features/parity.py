@@ -34,12 +34,14 @@ class ParityReport:
         return (self.mismatches + self.missing_online) / self.checked if self.checked else 0.0
 
 
-def latest_offline_rows(parquet: Path, join_key: str, as_of: datetime) -> pd.DataFrame:
-    """The newest row per entity stamped at or before `as_of`: what materialization wrote."""
+def latest_offline_rows(parquet: Path, keys: Sequence[str], as_of: datetime) -> pd.DataFrame:
+    """The newest row per entity (the `keys` columns, e.g. tenant and user) stamped at or
+    before `as_of`: what materialization wrote."""
+    partition = ", ".join(f'"{key}"' for key in keys)
     query = f"""
         select * from read_parquet($path)
         where event_timestamp <= $as_of
-        qualify row_number() over (partition by "{join_key}" order by event_timestamp desc) = 1
+        qualify row_number() over (partition by {partition} order by event_timestamp desc) = 1
     """
     with duckdb.connect() as conn:
         conn.execute("set TimeZone = 'UTC'")
@@ -63,16 +65,18 @@ def values_equal(left: object, right: object, rel_tol: float = 1e-9) -> bool:
 def compare_parity(
     offline: pd.DataFrame,
     online: pd.DataFrame,
-    join_key: str,
+    keys: Sequence[str],
     features: Sequence[str],
     max_examples: int = 5,
 ) -> ParityReport:
-    """Compare feature values per entity; an entity absent online counts as missing."""
-    online_by_key = online.set_index(join_key)
+    """Compare feature values per entity (the `keys` columns); an entity absent online
+    counts as missing."""
+    online_by_key = online.set_index(list(keys))
     mismatches = missing = 0
     examples: list[dict] = []
     for row in offline.itertuples(index=False):
-        key = getattr(row, join_key)
+        key = _entity(row, keys)
+        named = dict(zip(keys, key if len(keys) > 1 else (key,), strict=True))
         if key not in online_by_key.index:
             missing += 1
             continue
@@ -80,7 +84,7 @@ def compare_parity(
         if all(is_missing(online_row[name]) for name in features):
             missing += 1
             if len(examples) < max_examples:
-                examples.append({join_key: key, "problem": "no online value"})
+                examples.append({**named, "problem": "no online value"})
             continue
         differing = [
             name for name in features if not values_equal(getattr(row, name), online_row[name])
@@ -90,7 +94,7 @@ def compare_parity(
             if len(examples) < max_examples:
                 examples.append(
                     {
-                        join_key: key,
+                        **named,
                         "features": differing,
                         "offline": [_plain(getattr(row, n)) for n in differing],
                         "online": [_plain(online_row[n]) for n in differing],
@@ -99,6 +103,12 @@ def compare_parity(
     return ParityReport(
         checked=len(offline), mismatches=mismatches, missing_online=missing, examples=examples
     )
+
+
+def _entity(row: tuple, keys: Sequence[str]) -> object:
+    """A row's entity as pandas indexes it: the value of one key, a tuple of several."""
+    values = tuple(_plain(getattr(row, key)) for key in keys)
+    return values if len(values) > 1 else values[0]
 
 
 @dataclass(frozen=True)
@@ -130,7 +140,7 @@ class AsOfParityReport:
 def compare_as_of(
     batch: pd.DataFrame,
     online: pd.DataFrame,
-    join_key: str,
+    keys: Sequence[str],
     features: Sequence[str],
     max_examples: int = 5,
 ) -> AsOfParityReport:
@@ -139,10 +149,11 @@ def compare_as_of(
     Times are compared to the whole second, the online store's resolution: a stream
     ahead of the batch by events within the same second shows as a value mismatch.
     """
-    online = online[online["event_timestamp"].notna()].drop_duplicates(join_key)
+    keys = list(keys)
+    online = online[online["event_timestamp"].notna()].drop_duplicates(keys)
     joined = batch.merge(
-        online[[join_key, "event_timestamp"]].rename(columns={"event_timestamp": "online_as_of"}),
-        on=join_key,
+        online[[*keys, "event_timestamp"]].rename(columns={"event_timestamp": "online_as_of"}),
+        on=keys,
         how="left",
     )
     batch_as_of = joined["event_timestamp"].dt.floor("s")
@@ -151,12 +162,12 @@ def compare_as_of(
     ahead = online_as_of > batch_as_of
     stale = joined[online_as_of < batch_as_of]
     same_time = online_as_of == batch_as_of
-    values = compare_parity(batch[same_time.to_numpy()], online, join_key, features, max_examples)
+    values = compare_parity(batch[same_time.to_numpy()], online, keys, features, max_examples)
     examples = list(values.examples)
     for row in stale.head(max(0, max_examples - len(examples))).itertuples(index=False):
         examples.append(
             {
-                join_key: getattr(row, join_key),
+                **{key: _plain(getattr(row, key)) for key in keys},
                 "problem": "online row older than the batch row",
                 "online_as_of": row.online_as_of.isoformat(),
                 "batch_as_of": row.event_timestamp.isoformat(),

@@ -13,14 +13,16 @@ from recloop.inference.retrievers import Servable
 def batch_list_rows(
     model: Servable,
     version: str,
+    tenant_id: str,
     users: Sequence[str],
     features: Mapping[str, Sequence[object]] | None,
     label: str,
     k: int,
     now: datetime,
 ) -> pd.DataFrame:
-    """Each user's top-k list from `model` (with the user's online features, column by
-    column in `users` order, when the model reads them), as rows of Feast's batch_lists view."""
+    """Each of `tenant_id`'s users' top-k list from `model` (with the user's online
+    features, column by column in `users` order, when the model reads them), as rows of
+    Feast's batch_lists view."""
     rows = []
     for n, user in enumerate(users):
         row = {name: [values[n]] for name, values in features.items()} if features else None
@@ -28,6 +30,7 @@ def batch_list_rows(
         rows.append((user, result.item_ids, result.scores))
     return pd.DataFrame(
         {
+            "tenant_id": tenant_id,
             "user_id": [r[0] for r in rows],
             "list_id": label,
             "item_ids": [r[1] for r in rows],

@@ -69,15 +69,18 @@ class ChampionState:
         )
 
 
-def sampled_activity_features(store: FeatureStore, user_ids: list[str]) -> pd.DataFrame:
-    """Online activity features of a seeded sample of `user_ids`, one row per user."""
+def sampled_activity_features(
+    store: FeatureStore, tenant_id: str, user_ids: list[str]
+) -> pd.DataFrame:
+    """Online activity features of a seeded sample of `tenant_id`'s `user_ids`, one row
+    per user."""
     users = sorted(set(user_ids))
     sample = sorted(
         np.random.default_rng(0).choice(users, min(FEATURE_SAMPLE, len(users)), replace=False)
     )
     online = store.get_online_features(
         features=feature_refs(USER_VIEW, activity_columns()),
-        entity_rows=[{"user_id": user} for user in sample],
+        entity_rows=[{"tenant_id": tenant_id, "user_id": user} for user in sample],
         full_feature_names=True,
     ).to_dict()
     return pd.DataFrame(
@@ -93,14 +96,18 @@ def _columns(frame: pd.DataFrame) -> dict[str, np.ndarray]:
 
 
 def serving_feature_reference(
-    layout: DataLayout, store: FeatureStore, version: str, reference_users: list[str]
+    layout: DataLayout,
+    store: FeatureStore,
+    version: str,
+    tenant_id: str,
+    reference_users: list[str],
 ) -> pd.DataFrame:
     """The online features of the users the champion served in its reference window,
     read once and kept: later windows compare with what serving saw then, not with
     today's values of the same users."""
     path = layout.serving_features_reference(version)
     if not path.exists():
-        write_parquet_atomic(sampled_activity_features(store, reference_users), path)
+        write_parquet_atomic(sampled_activity_features(store, tenant_id, reference_users), path)
     return pd.read_parquet(path)
 
 
@@ -138,8 +145,10 @@ def current_drift(layout: DataLayout, store: FeatureStore, window: int) -> Curre
     features, skew = (None, None), []
     if windows is not None:
         reference_users, recent_users = (w["user_id"].astype(str).tolist() for w in windows)
-        reference = serving_feature_reference(layout, store, champion.version, reference_users)
-        current = sampled_activity_features(store, recent_users)
+        reference = serving_feature_reference(
+            layout, store, champion.version, champion.tenant, reference_users
+        )
+        current = sampled_activity_features(store, champion.tenant, recent_users)
         features = (_columns(reference), _columns(current))
         skew = training_serving_skew(champion.training_set, current)
     report = drift_report(

@@ -121,6 +121,14 @@ def model_name(version: str) -> str:
     return kind_of_version(version).name
 
 
+def model_tenant(metadata: dict[str, Any], version: str) -> str:
+    """The tenant a model serves: the first its training set held (recorded as `tenants`)."""
+    tenants = metadata.get("tenants")
+    if not tenants:
+        raise ValueError(f"model {version} records no tenant; retrain it with this recloop")
+    return str(tenants[0])
+
+
 def kind_of_model(model: ServableModel) -> ModelKind:
     """The kind that stores `model`; a TypeError for anything no kind stores."""
     for kind in KINDS:

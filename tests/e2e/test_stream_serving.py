@@ -54,13 +54,16 @@ def engage(url: str, user: str, event_type: str, position: int = 0) -> str:
     return item
 
 
-def wait_online(settings: Settings, expected: dict[str, list[str]], timeout_s: float = 30) -> float:
-    """Seconds until every user's online `last_items` equals `expected`."""
+def wait_online(
+    settings: Settings, tenant: str, expected: dict[str, list[str]], timeout_s: float = 30
+) -> float:
+    """Seconds until every one of `tenant`'s users' online `last_items` equals `expected`."""
     store = open_feature_store(settings)
     view = build_feature_objects(settings.data_dir / "marts").user_stream
+    keys = pd.DataFrame({"tenant_id": tenant, "user_id": list(expected)})
     started = time.perf_counter()
     while time.perf_counter() - started < timeout_s:
-        online = read_online_as_of(store, view, "user_id", list(expected))
+        online = read_online_as_of(store, view, keys)
         if {
             u: list(i or []) for u, i in zip(online["user_id"], online["last_items"], strict=True)
         } == expected:
@@ -88,13 +91,13 @@ def test_pushed_stream_features_match_the_batch_mart_across_a_restart(
         bought = engage(url, b, "purchase")
         rated = engage(url, c, "rating")
         engage(url, d, "view")
-        latency = wait_online(settings, {a: clicked[::-1], b: [bought], c: [rated], d: []})
+        latency = wait_online(settings, tenant, {a: clicked[::-1], b: [bought], c: [rated], d: []})
     print(f"feedback to online value: {latency:.2f} s")
 
     # A new process rebuilds its state from the raw log: A's next click counts the others.
     with serve(settings, {"RECLOOP_API_KEY": API_KEY}) as url:
         again = engage(url, a, "click", 2)
-        wait_online(settings, {a: [again, *clicked[::-1]]})
+        wait_online(settings, tenant, {a: [again, *clicked[::-1]]})
 
     layout = DataLayout(settings.data_dir)
     for day in layout.event_days(tenant):

@@ -77,6 +77,7 @@ def test_stream_view_is_fed_by_pushes_that_keep_the_newest_row(tmp_path: Path) -
     for at, count, items in ((newer, 3, ["b", "a"]), (newer - timedelta(minutes=1), 2, ["a"])):
         frame = pd.DataFrame(
             {
+                "tenant_id": ["shop"],
                 "user_id": ["u1"],
                 "event_timestamp": [at],
                 "engagements_1h": [count],
@@ -84,7 +85,8 @@ def test_stream_view_is_fed_by_pushes_that_keep_the_newest_row(tmp_path: Path) -
             }
         )
         store.push(STREAM_PUSH_SOURCE, frame, to=PushMode.ONLINE)
-    online = read_online_as_of(store, objects.user_stream, "user_id", ["u1", "nobody"])
+    keys = pd.DataFrame({"tenant_id": "shop", "user_id": ["u1", "nobody"]})
+    online = read_online_as_of(store, objects.user_stream, keys)
     assert online["engagements_1h"].tolist()[0] == 3
     assert online["last_items"].tolist()[0] == ["b", "a"]
     # Feast keeps whole seconds online.

@@ -48,7 +48,7 @@ def materialize_new_then_old(store: FeatureStore) -> None:
 
 
 def scores(store: FeatureStore, view: FeatureView) -> dict[str, int]:
-    frame = read_online(store, view, "user_id", ["u1", "u2"])
+    frame = read_online(store, view, pd.DataFrame({"user_id": ["u1", "u2"]}))
     return dict(zip(frame["user_id"], frame["score"], strict=True))
 
 

@@ -156,9 +156,10 @@ def test_full_graph_then_an_increment(online_store, tiny_log, data_dir, instance
     )
     defs = build_definitions(settings)
     validate_days(defs, instance, [next_day])
-    before = read_online(store, objects.user_features, "user_id", sorted(users["user_id"].unique()))
+    keys = users[["tenant_id", "user_id"]].drop_duplicates().sort_values("user_id")
+    before = read_online(store, objects.user_features, keys)
     assert run(defs, FEATURES_JOB, instance).success
-    after = read_online(store, objects.user_features, "user_id", sorted(users["user_id"].unique()))
+    after = read_online(store, objects.user_features, keys)
     with duckdb.connect() as conn:
         expected = (
             conn.execute(
@@ -181,9 +182,13 @@ def test_parity_check_fails_when_an_online_value_drifts(tiny_log, tiny_settings,
     store = open_feature_store(tiny_settings)
     view = build_feature_objects(layout.marts).user_features
     latest = latest_offline_rows(
-        layout.marts / "user_features.parquet", "user_id", datetime(2100, 1, 1, tzinfo=UTC)
+        layout.marts / "user_features.parquet",
+        ["tenant_id", "user_id"],
+        datetime(2100, 1, 1, tzinfo=UTC),
     )
-    drifted = latest.iloc[[0]][["user_id", "event_timestamp", *[f.name for f in view.features]]]
+    drifted = latest.iloc[[0]][
+        ["tenant_id", "user_id", "event_timestamp", *[f.name for f in view.features]]
+    ]
     drifted = drifted.assign(
         rating_count_total=999, event_timestamp=drifted["event_timestamp"] + pd.Timedelta(hours=1)
     )

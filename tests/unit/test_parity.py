@@ -21,7 +21,7 @@ def test_compare_parity_counts_mismatches_and_missing_entities() -> None:
     online = pd.DataFrame(
         {"user_id": ["a", "b", "c", "d"], "n": [1, 5, None, 4], "g": ["x", "y", None, "w"]}
     )
-    report = compare_parity(offline, online, "user_id", ["n", "g"])
+    report = compare_parity(offline, online, ["user_id"], ["n", "g"])
     assert (report.checked, report.mismatches, report.missing_online) == (4, 1, 1)
     assert not report.passed
     assert report.examples[0] == {
@@ -35,7 +35,25 @@ def test_compare_parity_counts_mismatches_and_missing_entities() -> None:
 
 def test_compare_parity_passes_on_equal_frames() -> None:
     frame = pd.DataFrame({"item_id": ["1"], "v": [[0.1, 0.9]]})
-    assert compare_parity(frame, frame.copy(), "item_id", ["v"]).passed
+    assert compare_parity(frame, frame.copy(), ["item_id"], ["v"]).passed
+
+
+def test_tenants_sharing_a_user_id_are_compared_entity_by_entity() -> None:
+    # User "1" of each tenant holds its own value; another tenant's row is no answer.
+    offline = pd.DataFrame({"tenant_id": ["a", "b"], "user_id": ["1", "1"], "n": [3, 8]})
+    swapped = offline.assign(n=[8, 3])
+    assert compare_parity(offline, offline.copy(), ["tenant_id", "user_id"], ["n"]).passed
+    report = compare_parity(offline, swapped, ["tenant_id", "user_id"], ["n"])
+    assert report.mismatches == 2
+    assert report.examples[0] == {
+        "tenant_id": "a",
+        "user_id": "1",
+        "features": ["n"],
+        "offline": [3],
+        "online": [8],
+    }
+    only_a = offline.iloc[[0]]
+    assert compare_parity(offline, only_a, ["tenant_id", "user_id"], ["n"]).missing_online == 1
 
 
 def test_compare_as_of_compares_rows_of_the_same_second_and_counts_the_rest_apart() -> None:
@@ -58,7 +76,7 @@ def test_compare_as_of_compares_rows_of_the_same_second_and_counts_the_rest_apar
             "items": [["a"], ["a", "b"], ["c"], ["x"], None],
         }
     )
-    report = compare_as_of(batch, online, "user_id", ["n", "items"])
+    report = compare_as_of(batch, online, ["user_id"], ["n", "items"])
     assert (report.checked, report.missing_online, report.stream_ahead) == (5, 1, 1)
     assert (report.compared, report.mismatches, report.mismatch_rate) == (3, 2, 2 / 3)
     assert report.examples[0] == {
