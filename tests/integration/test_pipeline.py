@@ -89,25 +89,29 @@ def test_a_bad_file_fails_its_partition_and_leaves_earlier_outputs(
     assert [digest(p) for p in outputs] == before
 
 
-def tiny_features_run(settings: Settings, instance: dg.DagsterInstance) -> dg.Definitions:
+def tiny_features_run(
+    settings: Settings, instance: dg.DagsterInstance, tenants: tuple[str, ...] = (TINY_TENANT,)
+) -> dg.Definitions:
     defs = build_definitions(settings)
-    instance.add_dynamic_partitions(TENANTS.name, [TINY_TENANT])
-    assert run(defs, VALIDATE_CATALOGS_JOB, instance, partition_key=TINY_TENANT).success
+    instance.add_dynamic_partitions(TENANTS.name, list(tenants))
     layout = DataLayout(settings.data_dir)
-    days = layout.event_days(TINY_TENANT)
-    result = run(
-        defs,
-        VALIDATE_EVENTS_JOB,
-        instance,
-        tags={
-            "dagster/asset_partition_range_start": event_key(TINY_TENANT, days[0]),
-            "dagster/asset_partition_range_end": event_key(TINY_TENANT, days[-1]),
-        },
-    )
-    assert result.success
-    assert len(instance.get_materialized_partitions(EVENTS)) == len(days)
-    progress = [record.user_message for record in instance.all_logs(result.run_id)]
-    assert any(line.startswith(f"{len(days)}/{len(days)} partitions: ") for line in progress)
+    for tenant in tenants:
+        assert run(defs, VALIDATE_CATALOGS_JOB, instance, partition_key=tenant).success
+        days = layout.event_days(tenant)
+        result = run(
+            defs,
+            VALIDATE_EVENTS_JOB,
+            instance,
+            tags={
+                "dagster/asset_partition_range_start": event_key(tenant, days[0]),
+                "dagster/asset_partition_range_end": event_key(tenant, days[-1]),
+            },
+        )
+        assert result.success
+        progress = [record.user_message for record in instance.all_logs(result.run_id)]
+        assert any(line.startswith(f"{len(days)}/{len(days)} partitions: ") for line in progress)
+    validated = sum(len(layout.event_days(tenant)) for tenant in tenants)
+    assert len(instance.get_materialized_partitions(EVENTS)) == validated
     features = run(defs, FEATURES_JOB, instance)
     assert features.success, [e.message for e in features.all_events if e.is_failure]
     failed = [c.check_name for c in features.get_asset_check_evaluations() if not c.passed]
