@@ -40,6 +40,7 @@ ENGAGEMENT_COLUMNS = (
 )
 LOGGED_COLUMNS = (
     "event_id",
+    "tenant_id",
     "user_id",
     "item_id",
     "event_type",

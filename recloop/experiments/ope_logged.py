@@ -51,10 +51,10 @@ class LoggedSlates:
 
     @property
     def requests(self) -> pd.DataFrame:
-        """One row per request: request_id, user_id, event_timestamp, and the items the
-        user engaged with before it (what the app would have excluded)."""
+        """One row per request: request_id, tenant_id, user_id, event_timestamp, and the
+        items the user engaged with before it (what the app would have excluded)."""
         return self.rows.drop_duplicates("request_id")[
-            ["request_id", "user_id", "event_timestamp", "consumed"]
+            ["request_id", "tenant_id", "user_id", "event_timestamp", "consumed"]
         ].reset_index(drop=True)
 
     @property
@@ -85,7 +85,15 @@ def logged_slates(
     engaged = events.loc[events["event_type"].isin(ENGAGEMENTS)]
     clicked = set(zip(engaged["request_id"], engaged["position"].astype("Int64"), strict=True))
     rows = shown[
-        ["request_id", "user_id", "event_timestamp", "position", "item_id", "propensity"]
+        [
+            "request_id",
+            "tenant_id",
+            "user_id",
+            "event_timestamp",
+            "position",
+            "item_id",
+            "propensity",
+        ]
     ].copy()
     rows["position"] = rows["position"].astype(int)
     rows["reward"] = [

@@ -92,7 +92,8 @@ def model_target(
     requests = slates.requests
     features = None
     if model.needs_features and len(requests):
-        entities = requests[["user_id", "event_timestamp"]].assign(
+        entities = requests[["tenant_id", "user_id", "event_timestamp"]].assign(
+            tenant_id=lambda f: f["tenant_id"].astype(str),
             user_id=lambda f: f["user_id"].astype(str),
             event_timestamp=lambda f: f["event_timestamp"].astype(TIMESTAMP_DTYPE),
         )

@@ -63,7 +63,7 @@ def simulate_log(relevance: np.ndarray, requests: int, seed: int) -> pd.DataFram
                         "event_timestamp": at + pd.Timedelta(milliseconds=1),
                     }
                 )
-    return pd.DataFrame(rows).assign(variant="exp:a")
+    return pd.DataFrame(rows).assign(tenant_id="shop", variant="exp:a")
 
 
 def target_policy(relevance: np.ndarray):
@@ -162,7 +162,7 @@ def test_rewards_propensities_and_consumed_items_come_from_the_log() -> None:
                 "variant": "champion",
             },
         ]
-    )
+    ).assign(tenant_id="shop")
     slates = logged_slates(events)
     rows = slates.rows
     # no propensity, or a certain one (a greedy list): no row
