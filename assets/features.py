@@ -59,7 +59,11 @@ def feast_feature_views(
         dg.AssetCheckSpec(
             ONLINE_PARITY,
             asset="feast_online_store",
-            description="Every online value equals the latest offline value at materialization time.",
+            # A wrong online value reaches users: nothing downstream (training, promotion,
+            # batch lists) may run on it, in the same run or by automation.
+            blocking=True,
+            description="Every online value equals the latest offline value (per tenant and "
+            "id) at materialization time; blocking.",
         )
     ],
     description="Incremental Feast materialization of every feature view into the online store.",

@@ -205,6 +205,8 @@ def test_parity_check_fails_when_an_online_value_drifts(tiny_log, tiny_settings,
         c for c in result.get_asset_check_evaluations() if c.check_name == "online_offline_parity"
     ]
     assert not parity.passed
+    # Blocking: the run fails, so nothing downstream runs on the wrong value.
+    assert not result.success
     report = parity.metadata["parity"].value["user_features"]
     assert (report["mismatches"], report["missing_online"]) == (1, 0)
     assert report["examples"][0]["user_id"] == drifted["user_id"].iloc[0]
