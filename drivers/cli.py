@@ -111,6 +111,9 @@ def add_model_commands(commands: argparse._SubParsersAction) -> None:
     )
     rollback = actions.add_parser("rollback", help="return to the previous champion")
     rollback.add_argument("--reason", required=True, help="recorded in the promotion log")
+    rollback.add_argument(
+        "--tenant", default=None, help="whose champion (needed once several tenants have one)"
+    )
 
 
 def _timestamp(text: str) -> datetime:

@@ -20,19 +20,19 @@ NDCG = "ndcg@10"
 LIST_COLUMNS = ("champion", "version", "created_at", "gate", NDCG, "served_for", "code_version")
 
 
-def _list_row(registry: Registry, version: str, champion: str | None) -> dict[str, object]:
-    """One registered model as `models list` shows it."""
+def _list_row(registry: Registry, version: str, champions: set[str]) -> dict[str, object]:
+    """One registered model as `models list` shows it (`champions`: every tenant's)."""
     metadata = registry.metadata(version)
     deployed = {d.version: f"{d.experiment}:{d.variant}" for d in registry.deployments()}
     if "experiment" in metadata:  # gated by its evaluation, recorded when deployed
         variant = f"{metadata['experiment']}:{metadata['variant']}"
         served_for = f"experiment {variant}" + ("" if version in deployed else " (not deployed)")
     else:
-        served_for = "champion" if version == champion else ""
+        served_for = f"champion of {registry.tenant_of(version)}" if version in champions else ""
     gate = metadata.get("gate", {})
     ndcg = metadata.get("metrics", {}).get("all", {}).get(NDCG)
     return {
-        "champion": version == champion,
+        "champion": version in champions,
         "version": version,
         "created_at": registry.created_at(version),
         "gate": ("passed" if gate.get("passed") else "failed") if gate else "",
@@ -43,7 +43,7 @@ def _list_row(registry: Registry, version: str, champion: str | None) -> dict[st
 
 
 def _table(rows: list[dict[str, object]]) -> str:
-    """Aligned columns under a header; the champion marked with *."""
+    """Aligned columns under a header; each tenant's champion marked with *."""
     cells = [
         [
             "*" if row["champion"] else "",
@@ -69,10 +69,10 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _run(args: argparse.Namespace, registry: Registry) -> int:
-    champion = registry.champion()
     if args.action == "list":
+        champions = set(registry.champions().values())
         rows = sorted(
-            (_list_row(registry, version, champion) for version in registry.versions()),
+            (_list_row(registry, version, champions) for version in registry.versions()),
             key=lambda row: str(row["created_at"]),
         )
         if args.json:
@@ -96,13 +96,16 @@ def _run(args: argparse.Namespace, registry: Registry) -> int:
         for record in registry.history():
             forced = " (forced)" if record.forced else ""
             print(
-                f"{record.at}  {record.action:<8} {record.previous} -> {record.version}{forced}"
-                f"  by {record.actor}: {record.reason}"
+                f"{record.at}  {record.tenant}  {record.action:<8} {record.previous} -> "
+                f"{record.version}{forced}  by {record.actor}: {record.reason}"
             )
     elif args.action == "promote":
         record = registry.promote(args.version, reason=args.reason, force=args.force)
-        print(f"champion is now {record.version} (was {record.previous})")
+        print(f"champion of {record.tenant} is now {record.version} (was {record.previous})")
     elif args.action == "rollback":
-        record = registry.rollback(reason=args.reason)
-        print(f"rolled back: champion is now {record.version} (was {record.previous})")
+        record = registry.rollback(reason=args.reason, tenant=args.tenant)
+        print(
+            f"rolled back: champion of {record.tenant} is now {record.version} "
+            f"(was {record.previous})"
+        )
     return 0

@@ -11,6 +11,12 @@ append-only promotion log (`promotions.jsonl`, one fsync'd JSON line per promote
 rollback); the champion is the top of the stack that log replays to. Loading a model
 re-checks every file's sha256 (recloop.models.model_artifact).
 
+Each tenant has a champion of its own: a model serves the tenant it was trained for
+(`model_tenant`), a promote or rollback record names that tenant, and each tenant's
+stack replays only its own records, so promoting one tenant's model never changes
+another's champion. Records written before tenants were recorded name none; theirs is
+read from the model.
+
 Plain files rather than a serving framework's model store: the Dagster process, the
 CLI and the service read the same registry without importing BentoML.
 """
@@ -21,7 +27,7 @@ import importlib
 import json
 import os
 import shutil
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -150,6 +156,7 @@ class PromotionRecord:
     reason: str
     at: str
     forced: bool = False
+    tenant: str = ""  # the tenant whose champion this record changes
 
 
 @dataclass(frozen=True)
@@ -245,27 +252,59 @@ class Registry:
 
         return read_manifest(self.path(version), kind_of_version(version).manifest_version)
 
-    def history(self) -> list[PromotionRecord]:
+    def history(self, tenant: str | None = None) -> list[PromotionRecord]:
+        """Every promote and rollback, oldest first (only `tenant`'s when given)."""
         if not self.log_file.exists():
             return []
-        return [
+        records = [
             PromotionRecord(**json.loads(line))
             for line in self.log_file.read_text().splitlines()
             if line.strip()
         ]
+        records = [r if r.tenant else replace(r, tenant=self.tenant_of(r.version)) for r in records]
+        return records if tenant is None else [r for r in records if r.tenant == tenant]
 
-    def _stack(self) -> list[str]:
+    def tenant_of(self, version: str) -> str:
+        """The tenant `version` serves (`model_tenant` of its manifest's metadata)."""
+        return model_tenant(dict(self.manifest(version).get("metadata") or {}), version)
+
+    def champion_tenants(self) -> list[str]:
+        """The tenants that have had a champion."""
+        return sorted({record.tenant for record in self.history()})
+
+    def _resolve(self, tenant: str | None) -> str | None:
+        """`tenant`, or the only tenant with a champion (None when there is none yet); a
+        registry serving several tenants must be told which."""
+        if tenant is not None:
+            return tenant
+        tenants = self.champion_tenants()
+        if len(tenants) > 1:
+            raise PromotionError(
+                f"the registry has champions for {len(tenants)} tenants "
+                f"({', '.join(tenants)}): name the tenant"
+            )
+        return tenants[0] if tenants else None
+
+    def _stack(self, tenant: str | None) -> list[str]:
         stack: list[str] = []
-        for record in self.history():
+        resolved = self._resolve(tenant)
+        for record in self.history(resolved) if resolved else []:
             if record.action == "promote":
                 stack.append(record.version)
             else:
                 stack.pop()
         return stack
 
-    def champion(self) -> str | None:
-        stack = self._stack()
+    def champion(self, tenant: str | None = None) -> str | None:
+        """`tenant`'s champion (with one tenant, it may go unnamed); None before the first
+        promotion."""
+        stack = self._stack(tenant)
         return stack[-1] if stack else None
+
+    def champions(self) -> dict[str, str]:
+        """Every tenant's champion."""
+        found = {tenant: self.champion(tenant) for tenant in self.champion_tenants()}
+        return {tenant: version for tenant, version in found.items() if version}
 
     def _append(self, record: PromotionRecord) -> PromotionRecord:
         _append_line(self.log_file, asdict(record))
@@ -343,18 +382,29 @@ class Registry:
                 f"{version} did not pass its gates (failed: {failed or 'no gate verdict'}); "
                 "use --force to promote anyway (audit-logged)"
             )
-        current = self.champion()
+        tenant = self.tenant_of(version)
+        current = self.champion(tenant)
         if current == version:
-            raise PromotionError(f"{version} is already the champion")
+            raise PromotionError(f"{version} is already the champion of {tenant}")
         return self._append(
             PromotionRecord(
-                "promote", version, current, actor or actor_from_env(), reason, _now(), forced=force
+                "promote",
+                version,
+                current,
+                actor or actor_from_env(),
+                reason,
+                _now(),
+                forced=force,
+                tenant=tenant,
             )
         )
 
-    def rollback(self, reason: str, actor: str | None = None) -> PromotionRecord:
-        """Return to the champion before the current one."""
-        stack = self._stack()
+    def rollback(
+        self, reason: str, actor: str | None = None, tenant: str | None = None
+    ) -> PromotionRecord:
+        """Return `tenant`'s champion (the only tenant's, unnamed) to the one before."""
+        resolved = self._resolve(tenant)
+        stack = self._stack(resolved)
         if len(stack) < 2:
             raise PromotionError(
                 "nothing to roll back to: "
@@ -362,7 +412,13 @@ class Registry:
             )
         return self._append(
             PromotionRecord(
-                "rollback", stack[-2], stack[-1], actor or actor_from_env(), reason, _now()
+                "rollback",
+                stack[-2],
+                stack[-1],
+                actor or actor_from_env(),
+                reason,
+                _now(),
+                tenant=resolved or "",
             )
         )
 

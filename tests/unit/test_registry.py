@@ -1,6 +1,7 @@
 """The registry: candidates in the BentoML store, promotion, rollback and the audit log."""
 
 import json
+from dataclasses import replace
 
 import pytest
 
@@ -17,10 +18,9 @@ def registry(tmp_path) -> Registry:
     return Registry(tmp_path / "registry")
 
 
-def register(registry: Registry, seed: int, metadata: dict) -> str:
-    return registry.register(
-        tiny_bundle(CONFIG.__class__(**{**CONFIG.to_dict(), "seed": seed})), {}, metadata
-    )
+def register(registry: Registry, seed: int, metadata: dict, tenant: str = "shop") -> str:
+    bundle = tiny_bundle(CONFIG.__class__(**{**CONFIG.to_dict(), "seed": seed}))
+    return registry.register(replace(bundle, metadata={"tenants": [tenant]}), {}, metadata)
 
 
 def test_register_is_idempotent_and_keeps_metadata(registry) -> None:
@@ -48,6 +48,39 @@ def test_promote_rollback_and_the_append_only_log(registry) -> None:
     assert [json.loads(line)["actor"] for line in lines] == ["alice", "bob", "carol"]
     with pytest.raises(PromotionError, match="only champion"):
         registry.rollback(reason="again")
+
+
+def test_each_tenant_has_its_own_champion_stack(registry) -> None:
+    shop_first, shop_second = register(registry, 1, PASSED), register(registry, 2, PASSED)
+    books = register(registry, 3, PASSED, tenant="books")
+    registry.promote(shop_first, reason="initial")
+    registry.promote(shop_second, reason="better")
+    assert registry.champion() == shop_second  # one tenant: it may go unnamed
+    # Promoting the other tenant's model leaves this tenant's champion alone.
+    record = registry.promote(books, reason="initial")
+    assert (record.tenant, record.previous) == ("books", None)
+    assert registry.champions() == {"books": books, "shop": shop_second}
+    with pytest.raises(PromotionError, match=r"champions for 2 tenants \(books, shop\)"):
+        registry.champion()
+    with pytest.raises(PromotionError, match="name the tenant"):
+        registry.rollback(reason="which one?")
+    with pytest.raises(PromotionError, match="only champion"):
+        registry.rollback(reason="bad", tenant="books")
+    registry.rollback(reason="bad clicks", tenant="shop")
+    assert registry.champions() == {"books": books, "shop": shop_first}
+    assert [r.version for r in registry.history("books")] == [books]
+    with pytest.raises(PromotionError, match="already the champion of books"):
+        registry.promote(books, reason="again")
+
+
+def test_records_written_before_tenants_were_recorded_take_the_models(registry) -> None:
+    version = register(registry, 1, PASSED)
+    registry.promote(version, reason="initial")
+    (line,) = registry.log_file.read_text().splitlines()
+    old = {name: value for name, value in json.loads(line).items() if name != "tenant"}
+    registry.log_file.write_text(json.dumps(old) + "\n")
+    assert registry.champions() == {"shop": version}
+    assert registry.history()[0].tenant == "shop"
 
 
 def test_a_candidate_that_failed_its_gates_is_not_promoted(registry) -> None:
@@ -91,7 +124,7 @@ def test_models_cli_lists_promotes_and_refuses_with_a_message(
     assert main(["models", "list"]) == 0
     assert main(["models", "history"]) == 0
     out, err = capsys.readouterr()
-    assert f"champion is now {passed}" in out
+    assert f"champion of shop is now {passed}" in out
     table = out[out.index("VERSION") :].splitlines()
     assert table[0].split() == [
         "VERSION",
@@ -102,10 +135,16 @@ def test_models_cli_lists_promotes_and_refuses_with_a_message(
         "CODE_VERSION",
     ]
     rows = {line.split()[1 if line.startswith("*") else 0]: line.split() for line in table[1:3]}
-    assert rows[passed][0] == "*" and rows[passed][3:] == ["passed", "0.25", "champion"]
+    assert rows[passed][0] == "*" and rows[passed][3:] == [
+        "passed",
+        "0.25",
+        "champion",
+        "of",
+        "shop",
+    ]
     assert rows[failed][2:] == ["failed"]
     assert "did not pass its gates" in err and "nothing to roll back to" in err
-    assert f"promote  None -> {passed}" in out and "first" in out
+    assert f"shop  promote  None -> {passed}" in out and "first" in out
     assert main(["models", "list", "--json"]) == 0
     listed = {row["version"]: row for row in json.loads(capsys.readouterr().out)}
     assert listed[passed]["champion"] and listed[passed]["ndcg@10"] == 0.25
