@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import pandas as pd
 
@@ -70,9 +72,13 @@ def target_policy(relevance: np.ndarray):
     policy = Softmax(temperature=0.1, top_n=N_ITEMS)
     items = [f"i{j}" for j in range(N_ITEMS)]
 
+    @functools.cache
+    def of_user(user: int, k: int) -> np.ndarray:
+        """The target is deterministic per user: its probabilities are computed once."""
+        return policy.position_probabilities(relevance[user], k)
+
     def probabilities(request: pd.Series, k: int) -> tuple[list[str], np.ndarray]:
-        user = int(request["user_id"][1:])
-        return items, policy.position_probabilities(relevance[user], k)
+        return items, of_user(int(request["user_id"][1:]), k)
 
     def truth() -> float:
         return float(
