@@ -409,7 +409,8 @@ def _train_and_register(
     metadata = {**chain.registry_metadata, **_training_metadata(layout, inputs, training_set)}
     judgement = None
     if chain.keys.evaluation is None:
-        champion = registry.champion()
+        # The champion of the tenant the candidate was trained for.
+        champion = registry.champion(model_tenant(trained.model.metadata, "the candidate"))
         # With the weights it was judged as: a refit champion saw most of this test window.
         champion_model = registry.load(champion, with_evaluated=True) if champion else None
         judgement = judge(trained.model, inputs, plan, _ope_gate(recloop), champion, champion_model)
@@ -569,8 +570,10 @@ def _released_model(
 def _promote(
     context: dg.AssetExecutionContext, registry: Registry, version: str
 ) -> dg.MaterializeResult:
-    """Make `version` the champion; the metadata says what changed, or that nothing did."""
-    previous = registry.champion()
+    """Make `version` its tenant's champion; the metadata says what changed, or that
+    nothing did."""
+    tenant = registry.tenant_of(version)
+    previous = registry.champion(tenant)
     if previous == version:
         change = f"unchanged: {version} (the same content as the champion) is already serving"
     else:
@@ -580,10 +583,11 @@ def _promote(
     return dg.MaterializeResult(
         metadata={
             "change": change,
+            "tenant": tenant,
             "champion": version,
             "previous_champion": previous or "none",
             "promoted": previous != version,
-            "promotions": len(registry.history()),
+            "promotions": len(registry.history(tenant)),
         }
     )
 
