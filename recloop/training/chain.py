@@ -15,6 +15,7 @@ from __future__ import annotations
 import subprocess
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -201,13 +202,16 @@ def train(
     multi-stage recommender on the labels before the test cut-off, which `judge` scores,
     then on every label, which serves, both kept). Progress (epochs, label windows, the
     search) goes to `log`."""
+    # The training set by its content hash (its directory's name), not its path: a model's
+    # version must not depend on where the data directory lives.
+    recorded = {"training_set": Path(training_set).name}
     if recipe.algorithm == TWO_TOWER:
         config = TwoTowerConfig(**recipe.params)
         candidate = fit_candidate(
             inputs,
             config,
             ann_min_items=recipe.ann_min_items,
-            metadata={"training_set": training_set},
+            metadata=recorded,
             log=log,
         )
         bundle = candidate.bundle
@@ -240,7 +244,7 @@ def train(
             catalog,
             inputs.cutoffs.test_start,
             l2,
-            metadata={"training_set": training_set},
+            metadata=recorded,
             refit=config.refit,
         )
         searched = {"l2_search": search.trials} if search else {}
@@ -254,7 +258,7 @@ def train(
             item_feature_matrix(inputs.items, catalog),
             inputs.cutoffs.test_start,
             config,
-            metadata={"training_set": training_set},
+            metadata=recorded,
             log=log,
         )
         metadata = {key: model.metadata[key] for key in ("evaluated", "refit")}

@@ -326,6 +326,20 @@ def test_the_chain_trains_ease_and_judges_it_with_the_promotion_gates() -> None:
     assert isinstance(served, EaseRetriever) and served.version == trained.model.version
 
 
+def test_the_same_training_set_gives_the_same_version_in_any_data_directory(tmp_path) -> None:
+    """The model records its training set by content hash, not path: two machines (or
+    data directories) that train on the same inputs register the same version."""
+    inputs, recipe = tiny_training_inputs(), ModelRecipe(EASE, {"l2": 1.0, "search_l2": False})
+    here = train(recipe, inputs, "/data/a/training/358c3f203a2c2fbc")
+    there = train(recipe, inputs, "/mnt/b/training/358c3f203a2c2fbc")
+    assert here.model.metadata["training_set"] == "358c3f203a2c2fbc"
+    versions = {
+        Registry(tmp_path / name).register(trained.model, {}, {})
+        for name, trained in (("a", here), ("b", there))
+    }
+    assert len(versions) == 1
+
+
 def test_a_champion_of_any_kind_is_compared_on_the_same_test_set() -> None:
     """Against an EASE champion fitted on every label (the test part too): the candidate
     is compared, and the detail says the champion saw the test window."""
