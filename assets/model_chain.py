@@ -32,7 +32,7 @@ from feature_repo.definitions import BATCH_LISTS_PUSH_SOURCE
 from feature_repo.store import online_user_features
 from feature_repo.training import build_training_inputs, daily_features_as_of
 from recloop.data.layout import DataLayout, write_parquet_atomic
-from recloop.data.validated_log import newest_validated_event
+from recloop.data.validated_log import newest_validated_event, training_tenant
 from recloop.evaluation import gates
 from recloop.experiments.ope_replay import OPE_GATE, ope_gate_result
 from recloop.features.training_set import split_summary
@@ -136,6 +136,10 @@ class ModelChain:
 
 
 class TrainingSetConfig(dg.Config):
+    tenant: str | None = Field(
+        None,
+        description="the tenant to train for; may be left out while the labels hold one",
+    )
     valid_fraction: float = 0.1
     test_fraction: float = 0.1
     holdout_since: str | None = Field(
@@ -329,14 +333,16 @@ def _build_training_set(
     inputs: Mapping[str, pd.DataFrame],
 ) -> tuple[Path, TrainingInputs]:
     layout = recloop.layout()
+    tenant = training_tenant(layout, config.tenant)
     holdout_since = pd.Timestamp(config.holdout_since) if config.holdout_since else None
     if not recipe.reads_features:
         labels = labels_only_inputs(
-            layout, config.valid_fraction, config.test_fraction, holdout_since
+            layout, tenant, config.valid_fraction, config.test_fraction, holdout_since
         )
         return save_inputs(labels, layout.training), labels
     return build_training_inputs(
         layout,
+        tenant,
         recloop.feature_store(),
         inputs["item_text_embeddings"],
         config.valid_fraction,

@@ -145,6 +145,7 @@ def item_snapshot(store: FeatureStore, catalog: pd.DataFrame, as_of: pd.Timestam
 
 def build_training_inputs(
     layout: DataLayout,
+    tenant: str,
     store: FeatureStore,
     text_embeddings: pd.DataFrame,
     valid_fraction: float,
@@ -152,18 +153,27 @@ def build_training_inputs(
     holdout_since: pd.Timestamp | None = None,
     feature_service: str = FEATURE_SERVICE,
 ) -> tuple[Path, TrainingInputs]:
-    """Point-in-time training inputs from Feast with `feature_service`'s views, saved under
-    `training/<content hash>/`: the directory and the inputs."""
+    """`tenant`'s point-in-time training inputs (its labels, its catalog) from Feast with
+    `feature_service`'s views, saved under `training/<content hash>/`: the directory and
+    the inputs."""
     with_stream = uses_stream(store, feature_service)
     examples, cutoffs = labelled_examples(
-        store, interactions(layout), valid_fraction, test_fraction, holdout_since, with_stream
+        store,
+        interactions(layout, tenant),
+        valid_fraction,
+        test_fraction,
+        holdout_since,
+        with_stream,
     )
-    items = item_snapshot(store, catalog_item_keys(layout), cutoffs.valid_start)
+    items = item_snapshot(store, catalog_item_keys(layout, tenant), cutoffs.valid_start)
     inputs = TrainingInputs(
         examples=examples,
         user_snapshots=user_snapshots(store, examples, cutoffs, with_stream),
         items=items,
-        text_embeddings=embedding_matrix(text_embeddings, items["item_id"].tolist()),
+        text_embeddings=embedding_matrix(
+            text_embeddings.loc[text_embeddings[TENANT_KEY].astype(str) == tenant],
+            items["item_id"].tolist(),
+        ),
         cutoffs=cutoffs,
     )
     return save_inputs(inputs, layout.training), inputs

@@ -157,34 +157,62 @@ def engagements_of(layout: DataLayout, users: list[str]) -> pd.DataFrame:
         ).df()
 
 
-def interactions(layout: DataLayout) -> pd.DataFrame:
-    """The labels mart (dbt `user_item_interactions`)."""
-    return pd.read_parquet(layout.interactions_mart)
+def interactions(layout: DataLayout, tenant: str | None = None) -> pd.DataFrame:
+    """The labels mart (dbt `user_item_interactions`): `tenant`'s rows, or every tenant's."""
+    frame = pd.read_parquet(layout.interactions_mart)
+    if tenant is None:
+        return frame
+    return frame.loc[frame["tenant_id"].astype(str) == tenant].reset_index(drop=True)
 
 
-def catalog_item_keys(layout: DataLayout) -> pd.DataFrame:
-    """Every item of the warehouse's catalogs (dbt `int_items`) as `tenant_id`, `item_id`
+def training_tenant(layout: DataLayout, tenant: str | None) -> str:
+    """The tenant a model trains for: `tenant` if it has labels, else the only tenant with
+    labels. A model never mixes tenants, whose ids mean different users and items."""
+    tenants = sorted(
+        pd.read_parquet(layout.interactions_mart, columns=["tenant_id"])["tenant_id"]
+        .astype(str)
+        .unique()
+    )
+    if tenant is not None:
+        if tenant not in tenants:
+            raise ValueError(f"tenant {tenant!r} has no labels to train on; tenants: {tenants}")
+        return tenant
+    if len(tenants) != 1:
+        raise ValueError(
+            f"the labels hold {len(tenants)} tenants ({', '.join(tenants) or 'none'}): "
+            "name the one to train for (training_set config `tenant`)"
+        )
+    return tenants[0]
+
+
+def catalog_item_keys(layout: DataLayout, tenant: str) -> pd.DataFrame:
+    """Every item of `tenant`'s catalog (dbt `int_items`) as `tenant_id`, `item_id`
     strings, sorted by item id."""
     with duckdb.connect(str(layout.warehouse), read_only=True) as warehouse:
         frame = warehouse.execute(
-            "select tenant_id, item_id from int_items order by item_id, tenant_id"
+            "select tenant_id, item_id from int_items where tenant_id = $tenant order by item_id",
+            {"tenant": tenant},
         ).df()
     return frame.astype(str)
 
 
-def catalog_items(layout: DataLayout) -> pd.DataFrame:
-    """Each catalog item's genres and release year (dbt `int_items`), sorted by item id:
-    the labels-only training set's catalog, whose content the multi-stage ranker reads."""
+def catalog_items(layout: DataLayout, tenant: str) -> pd.DataFrame:
+    """Each of `tenant`'s catalog items' genres and release year (dbt `int_items`), sorted
+    by item id: the labels-only training set's catalog, whose content the multi-stage
+    ranker reads."""
     with duckdb.connect(str(layout.warehouse), read_only=True) as warehouse:
         frame = warehouse.execute(
-            "select item_id, genres, release_year from int_items order by item_id"
+            "select item_id, genres, release_year from int_items where tenant_id = $tenant "
+            "order by item_id",
+            {"tenant": tenant},
         ).df()
     return frame.assign(item_id=frame["item_id"].astype(str))
 
 
 def catalog_texts(layout: DataLayout) -> pd.DataFrame:
-    """Each catalog item's title and genres (dbt `int_items`): what its text embedding reads."""
+    """Each catalog item's tenant, title and genres (dbt `int_items`): what its text
+    embedding reads."""
     with duckdb.connect(str(layout.warehouse), read_only=True) as warehouse:
         return warehouse.execute(
-            "select item_id, title, genres from int_items order by item_id"
+            "select tenant_id, item_id, title, genres from int_items order by tenant_id, item_id"
         ).df()

@@ -62,7 +62,7 @@ def minilm_encoder(batch_size: int = 128, progress: bool = False) -> Encoder:
 
 @dataclass(frozen=True)
 class EmbeddingRun:
-    embeddings: pd.DataFrame  # item_id, text_key, embedding (list of float32)
+    embeddings: pd.DataFrame  # tenant_id, item_id, text_key, embedding (list of float32)
     computed: int
     reused: int
 
@@ -70,7 +70,8 @@ class EmbeddingRun:
 def embed_items(
     items: pd.DataFrame, cache_file: Path, encoder_factory: Callable[[], Encoder] = minilm_encoder
 ) -> EmbeddingRun:
-    """One embedding per row of `items` (item_id, title, genres), reusing `cache_file`.
+    """One embedding per row of `items` (tenant_id, item_id, title, genres), reusing
+    `cache_file`.
 
     The encoder is only loaded when some text is not cached yet.
     """
@@ -95,6 +96,7 @@ def embed_items(
         known.update(zip(fresh["text_key"], fresh["embedding"], strict=True))
     frame = pd.DataFrame(
         {
+            "tenant_id": items["tenant_id"].to_numpy(),
             "item_id": items["item_id"].to_numpy(),
             "text_key": keys,
             "embedding": [np.asarray(known[key], dtype=np.float32) for key in keys],

@@ -167,20 +167,21 @@ class Judgement:
 
 def labels_only_inputs(
     layout: DataLayout,
+    tenant: str,
     valid_fraction: float,
     test_fraction: float,
     holdout_since: pd.Timestamp | None = None,
 ) -> TrainingInputs:
-    """Labels split by time, without Feast features (popularity, EASE and the multi-stage
-    recommender read none; the latter reads the catalog's genres and release years), in
-    the same form as the two-tower inputs, so every model is evaluated on the same kind of
-    test part."""
-    labels = label_entities(interactions(layout))
+    """`tenant`'s labels split by time, without Feast features (popularity, EASE and the
+    multi-stage recommender read none; the latter reads the catalog's genres and release
+    years), in the same form as the two-tower inputs, so every model is evaluated on the
+    same kind of test part."""
+    labels = label_entities(interactions(layout, tenant))
     cutoffs = temporal_cutoffs(
         labels["event_timestamp"], valid_fraction, test_fraction, holdout_since
     )
     labels["split"] = cutoffs.part_of(labels["event_timestamp"]).to_numpy()
-    items = catalog_items(layout)
+    items = catalog_items(layout, tenant)
     return TrainingInputs(
         examples=labels,
         user_snapshots=pd.DataFrame(

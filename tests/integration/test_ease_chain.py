@@ -25,6 +25,7 @@ from recloop.registry.model_registry import Registry
 from recloop.training.chain import EASE, GatePlan, ModelRecipe, judge, labels_only_inputs, train
 from services.experiments import ExperimentLoader, ExperimentSet
 from services.runtime import RecloopRuntime
+from tests.conftest import TINY_TENANT
 from tests.integration.test_refit_serving import EARLY, ITEMS, LATE
 from tests.labels_only import System, ope_gate, positives_only_system
 from tests.spec_fixtures import against_champion_spec
@@ -40,7 +41,7 @@ def system(tmp_path_factory: pytest.TempPathFactory) -> Iterator[System]:
 
 
 def test_ease_trains_judges_registers_and_serves_as_the_champion(system: System) -> None:
-    inputs = labels_only_inputs(system.layout, 0.1, 0.1)
+    inputs = labels_only_inputs(system.layout, TINY_TENANT, 0.1, 0.1)
     trained = train(ModelRecipe(EASE, {"l2": 5.0, "search_l2": False}), inputs, "labels-only")
     assert isinstance(trained.model, EaseModel)
     plan = GatePlan(GateConfig(), against_champion=True, policy=Greedy())

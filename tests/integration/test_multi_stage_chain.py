@@ -30,6 +30,7 @@ from recloop.training.chain import (
 )
 from services.experiments import ExperimentLoader, ExperimentSet
 from services.runtime import RecloopRuntime
+from tests.conftest import TINY_TENANT
 from tests.integration.test_refit_serving import EARLY, ITEMS, LATE
 from tests.labels_only import System, ope_gate, positives_only_system
 from tests.spec_fixtures import against_champion_spec
@@ -52,7 +53,7 @@ def system(tmp_path_factory: pytest.TempPathFactory) -> Iterator[System]:
 
 
 def test_multi_stage_trains_judges_registers_and_serves_as_the_champion(system: System) -> None:
-    inputs = labels_only_inputs(system.layout, 0.1, 0.1)
+    inputs = labels_only_inputs(system.layout, TINY_TENANT, 0.1, 0.1)
     assert {"genres", "release_year"} <= set(inputs.items.columns)
     progress: list[str] = []
     trained = train(ModelRecipe(MULTI_STAGE, PARAMS), inputs, "labels-only", progress.append)

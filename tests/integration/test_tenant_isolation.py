@@ -1,35 +1,46 @@
 """Tenants share user and item ids, as independent customers do: each keeps its own
-feature values, offline and online."""
+feature values, offline and online, and a model trains on one tenant's labels and
+catalog only."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from datetime import UTC, date, datetime
 
 import dagster as dg
+import numpy as np
+import pytest
 
 from feature_repo.definitions import TENANT_KEY, build_feature_objects
 from feature_repo.store import count_online_entities, open_feature_store, read_online
+from feature_repo.training import build_training_inputs
 from recloop.data.layout import DataLayout
+from recloop.data.validated_log import interactions, training_tenant
 from recloop.features.parity import compare_parity, latest_offline_rows
 from recloop.settings import Settings
+from recloop.training.chain import labels_only_inputs
 from tests.conftest import write_tiny_log
 from tests.integration.test_pipeline import tiny_features_run
 
 TENANTS = ("books", "shop")
 
 
-def test_tenants_with_colliding_ids_each_read_their_own_online_values(
-    data_dir, instance: dg.DagsterInstance
-) -> None:
-    # The same ids ("1", "2", ...) in both tenants, with different activity.
+@pytest.fixture(scope="module")
+def two_tenants(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
+    """Two tenants with the same ids ("1", "2", ...) and different activity, through
+    validation, dbt and Feast; every check passed (tiny_features_run asserts it)."""
+    data_dir = tmp_path_factory.mktemp("tenants") / "data"
     write_tiny_log(data_dir, "books", seed=11)
     write_tiny_log(data_dir, "shop", seed=7)
     settings = Settings(data_dir=data_dir, partitions_start=date(2024, 1, 1))
-    # Runs the features job and asserts that every check, online parity included, passed.
-    tiny_features_run(settings, instance, TENANTS)
+    with dg.instance_for_test() as instance:
+        tiny_features_run(settings, instance, TENANTS)
+        yield settings
 
-    marts = DataLayout(data_dir).marts
-    store = open_feature_store(settings)
+
+def test_tenants_with_colliding_ids_each_read_their_own_online_values(two_tenants) -> None:
+    marts = DataLayout(two_tenants.data_dir).marts
+    store = open_feature_store(two_tenants)
     objects = build_feature_objects(marts)
     for view, key in ((objects.user_features, "user_id"), (objects.item_features, "item_id")):
         keys = [TENANT_KEY, key]
@@ -48,3 +59,26 @@ def test_tenants_with_colliding_ids_each_read_their_own_online_values(
         # The colliding ids hold different values per tenant, so a mix-up would show above.
         counts = latest.set_index(keys)["rating_count_total"]
         assert any(counts[("books", i)] != counts[("shop", i)] for i in shared)
+
+
+def test_a_training_set_holds_one_tenants_labels_and_catalog(two_tenants: Settings) -> None:
+    layout = DataLayout(two_tenants.data_dir)
+    with pytest.raises(ValueError, match=r"2 tenants \(books, shop\): name the one"):
+        training_tenant(layout, None)
+    with pytest.raises(ValueError, match="'nope' has no labels"):
+        training_tenant(layout, "nope")
+    books = interactions(layout, "books")
+    labels = labels_only_inputs(layout, training_tenant(layout, "books"), 0.2, 0.2)
+    assert set(labels.examples["tenant_id"]) == {"books"}
+    assert len(labels.examples) == int(books["label"].sum())
+
+    store = open_feature_store(two_tenants)
+    embeddings = books.drop_duplicates("item_id")[["tenant_id", "item_id"]].assign(
+        text_key="", embedding=[np.ones(2, dtype=np.float32)] * books["item_id"].nunique()
+    )
+    _, inputs = build_training_inputs(layout, "books", store, embeddings, 0.2, 0.2)
+    assert set(inputs.examples["tenant_id"]) == {"books"}
+    assert len(inputs.examples) == len(labels.examples)
+    # Books' catalog, with books' own text embeddings (shop's items share these ids).
+    assert inputs.items["item_id"].tolist() == labels.items["item_id"].tolist()
+    assert inputs.text_embeddings.shape == (len(inputs.items), 2)

@@ -14,6 +14,7 @@ from recloop.features.text_embeddings import (
 
 ITEMS = pd.DataFrame(
     {
+        "tenant_id": "shop",
         "item_id": ["1", "2", "3"],
         "title": ["Toy Story (1995)", "Heat (1995)", "Toy Story 2 (1999)"],
         "genres": ["Animation|Children's|Comedy", "Action|Crime|Thriller", None],
