@@ -59,8 +59,8 @@ def feast_feature_views(
         dg.AssetCheckSpec(
             ONLINE_PARITY,
             asset="feast_online_store",
-            # A wrong online value reaches users: nothing downstream (training, promotion,
-            # batch lists) may run on it, in the same run or by automation.
+            # A wrong online value reaches users: the features run fails, so `make demo` and
+            # `recloop run` stop before training. The retrain sensors do not consult it yet.
             blocking=True,
             description="Every online value equals the latest offline value (per tenant and "
             "id) at materialization time; blocking.",
