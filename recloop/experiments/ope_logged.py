@@ -104,18 +104,20 @@ def logged_slates(
 
 
 def _consumed_before(rows: pd.DataFrame, engaged: pd.DataFrame) -> list[tuple[str, ...]]:
-    """Per row, the items its user clicked, bought or rated before the request's time."""
+    """Per row, the items its user (tenant and id: tenants share ids) clicked, bought or
+    rated before the request's time."""
 
     def naive(stamps: pd.Series) -> np.ndarray:
         return stamps.dt.tz_convert("UTC").dt.tz_localize(None).to_numpy("datetime64[ns]")
 
     history = {
         user: (naive(group["event_timestamp"]), group["item_id"].astype(str).to_numpy())
-        for user, group in engaged.sort_values("event_timestamp").groupby("user_id")
+        for user, group in engaged.sort_values("event_timestamp").groupby(["tenant_id", "user_id"])
     }
     empty = (np.array([], dtype="datetime64[ns]"), np.array([], dtype=str))
     out = []
-    for user, at in zip(rows["user_id"], naive(rows["event_timestamp"]), strict=True):
+    users = zip(rows["tenant_id"], rows["user_id"], strict=True)
+    for user, at in zip(users, naive(rows["event_timestamp"]), strict=True):
         times, items = history.get(user, empty)
         out.append(tuple(items[: np.searchsorted(times, at, side="left")]))
     return out

@@ -120,25 +120,28 @@ def stream_feature_rows(events: pd.DataFrame) -> pd.DataFrame:
 
 
 def stream_features_as_of(events: pd.DataFrame, requests: pd.DataFrame) -> pd.DataFrame:
-    """The features each request (`user_id`, `event_timestamp`) saw: its user's latest
-    `stream_feature_history` row of `events` as of LOOKUP_BEFORE before the request and
-    at most WINDOW old, else nulls. Columns FEATURE_COLUMNS, in the requests' order.
-    Users are matched by user_id alone: the requests and events are of one tenant."""
+    """The features each request (`tenant_id`, `user_id`, `event_timestamp`) saw: its
+    user's latest `stream_feature_history` row of `events` as of LOOKUP_BEFORE before the
+    request and at most WINDOW old, else nulls. Columns FEATURE_COLUMNS, in the requests'
+    order. Users are matched by tenant and id: tenants share ids."""
     rows = stream_feature_history(events)
+    keys = {key: requests[key].astype(str) for key in KEY_COLUMNS}
     asked = requests.assign(
-        user_id=requests["user_id"].astype(str),
+        **keys,
         at=requests["event_timestamp"].astype(TIMESTAMP_DTYPE) - LOOKUP_BEFORE,
         order=np.arange(len(requests)),
     ).sort_values("at")
-    rows = rows.assign(user_id=rows["user_id"].astype(str)).sort_values("event_timestamp")
+    rows = rows.assign(**{key: rows[key].astype(str) for key in KEY_COLUMNS}).sort_values(
+        "event_timestamp"
+    )
     joined = pd.merge_asof(
         asked,
-        rows[["user_id", "event_timestamp", *FEATURE_COLUMNS]].rename(
+        rows[[*KEY_COLUMNS, "event_timestamp", *FEATURE_COLUMNS]].rename(
             columns={"event_timestamp": "row_time"}
         ),
         left_on="at",
         right_on="row_time",
-        by="user_id",
+        by=KEY_COLUMNS,
         tolerance=WINDOW,
         direction="backward",
     )

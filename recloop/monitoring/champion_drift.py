@@ -60,10 +60,9 @@ class ChampionState:
     def of(cls, registry: Registry) -> ChampionState:
         version = registry.champion()
         metadata = registry.metadata(version) if version else {}
-        manifest = registry.manifest(version) if version else {}
         return cls(
             version=version,
-            tenant=str((manifest.get("metadata", {}).get("tenants") or [""])[0]),
+            tenant=registry.tenant_of(version) if version else "",
             training_set=metadata.get("training_set"),
             data_end=pd.Timestamp(metadata["data_end"]) if "data_end" in metadata else None,
         )

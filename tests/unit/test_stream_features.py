@@ -179,10 +179,22 @@ def test_history_rows_of_tied_events_see_every_tie() -> None:
     assert list(empty.columns) == ROW_COLUMNS and empty.empty
 
 
+def test_a_request_sees_only_its_own_tenants_user() -> None:
+    # Tenants share ids: user "u" of tenant "other" has engaged with nothing.
+    events = pd.DataFrame([event("a", -30, "first"), event("b", -10, "second")])
+    requests = pd.DataFrame(
+        {"tenant_id": ["t", "other"], "user_id": ["u", "u"], "event_timestamp": [NOON, NOON]}
+    )
+    seen = stream_features_as_of(events, requests)
+    assert seen.loc[0].tolist() == [2, ["second", "first"]]
+    assert seen.loc[1].isna().all()
+
+
 def test_a_request_sees_the_features_as_of_just_before_it_and_at_most_an_hour_old() -> None:
     events = pd.DataFrame([event("a", -30, "first"), event("b", -10, "second")])
     requests = pd.DataFrame(
         {
+            "tenant_id": "t",
             "user_id": ["u", "u", "u", "u", "stranger"],
             "event_timestamp": [NOON + timedelta(minutes=m) for m in (0, -10, -40, 51, 0)],
         }
@@ -244,7 +256,9 @@ def test_state_answers_a_request_as_the_log_replay_does(seed: int) -> None:
             # a request stamped with the last event's time, or up to 70 minutes later
             at = seen[-1]["event_timestamp"] + timedelta(minutes=float(rng.choice([0, 1, 70])))
             tenant, user = str(item["tenant_id"]), str(item["user_id"])
-            request = pd.DataFrame({"user_id": [user], "event_timestamp": [at]})
+            request = pd.DataFrame(
+                {"tenant_id": [tenant], "user_id": [user], "event_timestamp": [at]}
+            )
             mine = [e for e in seen if (e["tenant_id"], e["user_id"]) == (tenant, user)]
             expected = stream_features_as_of(
                 pd.DataFrame(mine or seen[:0], columns=list(stream[0])), request
