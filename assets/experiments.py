@@ -149,6 +149,7 @@ def variant_chain(spec: ExperimentSpec, variant: Variant) -> ModelChain:
             "params": dict(variant.params),
         },
         release_description=release_description,
+        tenant=spec.tenant,
     )
 
 

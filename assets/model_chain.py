@@ -133,13 +133,18 @@ class ModelChain:
     # TrainingSetConfig); a variant's are its spec's, which its deployment is keyed by.
     run_config: bool = False
     release_description: str = ""
+    # The champion's chain is partitioned by tenant (one model and champion per tenant); a
+    # variant's trains for its spec's tenant (None: the only tenant with labels).
+    partitions: dg.PartitionsDefinition | None = None
+    tenant: str | None = None
+
+
+def chain_tenant(context: dg.AssetExecutionContext, chain: ModelChain) -> str | None:
+    """The tenant this materialization is for: the partition's, else the chain's."""
+    return context.partition_key if chain.partitions is not None else chain.tenant
 
 
 class TrainingSetConfig(dg.Config):
-    tenant: str | None = Field(
-        None,
-        description="the tenant to train for; may be left out while the labels hold one",
-    )
     valid_fraction: float = 0.1
     test_fraction: float = 0.1
     holdout_since: str | None = Field(
@@ -300,6 +305,7 @@ def _training_set_asset(chain: ModelChain) -> dg.AssetsDefinition:
         else {},
         group_name=chain.group,
         pool=WAREHOUSE_POOL,
+        partitions_def=chain.partitions,
         tags=dict(chain.tags),
         description=f"{chain.label}: point-in-time examples{reads}, split by time.",
     )
@@ -309,11 +315,13 @@ def _training_set_asset(chain: ModelChain) -> dg.AssetsDefinition:
         recloop: RecloopResource,
         **inputs: pd.DataFrame,
     ) -> str:
-        directory, inputs_ = _build_training_set(recloop, recipe, config, inputs)
+        tenant = training_tenant(recloop.layout(), chain_tenant(context, chain))
+        directory, inputs_ = _build_training_set(recloop, recipe, tenant, config, inputs)
         summary = split_summary(inputs_.examples, inputs_.cutoffs)
         context.add_output_metadata(
             {
                 "path": str(directory),
+                "tenant": tenant,
                 "examples": len(inputs_.examples),
                 "feature_service": recipe.feature_service or "",
                 "holdout_since": config.holdout_since or "",
@@ -329,11 +337,11 @@ def _training_set_asset(chain: ModelChain) -> dg.AssetsDefinition:
 def _build_training_set(
     recloop: RecloopResource,
     recipe: ModelRecipe,
+    tenant: str,
     config: TrainingSetConfig,
     inputs: Mapping[str, pd.DataFrame],
 ) -> tuple[Path, TrainingInputs]:
     layout = recloop.layout()
-    tenant = training_tenant(layout, config.tenant)
     holdout_since = pd.Timestamp(config.holdout_since) if config.holdout_since else None
     if not recipe.reads_features:
         labels = labels_only_inputs(
@@ -361,6 +369,7 @@ def _model_asset(chain: ModelChain) -> dg.AssetsDefinition:
         key=chain.keys.model,
         ins={"training_set": dg.AssetIn(chain.keys.training_set)},
         group_name=chain.group,
+        partitions_def=chain.partitions,
         tags=dict(chain.tags),
         check_specs=_check_specs(chain, chain.keys.model) if judged_here else None,
         description=f"{chain.label}: the {chain.recipe.algorithm} model (a two-tower trained on "
@@ -493,6 +502,7 @@ def _evaluation_asset(chain: ModelChain) -> dg.AssetsDefinition:
             "training_set": dg.AssetIn(chain.keys.training_set),
         },
         group_name=chain.group,
+        partitions_def=chain.partitions,
         tags=dict(chain.tags),
         check_specs=_check_specs(chain, chain.keys.evaluation),
         description=f"{chain.label}: offline metrics on the test part against popularity; "
@@ -525,6 +535,7 @@ def _release_asset(chain: ModelChain) -> dg.AssetsDefinition:
         # Serving reads the online store: the features must be there first.
         deps=["feast_online_store"] if online else [],
         group_name=chain.group,
+        partitions_def=chain.partitions,
         tags=dict(chain.tags),
         description=chain.release_description,
     )
@@ -564,7 +575,7 @@ def _released_model(
         return judged, registry.metadata(judged).get("gate", {})
     serves = chain.target.serves
     if serves == "champion":
-        champion = registry.champion()
+        champion = registry.champion(chain.tenant)
         if champion is None:
             raise dg.Failure("no champion to compute batch lists with: run train_and_promote")
         return champion, {"passed": True, "results": [], "detail": "serves champion"}

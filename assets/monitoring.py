@@ -1,23 +1,30 @@
 """Monitoring and retraining triggers: the drift report, and what requests a retrain.
 
-- `drift_report` (asset): recloop.monitoring.drift_report's report on the champion's own
-  traffic, with plots and a per-feature table in the Dagster UI.
-- `drift_sensor`: the same report every 30 s; past a threshold it requests one
-  `refresh_and_retrain` run per champion (run key `drift:<champion>`), tagged with why.
-- `retrain_on_new_data_sensor`: one run per `retrain_after_events` new validated
-  events since the champion's newest label (run key from the champion and the count).
-- `nightly_retrain`: a 03:00 UTC safety net that skips when no event is newer than
-  the champion's data.
+Everything here is per tenant: each tenant's champion is watched on its own traffic,
+and a retrain is a `refresh_and_retrain` run of that tenant's partition only.
 
-Run keys are built from data only (model version, event counts), so a daemon
+- `drift_report` (asset, a partition per tenant): recloop.monitoring.drift_report's
+  report on the champion's own traffic, with plots and a per-feature table in the UI.
+- `drift_sensor`: the same report every 30 s for every tenant with a champion; past a
+  threshold it requests one retrain per champion (run key `drift:<champion>`), tagged
+  with why.
+- `retrain_on_new_data_sensor`: one run per `retrain_after_events` new validated
+  events since a champion's newest label (run key from the champion and the count).
+- `nightly_retrain`: a 03:00 UTC safety net for every tenant: it trains a tenant that
+  has no champion yet, and retrains one whose log holds events newer than its
+  champion's data.
+
+Run keys are built from data only (model version, event counts, tenant), so a daemon
 restart or a lost cursor never asks for the same retrain twice.
 """
 
+import json
 from datetime import datetime
 from pathlib import Path
 
 import dagster as dg
 
+from assets.partitions import TENANTS
 from assets.plots import ctr_curve
 from assets.resources import RecloopResource
 from recloop.data.layout import write_json_atomic
@@ -54,6 +61,7 @@ def _feature_table(features: list) -> str:
     key="drift_report",
     deps=["validated_events"],
     group_name=MONITORING_GROUP,
+    partitions_def=TENANTS,
     check_specs=[
         dg.AssetCheckSpec(
             "no_drift",
@@ -64,10 +72,12 @@ def _feature_table(features: list) -> str:
     description="Drift of the champion's online CTR, score distribution, clicked genres and user features.",
 )
 def drift_report_asset(context: dg.AssetExecutionContext, recloop: RecloopResource):
-    settings, layout = recloop.settings(), recloop.layout()
-    drift = current_drift(layout, recloop.feature_store(), settings.drift_window)
+    settings, layout, tenant = recloop.settings(), recloop.layout(), context.partition_key
+    drift = current_drift(layout, recloop.feature_store(), settings.drift_window, tenant)
     if drift is None:
-        raise dg.Failure("no champion to monitor: run the train_and_promote job first")
+        raise dg.Failure(
+            f"tenant {tenant} has no champion to monitor: run the train_and_promote job first"
+        )
     report = drift.report
     path = write_json_atomic(report.to_dict(), layout.drift_report_file(report.window_id))
     check = dg.AssetCheckResult(
@@ -109,70 +119,109 @@ def _drift_metadata(drift: CurrentDrift, window: int, path: Path) -> dict[str, o
     job_name=RETRAIN_JOB,
     minimum_interval_seconds=30,
     default_status=dg.DefaultSensorStatus.STOPPED,
-    description="Retrains once per champion when its drift report finds drift (CTR, scores, "
-    "clicked genres, user features), after enough post-drift traffic. Stopped by default.",
+    description="Retrains a tenant once per champion when its drift report finds drift (CTR, "
+    "scores, clicked genres, user features), after enough post-drift traffic. Stopped by "
+    "default.",
 )
 def drift_sensor(context: dg.SensorEvaluationContext, recloop: RecloopResource):
-    """Retrain once per champion when its drift report says the world moved, after
-    `post_drift_impressions` more impressions show the new behaviour
-    (recloop.monitoring.champion_drift.drift_retrain decides)."""
+    """Retrain a tenant once per champion when its drift report says the world moved,
+    after `post_drift_impressions` more impressions show the new behaviour
+    (recloop.monitoring.champion_drift.drift_retrain decides). The cursor keeps each
+    tenant's state apart."""
     settings, layout = recloop.settings(), recloop.layout()
-    drift = current_drift(layout, recloop.feature_store(), settings.drift_window)
-    if drift is None:
+    tenants = Registry(layout.registry).champion_tenants()
+    if not tenants:
         return dg.SkipReason("no champion to monitor")
-    decision = drift_retrain(
-        drift, context.cursor, settings.drift_window, settings.post_drift_impressions
+    cursors: dict[str, str] = json.loads(context.cursor) if context.cursor else {}
+    requests, skipped = [], []
+    for tenant in tenants:
+        drift = current_drift(layout, recloop.feature_store(), settings.drift_window, tenant)
+        if drift is None:
+            skipped.append(f"{tenant}: no champion")
+            continue
+        decision = drift_retrain(
+            drift, cursors.get(tenant), settings.drift_window, settings.post_drift_impressions
+        )
+        cursors[tenant] = decision.cursor
+        report = drift.report
+        if decision.since is not None:
+            record_episode(layout, report, decision.since)
+        if not decision.retrain:
+            skipped.append(f"{tenant}: {decision.skip_reason}")
+            continue
+        context.log.info(f"drift on {tenant}'s {report.model_version}: {decision.reasons}")
+        requests.append(_drift_retrain_request(tenant, drift, decision.since, decision.reasons))
+    return dg.SensorResult(
+        run_requests=requests,
+        skip_reason=None if requests else "; ".join(skipped),
+        cursor=json.dumps(cursors, sort_keys=True),
     )
+
+
+def _drift_retrain_request(
+    tenant: str, drift: CurrentDrift, since: str, reasons: str
+) -> dg.RunRequest:
+    """A retrain of `tenant` whose test window starts at the drift, so the gates judge the
+    candidate on the world after it."""
     report = drift.report
-    if decision.since is not None:
-        record_episode(layout, report, decision.since)
-    if not decision.retrain:
-        return dg.SensorResult(skip_reason=decision.skip_reason, cursor=decision.cursor)
-    context.log.info(f"drift on {report.model_version}: {decision.reasons}")
     holdout = MonitoringConfig.drift_retrain_holdout
-    split = {"valid_fraction": holdout, "test_fraction": holdout, "holdout_since": decision.since}
+    split = {"valid_fraction": holdout, "test_fraction": holdout, "holdout_since": since}
     tags = {
         # ahead of queued validation and freshness runs: the model is stale
         "dagster/priority": "10",
         "recloop/trigger": "drift",
         "recloop/champion": report.model_version,
         "recloop/window": report.window_id,
-        "recloop/drift_since": decision.since,
-        "recloop/reason": decision.reasons[:1000],
+        "recloop/drift_since": since,
+        "recloop/reason": reasons[:1000],
     }
-    request = dg.RunRequest(
+    return dg.RunRequest(
         run_key=f"drift:{report.model_version}",
+        partition_key=tenant,
         run_config={"ops": {"training_set": {"config": split}}},
         tags=tags,
     )
-    return dg.SensorResult(run_requests=[request], cursor=decision.cursor)
 
 
 @dg.sensor(
     job_name=RETRAIN_JOB,
     minimum_interval_seconds=60,
     default_status=dg.DefaultSensorStatus.STOPPED,
-    description="Retrains after every RECLOOP_RETRAIN_AFTER_EVENTS validated events newer "
-    "than the champion's data. Stopped by default.",
+    description="Retrains a tenant after every RECLOOP_RETRAIN_AFTER_EVENTS validated events "
+    "newer than its champion's data. Stopped by default.",
 )
 def retrain_on_new_data_sensor(context: dg.SensorEvaluationContext, recloop: RecloopResource):
-    """One retrain per `retrain_after_events` validated events newer than the champion's data."""
+    """One retrain per `retrain_after_events` validated events newer than a tenant
+    champion's data."""
     layout = recloop.layout()
-    champion = ChampionState.of(Registry(layout.registry))
-    if champion.version is None or champion.data_end is None:
-        return dg.SkipReason("no champion (or one trained before data_end was recorded)")
-    new = events_after(layout, champion.tenant, champion.data_end)
+    registry = Registry(layout.registry)
     step = recloop.settings().retrain_after_events
-    if new < step:
-        return dg.SkipReason(f"{new:,} new events since {champion.data_end}; retrain at {step:,}")
-    return dg.RunRequest(
-        run_key=f"new-data:{champion.version}:{new // step}",
-        tags={
-            "recloop/trigger": "new-data",
-            "recloop/champion": champion.version,
-            "recloop/reason": f"{new:,} events newer than {champion.data_end.isoformat()}",
-        },
-    )
+    requests, skipped = [], []
+    for tenant in registry.champion_tenants():
+        champion = ChampionState.of(registry, tenant)
+        if champion.version is None or champion.data_end is None:
+            skipped.append(f"{tenant}: no champion (or one trained before data_end was recorded)")
+            continue
+        new = events_after(layout, tenant, champion.data_end)
+        if new < step:
+            skipped.append(
+                f"{tenant}: {new:,} new events since {champion.data_end}; retrain at {step:,}"
+            )
+            continue
+        requests.append(
+            dg.RunRequest(
+                run_key=f"new-data:{champion.version}:{new // step}",
+                partition_key=tenant,
+                tags={
+                    "recloop/trigger": "new-data",
+                    "recloop/champion": champion.version,
+                    "recloop/reason": f"{new:,} events newer than {champion.data_end.isoformat()}",
+                },
+            )
+        )
+    if not requests:
+        return dg.SkipReason("; ".join(skipped) or "no champion")
+    return requests
 
 
 @dg.schedule(
@@ -180,24 +229,41 @@ def retrain_on_new_data_sensor(context: dg.SensorEvaluationContext, recloop: Rec
     job_name=RETRAIN_JOB,
     execution_timezone="UTC",
     default_status=dg.DefaultScheduleStatus.STOPPED,
-    description="Retrains at 03:00 UTC when validated events newer than the champion's data "
-    "exist (a safety net for the sensors). Stopped by default.",
+    description="At 03:00 UTC, trains every tenant without a champion and retrains every "
+    "tenant with validated events newer than its champion's data (a safety net for the "
+    "sensors). Stopped by default.",
 )
 def nightly_retrain(context: dg.ScheduleEvaluationContext, recloop: RecloopResource):
-    """Retrain at night, but only when some event is newer than the champion's data."""
+    """A run per tenant that has no champion yet or events newer than its champion's data."""
     layout = recloop.layout()
-    champion = ChampionState.of(Registry(layout.registry))
-    if champion.version is None or champion.data_end is None:
-        return dg.RunRequest(
-            run_key=f"nightly:{_day(context)}:bootstrap", tags={"recloop/trigger": "nightly"}
+    registry = Registry(layout.registry)
+    day = _day(context)
+    requests, skipped = [], []
+    for tenant in context.instance.get_dynamic_partitions(TENANTS.name):
+        champion = ChampionState.of(registry, tenant)
+        if champion.version is None or champion.data_end is None:
+            requests.append(
+                dg.RunRequest(
+                    run_key=f"nightly:{day}:{tenant}:bootstrap",
+                    partition_key=tenant,
+                    tags={"recloop/trigger": "nightly"},
+                )
+            )
+            continue
+        new = events_after(layout, tenant, champion.data_end)
+        if new == 0:
+            skipped.append(f"nothing changed since {champion.version} was trained")
+            continue
+        requests.append(
+            dg.RunRequest(
+                run_key=f"nightly:{day}:{champion.version}",
+                partition_key=tenant,
+                tags={"recloop/trigger": "nightly", "recloop/reason": f"{new:,} new events"},
+            )
         )
-    new = events_after(layout, champion.tenant, champion.data_end)
-    if new == 0:
-        return dg.SkipReason(f"nothing changed since {champion.version} was trained")
-    return dg.RunRequest(
-        run_key=f"nightly:{_day(context)}:{champion.version}",
-        tags={"recloop/trigger": "nightly", "recloop/reason": f"{new:,} new events"},
-    )
+    if not requests:
+        return dg.SkipReason("; ".join(skipped) or "no tenants yet")
+    return requests
 
 
 def _day(context: dg.ScheduleEvaluationContext) -> str:

@@ -1,7 +1,8 @@
 """Training: text embeddings and the champion's model chain.
 
 The champion's chain (assets.model_chain) is `training_set -> model_candidate ->
-champion_model`: `model_candidate` trains, evaluates and registers a candidate of the
+champion_model`, partitioned by tenant (a tenant's model never reads another's labels,
+and each tenant has its own champion): `model_candidate` trains, evaluates and registers a candidate of the
 algorithm `RECLOOP_CHAMPION_ALGORITHM` names (the multi-stage recommender by default, or
 EASE, or the two-tower), and five blocking asset checks hold it to the promotion gates
 (recloop.evaluation.gates), so `champion_model`, which promotes it, only runs when
@@ -22,6 +23,7 @@ from assets.model_chain import (
     Release,
     model_chain_assets,
 )
+from assets.partitions import TENANTS
 from assets.resources import RecloopResource
 from feature_repo.training import FEATURE_SERVICE
 from recloop.data.validated_log import catalog_texts
@@ -76,8 +78,9 @@ def champion_chain(algorithm: str) -> ModelChain:
         checks=PROMOTION_CHECKS,
         registry_labels={"feature_service": FEATURE_SERVICE} if recipe.reads_features else {},
         run_config=True,
-        release_description="The registry's champion: the candidate, once every blocking gate "
-        "passed and the online store holds the features it serves with.",
+        release_description="The tenant's champion in the registry: the candidate, once every "
+        "blocking gate passed and the online store holds the features it serves with.",
+        partitions=TENANTS,
     )
 
 

@@ -257,24 +257,40 @@ def train_and_promote(
     jobs: Jobs | None = None,
     steps: tuple[str, ...] = DEMO_STEPS,
 ) -> None:
-    """Step 5: text embeddings, PIT training set, candidate, gates, promotion, run by
-    `jobs` (default: in this process)."""
+    """Step 5: text embeddings, PIT training set, candidate, gates, promotion: one run
+    per tenant (its partition of the chain), run by `jobs` (default: in this process)."""
     algorithm = defs.resources["recloop"].settings().champion_algorithm
-    announce(steps, "training", f"train the {algorithm} candidate, run the gates, promote it")
+    tenants = instance.get_dynamic_partitions(TENANTS.name)
+    announce(
+        steps,
+        "training",
+        f"train the {algorithm} candidate, run the gates, promote it: "
+        f"{len(tenants)} tenant{'s' if len(tenants) != 1 else ''}",
+    )
     run_config = {"ops": {"model_candidate": {"config": candidate_config or {}}}}
-    _run(jobs or InProcessJobs(defs, instance), TRAINING_JOB, "training", run_config=run_config)
+    for tenant in tenants:
+        _run(
+            jobs or InProcessJobs(defs, instance),
+            TRAINING_JOB,
+            f"training of {tenant}",
+            run_config=run_config,
+            tags={PARTITION_TAG: tenant},
+        )
 
 
 def serving_smoke(settings: Settings) -> dict:
     """Step 6: start the service over HTTP, ask for recommendations, check the answer."""
     announce(DEMO_STEPS, "serving", "start the BentoML service and send a smoke request")
     registry = Registry(DataLayout(settings.data_dir).registry)
-    user = str(registry.load(registry.champion()).user_ids[0])
+    tenant, champion = next(iter(registry.champions().items()))
+    user = str(registry.load(champion).user_ids[0])
     with serve(settings) as url:
         # A dry run: the smoke request's impressions would be training data.
-        answer = post_json(f"{url}/recommend", {"user_id": user, "k": 10, "dry_run": True})
+        answer = post_json(
+            f"{url}/recommend", {"tenant": tenant, "user_id": user, "k": 10, "dry_run": True}
+        )
     smoke_ok = (
-        answer.get("model_version") == registry.champion()
+        answer.get("model_version") == champion
         and len(answer.get("items", [])) == 10
         and answer.get("fallback") is None
     )
@@ -332,28 +348,31 @@ def write_summary(summary: dict, path: Path) -> None:
 
 def build_summary(settings: Settings, defs: dg.Definitions, started: float) -> dict:
     layout = DataLayout(settings.data_dir)
-    read = valid = quarantined = pending = 0
     reasons: Counter[str] = Counter()
-    for tenant in layout.tenants():
+    counts = {tenant: Counter() for tenant in layout.tenants()}
+    for tenant, mine in counts.items():
         for day in layout.event_days(tenant):
-            counts = event_partition_counts(layout, tenant, day)
-            read, valid, quarantined = (
-                read + counts.read,
-                valid + counts.valid,
-                quarantined + counts.quarantined,
+            day_counts = event_partition_counts(layout, tenant, day)
+            mine.update(
+                read=day_counts.read,
+                valid=day_counts.valid,
+                quarantined=day_counts.quarantined,
+                pending=pending_event_rows(layout, tenant, day),
             )
-            pending += pending_event_rows(layout, tenant, day)
             report = layout.validated_events_partition(tenant, day) / REPORT_FILE
             if report.exists():
                 reasons.update(json.loads(report.read_text())["reasons"])
+        mine["raw"] = mine.pop("read", 0) + mine["pending"]
+    total = sum(counts.values(), Counter())
     store = open_feature_store(settings)
     objects = build_feature_objects(layout.marts)
     online_rows = {view.name: count_online_entities(store, view) for view in objects.views}
     return {
-        "raw_events": read + pending,
-        "valid_events": valid,
-        "quarantined_events": quarantined,
-        "pending_events": pending,
+        "raw_events": total["raw"],
+        "valid_events": total["valid"],
+        "quarantined_events": total["quarantined"],
+        "pending_events": total["pending"],
+        "events_by_tenant": {tenant: dict(mine) for tenant, mine in counts.items()},
         "quarantine_reasons": dict(sorted(reasons.items())),
         "tenants": layout.tenants(),
         "lineage": lineage(defs),
@@ -365,9 +384,18 @@ def build_summary(settings: Settings, defs: dg.Definitions, started: float) -> d
 
 
 def model_summary(settings: Settings) -> dict:
-    """The champion's version, test metrics, the popularity baseline and the gate verdict."""
+    """Every tenant's champion: its version, test metrics, the popularity baseline and the
+    gate verdict."""
     registry = Registry(DataLayout(settings.data_dir).registry)
-    version = registry.champion()
+    return {
+        "champions": {
+            tenant: champion_summary(registry, version)
+            for tenant, version in registry.champions().items()
+        }
+    }
+
+
+def champion_summary(registry: Registry, version: str) -> dict:
     metadata = registry.metadata(version)
     return {
         "model_version": version,
@@ -415,27 +443,17 @@ def print_summary(summary: dict, path: Path) -> None:
     if sum(summary["quarantine_reasons"].values()) > summary["quarantined_events"]:
         print("            (a row that failed several checks counts once under each)")
     print(f"  pending             {summary['pending_events']:>10,}  not validated yet")
+    if len(summary["events_by_tenant"]) > 1:
+        for tenant, mine in summary["events_by_tenant"].items():
+            print(
+                f"    {tenant:<18}{mine['raw']:>10,} raw = {mine['valid']:,} valid + "
+                f"{mine['quarantined']:,} quarantined + {mine['pending']:,} pending"
+            )
     for view, rows in summary["online_rows"].items():
         print(f"  online {view:<13}{rows:>10,} entities ({summary['online_store']})")
     print(f"  lineage             {' -> '.join(summary['lineage'])}")
-    metrics, popularity = summary["metrics"], summary["baselines"]["popularity"]
-    print(f"  champion            {summary['model_version']}")
-    for name in ("ndcg@10", "recall@10", "coverage"):
-        print(f"      {name:<14}{metrics[name]:>8.4f}   popularity {popularity[name]:.4f}")
-    refit = summary["training"]["refit"]
-    if not refit:
-        served = "the judged ones"
-    elif "epochs" in refit:
-        served = f"refit on {refit['examples']:,} labels, {refit['epochs']} epochs"
-    else:
-        served = f"refit on {refit['labels']:,} labels"
-    print(f"  served model        {served} ({summary['training']['algorithm']})")
-    gate = summary["gate"]
-    print(
-        f"  gate                {'passed' if gate['passed'] else 'FAILED'}  (checks as in the UI)"
-    )
-    for line in gate_lines(gate["results"]):
-        print(f"      {line}")
+    for tenant, champion in summary["champions"].items():
+        print_champion(tenant, champion, several=len(summary["champions"]) > 1)
     if "serving" in summary:
         serving = summary["serving"]
         print(
@@ -444,6 +462,28 @@ def print_summary(summary: dict, path: Path) -> None:
     print(f"  elapsed             {summary['elapsed_s']:>10.1f} s")
     print(f"\n  wrote {path}; `make dev` opens the Dagster UI on these runs, the lineage at")
     print(f"  http://127.0.0.1:{os.environ.get('DAGSTER_PORT', '3001')}{lineage_path(LAST_ASSET)}")
+
+
+def print_champion(tenant: str, champion: dict, several: bool) -> None:
+    metrics, popularity = champion["metrics"], champion["baselines"]["popularity"]
+    label = f"champion of {tenant}" if several else "champion"
+    print(f"  {label:<20}{champion['model_version']}")
+    for name in ("ndcg@10", "recall@10", "coverage"):
+        print(f"      {name:<14}{metrics[name]:>8.4f}   popularity {popularity[name]:.4f}")
+    refit = champion["training"]["refit"]
+    if not refit:
+        served = "the judged ones"
+    elif "epochs" in refit:
+        served = f"refit on {refit['examples']:,} labels, {refit['epochs']} epochs"
+    else:
+        served = f"refit on {refit['labels']:,} labels"
+    print(f"  served model        {served} ({champion['training']['algorithm']})")
+    gate = champion["gate"]
+    print(
+        f"  gate                {'passed' if gate['passed'] else 'FAILED'}  (checks as in the UI)"
+    )
+    for line in gate_lines(gate["results"]):
+        print(f"      {line}")
 
 
 def dependency_problem(settings: Settings) -> str | None:

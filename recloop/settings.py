@@ -7,6 +7,7 @@ the README's settings table lists exactly those (tests/unit/test_settings.py che
 from __future__ import annotations
 
 import getpass
+import json
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -27,6 +28,7 @@ POST_DRIFT_IMPRESSIONS_ENV = "RECLOOP_POST_DRIFT_IMPRESSIONS"
 RELOAD_INTERVAL_ENV = "RECLOOP_RELOAD_INTERVAL_S"
 EXPERIMENTS_DIR_ENV = "RECLOOP_EXPERIMENTS_DIR"
 API_KEY_ENV = "RECLOOP_API_KEY"
+TENANT_API_KEYS_ENV = "RECLOOP_TENANT_API_KEYS"
 ACTOR_ENV = "RECLOOP_ACTOR"
 CHAMPION_ALGORITHM_ENV = "RECLOOP_CHAMPION_ALGORITHM"
 
@@ -65,6 +67,11 @@ ENV_VARIABLES: tuple[EnvVariable, ...] = (
     ),
     EnvVariable(FEAST_PROJECT_ENV, "recloop", "Feast project"),
     EnvVariable(API_KEY_ENV, None, "when set, the X-API-Key the service requires; else no auth"),
+    EnvVariable(
+        TENANT_API_KEYS_ENV,
+        None,
+        'keys scoped to one tenant, as JSON: {"<tenant>": "<key>", ...}',
+    ),
     EnvVariable(DRIFT_WINDOW_ENV, "3000", "impressions per drift window"),
     EnvVariable(RETRAIN_AFTER_EVENTS_ENV, "50000", "new validated events that trigger a retrain"),
     EnvVariable(
@@ -110,6 +117,8 @@ class Settings:
     # The key the service requires in `X-API-Key` on its protected routes; None: no auth.
     # A secret: left out of `repr` and of `to_env`.
     api_key: str | None = field(default=None, repr=False)
+    # Keys that act for one tenant only (tenant -> key); also secrets.
+    tenant_api_keys: Mapping[str, str] = field(default_factory=dict, repr=False)
     # The algorithm `model_candidate` trains; the gates decide whether it becomes champion.
     champion_algorithm: str = DEFAULT_CHAMPION_ALGORITHM
 
@@ -157,6 +166,7 @@ class Settings:
             partitions_start=start,
             feast_project=env.get(FEAST_PROJECT_ENV) or "recloop",
             api_key=api_key_from_env(env),
+            tenant_api_keys=tenant_api_keys_from_env(env),
             champion_algorithm=_champion_algorithm(env),
         )
 
@@ -188,6 +198,30 @@ def api_key_from_env(env: Mapping[str, str] | None = None) -> str | None:
     """`RECLOOP_API_KEY`; None when it is unset or empty (no auth)."""
     env = os.environ if env is None else env
     return env.get(API_KEY_ENV) or None
+
+
+def tenant_api_keys_from_env(env: Mapping[str, str] | None = None) -> dict[str, str]:
+    """`RECLOOP_TENANT_API_KEYS`: tenant -> the key scoped to it ({} when unset)."""
+    env = os.environ if env is None else env
+    text = env.get(TENANT_API_KEYS_ENV) or ""
+    if not text.strip():
+        return {}
+    try:
+        keys = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise SettingsError(
+            f'{TENANT_API_KEYS_ENV}: not JSON ({exc.msg}); write {{"<tenant>": "<key>"}}'
+        ) from None
+    if not isinstance(keys, dict) or not all(
+        isinstance(t, str) and isinstance(k, str) and t and k for t, k in keys.items()
+    ):
+        raise SettingsError(
+            f'{TENANT_API_KEYS_ENV}: must be a JSON object of non-empty strings, {{"<tenant>": '
+            '"<key>"}'
+        )
+    if len(set(keys.values())) != len(keys):
+        raise SettingsError(f"{TENANT_API_KEYS_ENV}: two tenants share a key")
+    return keys
 
 
 def actor_from_env(env: Mapping[str, str] | None = None) -> str:

@@ -42,9 +42,21 @@ def identifier(description: str, example: str, max_length: int = 256) -> Any:
 Identifier = Annotated[str, BeforeValidator(id_text)]
 
 
+def tenant_field() -> Any:
+    return Field(
+        None,
+        min_length=1,
+        max_length=128,
+        description="the tenant the request is for (or the X-Tenant header); optional while "
+        "the service serves one tenant or the API key is scoped to one",
+        json_schema_extra={"example": "ml100k"},
+    )
+
+
 class RecommendRequest(BaseModel):
     model_config = STRICT
 
+    tenant: str | None = tenant_field()
     user_id: Identifier = identifier("the user to recommend for (a string, or an integer)", "196")
     k: int = Field(10, ge=1, le=MAX_K, description="how many items to return")
     exclude: list[Identifier] = Field(
@@ -67,6 +79,7 @@ class RecommendRequest(BaseModel):
 class FeedbackRequest(BaseModel):
     model_config = STRICT
 
+    tenant: str | None = tenant_field()
     request_id: str = identifier(
         "the request_id of the /recommend response that showed the item",
         "4f0c2a9e6b1d4c7f9a3e8b5d2c1f0e7a",
@@ -89,6 +102,7 @@ class FeedbackRequest(BaseModel):
 class SimilarItemsRequest(BaseModel):
     model_config = STRICT
 
+    tenant: str | None = tenant_field()
     item_id: Identifier = identifier("the item to find neighbours of", "242")
     k: int = Field(10, ge=1, le=MAX_K, description="how many items to return")
 
@@ -134,7 +148,7 @@ class SimilarItemsResponse(BaseModel):
 
 
 class ReloadResponse(BaseModel):
-    model_version: str | None
+    champions: dict[str, str] = Field(description="the version serving, by tenant")
     seconds: float
 
 
@@ -155,8 +169,6 @@ class EventStats(BaseModel):
 class ModelStats(BaseModel):
     serving: str | None = Field(description="the version answering requests")
     registry_champion: str | None = Field(description="the version the promotion log names")
-    swaps: int = Field(description="champions swapped in since start, the first load included")
-    load_failures: int
     failed_version: str | None = Field(description="the registry's champion, if it failed to load")
     load_error: str | None = Field(description="why it failed; the previous champion serves")
 
@@ -178,7 +190,11 @@ class OnlineStoreStats(BaseModel):
 
 class StatsResponse(BaseModel):
     events: EventStats
-    models: ModelStats
+    models: dict[str, ModelStats] = Field(
+        description="by tenant: every tenant's, or the one the request names"
+    )
+    swaps: int = Field(description="champions swapped in since start, first loads included")
+    load_failures: int
     experiments: ExperimentStats
     online_store: OnlineStoreStats
     served_lists: int = Field(description="responses that feedback may answer")

@@ -1,7 +1,8 @@
 """What the recommendation service holds and does, without BentoML.
 
-`RecloopRuntime` owns the served champion (hot-swapped from the registry by a watcher
-thread, which also reloads the online experiments), the event buffer and its writer
+`RecloopRuntime` owns every tenant's served champion (each hot-swapped on its own from
+the registry by a watcher thread, which also reloads the online experiments; a tenant
+promoted for the first time is served from the next look, without a restart), the event buffer and its writer
 thread (which pushes fresh stream features to Feast once their events are on disk),
 and the served lists that feedback must answer. services/service.py is the HTTP
 layer over it: the endpoints call these methods and turn `Refused` into an error
@@ -109,6 +110,18 @@ class Champion:
     tenant: str
 
 
+@dataclass(frozen=True)
+class LoadFailure:
+    """A tenant's registry champion that failed to load (the previous one serves)."""
+
+    version: str
+    error: str
+
+
+class ChampionLoadError(RuntimeError):
+    """Some tenants' champions failed to load; the others were swapped in."""
+
+
 class Refused(Exception):
     """A request the runtime does not serve: the HTTP status and the message the
     service answers with (an {"error": message} body)."""
@@ -207,15 +220,15 @@ class RecloopRuntime:
         # through a store of its own, so pushes never share the request path's connection.
         self.stream = StreamState()
         self.stream_store = open_feature_store(self.settings)
-        self.champion: Champion | None = None
+        # tenant -> its champion; a dict replaced whole, so a request reads one snapshot.
+        self.champions: dict[str, Champion] = {}
         # Online tests (services/experiments.py): reloaded by the watcher thread.
         self.experiment_loader = ExperimentLoader(self.settings.experiments_dir, self.registry)
         self.experiments = ExperimentSet.empty()
         self.batch_lists = BatchLists(self.store)
         self.swaps = 0
         self.load_failures = 0
-        self.load_error: str | None = None
-        self.failed_version: str | None = None
+        self.failures: dict[str, LoadFailure] = {}
         self._reload_lock = threading.Lock()
         self._stop = threading.Event()
 
@@ -225,37 +238,57 @@ class RecloopRuntime:
         threading.Thread(target=self._watch_registry, daemon=True).start()
         threading.Thread(target=self._flush_periodically, daemon=True).start()
 
-    def reload(self) -> str | None:
-        """Load the registry's champion beside the current one, then swap the reference.
+    def reload(self, tenant: str | None = None, retry_failed: bool = True) -> dict[str, str]:
+        """Load each tenant's registry champion (only `tenant`'s when named) beside the one
+        serving, then swap it in; the champions serving, by tenant.
 
         Requests in flight keep the `Champion` they read; new ones see the new one. A
-        load that fails leaves the current champion serving; the error is kept for
-        /admin/stats (and for the 503 answers while nothing serves) and raised.
+        load that fails leaves that tenant's current champion serving (the others are
+        swapped all the same); the error is kept for /admin/stats, and for the 503
+        answers while nothing serves the tenant, and raised as ChampionLoadError once
+        every tenant was tried. A version that failed is tried again only when
+        `retry_failed`.
         """
         with self._reload_lock:
-            version = self.registry.champion()
-            current = self.champion
-            if version is None or (current and current.retriever.version == version):
-                self.load_error = self.failed_version = None
-                return version
-            try:
-                champion = self._load(version)
-                if current is None:
-                    self._restore_served(champion.tenant)
-                    self._restore_stream(champion.tenant)
-            except Exception as exc:
-                self.load_failures += 1
-                self.failed_version = version
-                self.load_error = f"{type(exc).__name__}: {exc}"
-                raise
-            self.champion = champion
-            self.swaps += 1
-            self.load_error = self.failed_version = None
-            return version
+            wanted = self.registry.champions()
+            if tenant is not None:
+                wanted = {tenant: wanted[tenant]} if tenant in wanted else {}
+            errors = []
+            for name, version in sorted(wanted.items()):
+                current = self.champions.get(name)
+                if current is not None and current.retriever.version == version:
+                    self.failures.pop(name, None)
+                    continue
+                failure = self.failures.get(name)
+                if not retry_failed and failure is not None and failure.version == version:
+                    continue
+                try:
+                    champion = self._load(version, name)
+                    if current is None:
+                        self._restore_served(name)
+                        self._restore_stream(name)
+                except Exception as exc:
+                    self.load_failures += 1
+                    self.failures[name] = LoadFailure(version, f"{type(exc).__name__}: {exc}")
+                    errors.append(f"{name}: {version}: {self.failures[name].error}")
+                    continue
+                self.champions = {**self.champions, name: champion}
+                self.swaps += 1
+                self.failures.pop(name, None)
+            if errors:
+                raise ChampionLoadError("; ".join(errors))
+            return {
+                name: c.retriever.version
+                for name, c in sorted(self.champions.items())
+                if tenant is None or name == tenant
+            }
 
-    def _load(self, version: str) -> Champion:
+    def _load(self, version: str, tenant: str) -> Champion:
         model = self.registry.load(version)
-        return Champion(servable(model), check_tenant_id(model_tenant(model.metadata, version)))
+        trained_for = check_tenant_id(model_tenant(model.metadata, version))
+        if trained_for != tenant:
+            raise ValueError(f"{version} was trained for tenant {trained_for!r}, not {tenant!r}")
+        return Champion(servable(model), tenant)
 
     def _restore_served(self, tenant: str) -> None:
         """Let feedback answer responses given before a restart or a crash: rebuild the
@@ -265,7 +298,7 @@ class RecloopRuntime:
         restored = logged_served_lists(self.layout, tenant, days, self.served.capacity)
         for served in restored:
             self.served.remember(served)
-        self.restored_served_lists = len(restored)
+        self.restored_served_lists += len(restored)
 
     def _restore_stream(self, tenant: str) -> None:
         """Replay recent engagement events into the stream state before the champion (and
@@ -279,16 +312,15 @@ class RecloopRuntime:
         self.stream.add_frame(recent_engagement_events(partitions, now, window=2 * WINDOW))
 
     def _watch_registry(self) -> None:
-        """Serve what the promotion log names: the first champion, then every promotion
-        or rollback; and the experiment specs and their deployed variants as they change.
-        A version that failed to load is retried only by /admin/reload."""
+        """Serve what the promotion log names: each tenant's first champion, then every
+        promotion or rollback; and the experiment specs and their deployed variants as they
+        change. A version that failed to load is retried only by /admin/reload."""
         while True:
             try:
-                if self.registry.champion() != self.failed_version:
-                    self.reload()
+                self.reload(retry_failed=False)
             except Exception:
                 logger.exception(
-                    "could not swap in the registry's champion; serving %s", self._serving()
+                    "could not swap in every registry champion; serving %s", self._serving()
                 )
             try:
                 self.experiments = self.experiment_loader.refresh(self.experiments)
@@ -297,9 +329,8 @@ class RecloopRuntime:
             if self._stop.wait(self.settings.reload_interval_s):
                 return
 
-    def _serving(self) -> str | None:
-        champion = self.champion
-        return champion.retriever.version if champion else None
+    def _serving(self) -> dict[str, str]:
+        return {name: c.retriever.version for name, c in self.champions.items()}
 
     def _flush_periodically(self) -> None:
         while not self._stop.is_set():
@@ -346,19 +377,63 @@ class RecloopRuntime:
 
     def is_ready(self) -> bool:
         """A champion is loaded and the online store answers (BentoML's /readyz)."""
-        return self.champion is not None and self.store_health.problem() is None
+        return bool(self.champions) and self.store_health.problem() is None
 
-    def _ready_champion(self) -> Champion:
-        """The champion to answer with; 503 while none is loaded, saying why."""
-        champion = self.champion
-        if champion is None:
-            raise Refused(503, self._not_ready())
-        return champion
+    def tenant(self, named: str | None, key_tenant: str | None = None) -> str:
+        """The tenant a request is for: the one it names (`tenant` field or X-Tenant
+        header), else its API key's, else the only tenant served. Refused: 403 when the
+        key is scoped to another tenant, 422 when several tenants are served and none is
+        named, 503 while none is."""
+        if named is not None and key_tenant is not None and named != key_tenant:
+            raise Refused(403, f"this API key is scoped to tenant {key_tenant!r}, not {named!r}")
+        chosen = named or key_tenant
+        if chosen is not None:
+            return chosen
+        served = sorted(self.champions)
+        if len(served) == 1:
+            return served[0]
+        if not served:
+            raise Refused(503, self._not_ready(None))
+        raise Refused(
+            422,
+            f"this service serves {len(served)} tenants ({', '.join(served)}): name one in "
+            "the X-Tenant header or the `tenant` field",
+        )
 
-    def _not_ready(self) -> str:
-        if self.load_error:
-            return f"the champion failed to load: {self.load_error}"
-        if self.registry.champion() is None:
+    def admin_tenant(self, named: str | None, key_tenant: str | None) -> str | None:
+        """The tenant an admin request is for: as `tenant`, but None (every tenant) when
+        an unscoped key names none; 404 for an unknown tenant."""
+        if named is None and key_tenant is None:
+            return None
+        tenant = self.tenant(named, key_tenant)
+        self._check_known(tenant)
+        return tenant
+
+    def _check_known(self, tenant: str) -> None:
+        """404 unless the tenant is served, has a champion or has a raw log."""
+        if tenant in self.champions:
+            return
+        if tenant in self.registry.champion_tenants() or tenant in self.layout.tenants():
+            return
+        known = ", ".join(sorted(self.champions)) or "none yet"
+        raise Refused(404, f"unknown tenant {tenant!r}: this service serves {known}")
+
+    def _ready_champion(self, tenant: str) -> Champion:
+        """The tenant's champion to answer with; 404 for a tenant the service does not
+        know, 503 while its champion is not loaded, saying why."""
+        champion = self.champions.get(tenant)
+        if champion is not None:
+            return champion
+        self._check_known(tenant)
+        raise Refused(503, self._not_ready(tenant))
+
+    def _not_ready(self, tenant: str | None) -> str:
+        failure = self.failures.get(tenant) if tenant else next(iter(self.failures.values()), None)
+        if failure is not None:
+            return f"the champion failed to load: {failure.error}"
+        if tenant is not None and self.registry.champion(tenant) is None:
+            return f"tenant {tenant!r} has {NO_CHAMPION}"
+        if tenant is None and not self.registry.champions():
             return NO_CHAMPION
         return "the champion is still loading"
 
@@ -385,6 +460,7 @@ class RecloopRuntime:
 
     def recommend(
         self,
+        tenant: str,
         user_id: str,
         k: int,
         exclude: list[str],
@@ -393,7 +469,7 @@ class RecloopRuntime:
     ) -> RecommendResponse:
         """The champion's list, or the routed experiment's; remembered and logged, unless
         `dry_run` (a trial: nothing is logged or remembered)."""
-        champion = self._ready_champion()
+        champion = self._ready_champion(tenant)
         retriever, experiments = champion.retriever, self.experiments
         now = datetime.now(UTC)
         route = None
@@ -474,14 +550,23 @@ class RecloopRuntime:
         return Recommendation(response.item_ids, response.scores, None), served
 
     def feedback(
-        self, request_id: str, user_id: str, item_id: str, event_type: str, value: float | None
+        self,
+        tenant: str,
+        request_id: str,
+        user_id: str,
+        item_id: str,
+        event_type: str,
+        value: float | None,
     ) -> tuple[int, bool]:
         """Log feedback on a served list and count it in the user's stream features; the
         event's sequence number, and whether it is a repeat (the same request, item, event
         type and value as feedback accepted before: acknowledged with the first one's
         sequence number, not logged again). Refused (404, 422) unless it matches what was
-        shown."""
+        shown; another tenant's request is unknown to this one (404)."""
+        self._ready_champion(tenant)
         served = self.served.get(request_id)
+        if served is not None and served.tenant_id != tenant:
+            served = None
         problem = feedback_problem(served, request_id, user_id, item_id, event_type, value)
         if problem is not None:
             raise Refused(*problem)
@@ -505,10 +590,10 @@ class RecloopRuntime:
                 f"(last write error: {self.events.last_error}); it stays buffered, do not resend",
             )
 
-    def similar_items(self, item_id: str, k: int) -> SimilarItemsResponse:
-        """The champion's nearest items to `item_id`; refused (404) for an unknown item,
-        (501) when the champion's kind ranks no similar items (popularity)."""
-        retriever = self._ready_champion().retriever
+    def similar_items(self, tenant: str, item_id: str, k: int) -> SimilarItemsResponse:
+        """The tenant's champion's nearest items to `item_id`; refused (404) for an unknown
+        item, (501) when the champion's kind ranks no similar items (popularity)."""
+        retriever = self._ready_champion(tenant).retriever
         if not isinstance(retriever, SimilarItems):
             raise Refused(501, f"the champion {retriever.version} ranks no similar items")
         try:
@@ -526,9 +611,14 @@ class RecloopRuntime:
         files = [str(path) for path in self.events.flush()]
         return FlushResponse(files=files, written=self.events.written)
 
-    def stats(self) -> StatsResponse:
-        """Event counts, model swaps, experiments and served lists, for /admin/stats."""
+    def stats(self, tenant: str | None) -> StatsResponse:
+        """Event counts, the tenant's model (every tenant's, unnamed), experiments and
+        served lists, for /admin/stats."""
         events = self.events.stats()
+        registry = self.registry.champions()
+        tenants = (
+            [tenant] if tenant is not None else sorted(registry.keys() | self.champions.keys())
+        )
         return StatsResponse(
             events=EventStats(
                 accepted=events.accepted,
@@ -538,14 +628,9 @@ class RecloopRuntime:
                 failed_flushes=events.failed_flushes,
                 last_error=events.last_error,
             ),
-            models=ModelStats(
-                serving=self._serving(),
-                registry_champion=self.registry.champion(),
-                swaps=self.swaps,
-                load_failures=self.load_failures,
-                failed_version=self.failed_version,
-                load_error=self.load_error,
-            ),
+            models={name: self._model_stats(name, registry.get(name)) for name in tenants},
+            swaps=self.swaps,
+            load_failures=self.load_failures,
             experiments=ExperimentStats(
                 live=[spec.name for spec in self.experiments.router.specs],
                 waiting={
@@ -560,4 +645,13 @@ class RecloopRuntime:
             ),
             served_lists=len(self.served),
             restored_served_lists=self.restored_served_lists,
+        )
+
+    def _model_stats(self, tenant: str, registry_champion: str | None) -> ModelStats:
+        champion, failure = self.champions.get(tenant), self.failures.get(tenant)
+        return ModelStats(
+            serving=champion.retriever.version if champion else None,
+            registry_champion=registry_champion,
+            failed_version=failure.version if failure else None,
+            load_error=failure.error if failure else None,
         )

@@ -46,6 +46,8 @@ from services.api import (
 )
 from services.runtime import RecloopRuntime, Refused
 from services.serving_stack import (
+    KEY_TENANT_HEADER,
+    TENANT_HEADER,
     ApiDocs,
     ApiKeyAuth,
     BodySizeLimit,
@@ -55,9 +57,22 @@ from services.serving_stack import (
 )
 
 
-def error(status: int, message: str) -> JSONResponse:
-    """A 4xx/5xx answer in the same shape as the middleware's: {"error": message}."""
-    return JSONResponse({"error": message}, status_code=status)
+def error(ctx: bentoml.Context, refused: Refused) -> JSONResponse:
+    """A 4xx/5xx answer in the same shape as the middleware's: {"error": message}. The
+    status goes on `ctx` too: BentoML answers an endpoint that takes a context with the
+    context's status, whatever the response's."""
+    ctx.response.status_code = refused.status
+    return JSONResponse({"error": refused.message}, status_code=refused.status)
+
+
+def named_tenant(ctx: bentoml.Context, field: str | None) -> tuple[str | None, str | None]:
+    """(the tenant the request names in its `tenant` field or X-Tenant header, the tenant
+    its API key is scoped to); 422 when field and header disagree."""
+    headers = ctx.request.headers
+    header = headers.get(TENANT_HEADER.decode())
+    if field is not None and header is not None and field != header:
+        raise Refused(422, f"the tenant field ({field!r}) and X-Tenant ({header!r}) disagree")
+    return field or header, headers.get(KEY_TENANT_HEADER.decode())
 
 
 API_ROUTES = ("/recommend", "/feedback", "/similar_items")
@@ -97,26 +112,37 @@ class RecloopService:
 
     @bentoml.api(route="/recommend", input_spec=RecommendRequest, output_spec=RecommendResponse)
     async def recommend(
-        self, user_id: str, k: int, exclude: list[str], context: dict[str, Any], dry_run: bool
+        self,
+        tenant: str | None,
+        user_id: str,
+        k: int,
+        exclude: list[str],
+        context: dict[str, Any],
+        dry_run: bool,
+        ctx: bentoml.Context,
     ) -> RecommendResponse | JSONResponse:
         """The user's top `k` items, best first, never one they already had or one in
         `exclude`. A user the model knows is ranked by it; a user it does not know (no
         history, no features) gets the most popular items, and `fallback` says so. Keep
-        `request_id` to send feedback on the list. 503 while no champion is loaded."""
+        `request_id` to send feedback on the list. 503 while no champion is loaded; 404
+        for an unknown tenant."""
         try:
-            return self.runtime.recommend(user_id, k, exclude, context, dry_run)
+            chosen = self.runtime.tenant(*named_tenant(ctx, tenant))
+            return self.runtime.recommend(chosen, user_id, k, exclude, context, dry_run)
         except Refused as refused:
-            return error(refused.status, refused.message)
+            return error(ctx, refused)
 
     @bentoml.api(route="/feedback", input_spec=FeedbackRequest, output_spec=FeedbackResponse)
     async def feedback(
         self,
+        tenant: str | None,
         request_id: str,
         user_id: str,
         item_id: str,
         event_type: str,
         value: float | None,
         durable: bool,
+        ctx: bentoml.Context,
     ) -> FeedbackResponse | JSONResponse:
         """What the user did with an item of a /recommend response: it is logged as an
         event (credited to the model and variant that showed the item) and counts in the
@@ -125,11 +151,14 @@ class RecloopService:
         event type. The same feedback sent again is acknowledged (`duplicate: true`) and
         not logged twice."""
         try:
-            seq, duplicate = self.runtime.feedback(request_id, user_id, item_id, event_type, value)
+            chosen = self.runtime.tenant(*named_tenant(ctx, tenant))
+            seq, duplicate = self.runtime.feedback(
+                chosen, request_id, user_id, item_id, event_type, value
+            )
             if durable:
                 await anyio.to_thread.run_sync(self.runtime.wait_durable, seq)
         except Refused as refused:
-            return error(refused.status, refused.message)
+            return error(ctx, refused)
         return FeedbackResponse(
             accepted=True, request_id=request_id, durable=durable, duplicate=duplicate
         )
@@ -137,24 +166,31 @@ class RecloopService:
     @bentoml.api(
         route="/similar_items", input_spec=SimilarItemsRequest, output_spec=SimilarItemsResponse
     )
-    async def similar_items(self, item_id: str, k: int) -> SimilarItemsResponse | JSONResponse:
+    async def similar_items(
+        self, tenant: str | None, item_id: str, k: int, ctx: bentoml.Context
+    ) -> SimilarItemsResponse | JSONResponse:
         """The `k` items the champion places nearest to `item_id` (nothing is logged).
         404 for an item the champion does not know; 501 when its kind has no notion of
         similar items (popularity)."""
         try:
-            return self.runtime.similar_items(item_id, k)
+            return self.runtime.similar_items(
+                self.runtime.tenant(*named_tenant(ctx, tenant)), item_id, k
+            )
         except Refused as refused:
-            return error(refused.status, refused.message)
+            return error(ctx, refused)
 
     @bentoml.api(route="/admin/reload", input_spec=EmptyRequest, output_spec=ReloadResponse)
-    def admin_reload(self) -> ReloadResponse:
-        """Load the registry's champion now (the service also looks every
-        RECLOOP_RELOAD_INTERVAL_S seconds); the previous one serves if it fails."""
+    def admin_reload(self, ctx: bentoml.Context) -> ReloadResponse | JSONResponse:
+        """Load every tenant's registry champion now (only the X-Tenant one, or the API
+        key's tenant's); the service also looks every RECLOOP_RELOAD_INTERVAL_S seconds.
+        A tenant whose champion fails to load keeps the previous one serving."""
         started = time.perf_counter()
-        version = self.runtime.reload()
-        return ReloadResponse(
-            model_version=version, seconds=round(time.perf_counter() - started, 3)
-        )
+        try:
+            tenant = self.runtime.admin_tenant(*named_tenant(ctx, None))
+        except Refused as refused:
+            return error(ctx, refused)
+        champions = self.runtime.reload(tenant)
+        return ReloadResponse(champions=champions, seconds=round(time.perf_counter() - started, 3))
 
     @bentoml.api(route="/admin/flush", input_spec=EmptyRequest, output_spec=FlushResponse)
     def admin_flush(self) -> FlushResponse:
@@ -162,10 +198,13 @@ class RecloopService:
         return self.runtime.flush()
 
     @bentoml.api(route="/admin/stats", input_spec=EmptyRequest, output_spec=StatsResponse)
-    def admin_stats(self) -> StatsResponse:
-        """Event counts, the model serving and any failed load, live experiments (also
-        on GET)."""
-        return self.runtime.stats()
+    def admin_stats(self, ctx: bentoml.Context) -> StatsResponse | JSONResponse:
+        """Event counts, the model serving each tenant (only the X-Tenant one, or the API
+        key's tenant's) and any failed load, live experiments (also on GET)."""
+        try:
+            return self.runtime.stats(self.runtime.admin_tenant(*named_tenant(ctx, None)))
+        except Refused as refused:
+            return error(ctx, refused)
 
 
 RecloopService.describe(DOCS)

@@ -55,7 +55,7 @@ from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from recloop.settings import api_key_from_env
+from recloop.settings import SettingsError, api_key_from_env, tenant_api_keys_from_env
 
 MAX_BODY_BYTES = 64 * 1024
 REQUEST_TIMEOUT_S = 10.0
@@ -259,25 +259,60 @@ class BodySizeLimit:
         await self.app(scope, receive_replayed, send)
 
 
-class ApiKeyAuth:
-    """401 unless `X-API-Key` matches `$RECLOOP_API_KEY`, on paths under one of `protected`.
+# The tenant a request names (optional while the service serves one tenant).
+TENANT_HEADER = b"x-tenant"
+# Set by ApiKeyAuth, never by a client: the tenant the request's key is scoped to.
+KEY_TENANT_HEADER = b"x-recloop-key-tenant"
 
-    The key is read when the server builds its app; with the variable unset or empty,
-    auth is off.
+
+class ApiKeyAuth:
+    """401 unless `X-API-Key` is `$RECLOOP_API_KEY` (every tenant) or one of
+    `$RECLOOP_TENANT_API_KEYS` (one tenant), on paths under one of `protected`; 403 when a
+    tenant's key names another tenant in `X-Tenant`.
+
+    A tenant key's tenant goes on to the endpoint in KEY_TENANT_HEADER, which then refuses
+    (403) a body naming another tenant; a client's own KEY_TENANT_HEADER is dropped. The
+    keys are read when the server builds its app; with none set, auth is off.
     """
 
     def __init__(self, app: ASGIApp, protected: Iterable[str]):
         self.app = app
-        self.key = (api_key_from_env() or "").encode()
+        tenant_keys = tenant_api_keys_from_env()
+        admin_key = api_key_from_env()
+        if admin_key is not None and admin_key in tenant_keys.values():
+            raise SettingsError("RECLOOP_API_KEY is also a tenant's key in RECLOOP_TENANT_API_KEYS")
+        # key -> the tenant it is scoped to (None: every tenant)
+        self.keys: dict[bytes, str | None] = {k.encode(): t for t, k in tenant_keys.items()}
+        if admin_key is not None:
+            self.keys[admin_key.encode()] = None
         self.protected = tuple(protected)
 
+    def _scope_of(self, given: bytes | None) -> tuple[bool, str | None]:
+        """(whether the key is known, the tenant it is scoped to); every key compared in
+        constant time."""
+        known, tenant = False, None
+        for key, scoped_to in self.keys.items():
+            if given is not None and hmac.compare_digest(given, key):
+                known, tenant = True, scoped_to
+        return known, tenant
+
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if self.key and scope["type"] == "http" and scope["path"].startswith(self.protected):
-            given = header(scope, b"x-api-key")
-            if given is None or not hmac.compare_digest(given, self.key):
+        if scope["type"] == "http":
+            scope = dict(scope)
+            scope["headers"] = [(k, v) for k, v in scope["headers"] if k != KEY_TENANT_HEADER]
+        if self.keys and scope["type"] == "http" and scope["path"].startswith(self.protected):
+            known, tenant = self._scope_of(header(scope, b"x-api-key"))
+            if not known:
                 message = f"missing or wrong X-API-Key header for {scope['path']}"
                 await send_json(send, 401, {"error": message})
                 return
+            if tenant is not None:
+                named = header(scope, TENANT_HEADER)
+                if named is not None and named.decode("latin-1") != tenant:
+                    message = f"this API key is scoped to tenant {tenant!r}, not {named.decode('latin-1')!r}"
+                    await send_json(send, 403, {"error": message})
+                    return
+                scope["headers"].append((KEY_TENANT_HEADER, tenant.encode()))
         await self.app(scope, receive, send)
 
 

@@ -180,7 +180,8 @@ def training_tenant(layout: DataLayout, tenant: str | None) -> str:
     if len(tenants) != 1:
         raise ValueError(
             f"the labels hold {len(tenants)} tenants ({', '.join(tenants) or 'none'}): "
-            "name the one to train for (training_set config `tenant`)"
+            "name the one to train for (the training run's tenant partition, or an "
+            "experiment audience's `tenants`)"
         )
     return tenants[0]
 

@@ -207,7 +207,9 @@ def ope_targets(registry: Registry, spec: ExperimentSpec) -> dict[str, tuple[Ser
         if variant.trains:
             version = registry.deployed_version(spec.name, name, variant.training_digest)
         else:
-            version = registry.champion() if variant.model == "champion" else variant.model
+            version = (
+                registry.champion(spec.tenant) if variant.model == "champion" else variant.model
+            )
         if version is not None:
             model = servable(registry.load(version))
             targets[variant_label(spec.name, name)] = (model, variant_policy(variant))

@@ -269,6 +269,14 @@ class ExperimentSpec:
         """start <= now < stop; `now` must carry a time zone."""
         return self.start <= now < self.stop
 
+    @property
+    def tenant(self) -> str | None:
+        """The tenant whose labels the variants train on and whose champion a "champion"
+        variant serves: the audience's, when it names one; else None, for the only tenant
+        (with several, training fails naming them)."""
+        tenants = self.audience.tenants
+        return next(iter(tenants)) if tenants is not None and len(tenants) == 1 else None
+
 
 def active(specs: Iterable[ExperimentSpec], now: datetime) -> list[ExperimentSpec]:
     """The specs running at `now`, in the order given."""

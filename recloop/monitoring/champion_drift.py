@@ -57,8 +57,9 @@ class ChampionState:
     data_end: pd.Timestamp | None
 
     @classmethod
-    def of(cls, registry: Registry) -> ChampionState:
-        version = registry.champion()
+    def of(cls, registry: Registry, tenant: str | None = None) -> ChampionState:
+        """`tenant`'s champion (with one tenant, it may go unnamed)."""
+        version = registry.champion(tenant)
         metadata = registry.metadata(version) if version else {}
         return cls(
             version=version,
@@ -132,10 +133,12 @@ class CurrentDrift:
     skew: list[FeatureDrift]
 
 
-def current_drift(layout: DataLayout, store: FeatureStore, window: int) -> CurrentDrift | None:
-    """The champion's drift report on the validated log, its served events and the
+def current_drift(
+    layout: DataLayout, store: FeatureStore, window: int, tenant: str | None = None
+) -> CurrentDrift | None:
+    """`tenant`'s champion's drift report on the validated log, its served events and the
     training/serving skew table (None without a champion)."""
-    champion = ChampionState.of(Registry(layout.registry))
+    champion = ChampionState.of(Registry(layout.registry), tenant)
     if champion.version is None:
         return None
     config = MonitoringConfig(window=window)

@@ -17,6 +17,7 @@ from collections.abc import Callable
 
 import pytest
 
+from drivers.demo import DEMO_TENANT
 from drivers.launcher import Server, run_service
 from recloop.data.layout import DataLayout
 from recloop.models.model_artifact import WEIGHTS
@@ -87,9 +88,14 @@ def swap_service(trained: TrainedSystem, tmp_path_factory) -> tuple[Server, Regi
 
 
 def stats(server: Server) -> dict:
+    """The demo tenant's model stats, with the service's swap and failure counts."""
     status, answer = call(f"{server.url}/admin/stats", {})
     assert status == 200
-    return answer["models"]
+    return {
+        **answer["models"][DEMO_TENANT],
+        "swaps": answer["swaps"],
+        "load_failures": answer["load_failures"],
+    }
 
 
 def test_promotion_and_rollback_swap_under_load_without_a_failed_request(swap_service) -> None:

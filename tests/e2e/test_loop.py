@@ -19,6 +19,7 @@ import pytest
 from assets.definitions import build_definitions
 from assets.monitoring import drift_sensor, nightly_retrain, retrain_on_new_data_sensor
 from assets.resources import RecloopResource
+from drivers.demo import DEMO_TENANT
 from drivers.loop import LoopConfig, prepare, run_loop
 from recloop.data.layout import DataLayout
 from recloop.registry.model_registry import Registry
@@ -123,6 +124,7 @@ def test_retrain_sensors_ask_for_the_same_run_after_a_restart(loop) -> None:
     restarted = _evaluate(retrain_on_new_data_sensor, eager, instance)
     (request,) = new_data.run_requests
     assert request.run_key.startswith(f"new-data:{champion}:")
+    assert request.partition_key == DEMO_TENANT  # a retrain of the champion's tenant only
     assert [r.run_key for r in restarted.run_requests] == [request.run_key]
 
 
@@ -130,6 +132,7 @@ def _nightly(settings: Settings, instance: dg.DagsterInstance):
     with dg.build_schedule_context(
         instance=instance,
         resources={"recloop": RecloopResource.from_settings(settings)},
+        repository_def=build_definitions(settings).get_repository_def(),
         scheduled_execution_time=datetime(2026, 11, 23, 3, tzinfo=UTC),
     ) as context:
         return nightly_retrain.evaluate_tick(context)
@@ -143,3 +146,4 @@ def test_nightly_retrain_runs_only_when_events_are_newer_than_the_champion(loop,
     busy = _nightly(settings, instance)
     (request,) = busy.run_requests
     assert request.run_key.startswith("nightly:2026-11-23:")
+    assert request.partition_key == DEMO_TENANT

@@ -27,9 +27,10 @@ def test_recloop_run_trains_and_promotes_on_a_generated_log(own_log_run: OwnLogR
     summary = json.loads((own_log_run.artifacts / "run_summary.json").read_text())
     assert summary["raw_events"] == summary["valid_events"] + summary["quarantined_events"]
     assert summary["pending_events"] == 0 and summary["tenants"] == [TINY_TENANT]
+    assert summary["events_by_tenant"][TINY_TENANT]["raw"] == summary["raw_events"]
     registry = Registry(DataLayout(data_dir).registry)
-    assert registry.champion() == summary["model_version"]
-    assert summary["model_version"].startswith("ease-")
+    champion = summary["champions"][TINY_TENANT]["model_version"]
+    assert registry.champion() == champion and champion.startswith("ease-")
     # The runs went to the instance `recloop run` defaults to, as workspace runs.
     with dg.DagsterInstance.from_config(str(data_dir / "dagster_home")) as instance:
         runs = instance.get_runs()

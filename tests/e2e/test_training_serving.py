@@ -18,6 +18,7 @@ import pandas as pd
 import pytest
 
 from assets.definitions import TRAINING_JOB
+from drivers.demo import DEMO_TENANT
 from drivers.launcher import free_port, run_service, serve
 from feature_repo.definitions import FEATURE_TTL
 from recloop.data.layout import DataLayout
@@ -131,6 +132,7 @@ def test_shuffled_labels_are_blocked_and_the_champion_keeps_serving(trained, ser
     before = trained.registry.champion()
     result = trained.defs.resolve_job_def(TRAINING_JOB).execute_in_process(
         instance=trained.instance,
+        partition_key=DEMO_TENANT,
         raise_on_error=False,
         run_config={
             "ops": {"model_candidate": {"config": {"label_permutation_seed": 1, "epochs": 3}}}
@@ -148,7 +150,7 @@ def test_shuffled_labels_are_blocked_and_the_champion_keeps_serving(trained, ser
     ]
     assert len(failed) == 1
     status, reloaded = call(f"{server}/admin/reload", {}, {"X-API-Key": API_KEY})
-    assert status == 200 and reloaded["model_version"] == before
+    assert status == 200 and reloaded["champions"] == {DEMO_TENANT: before}
     status, answer = call(f"{server}/recommend", {"user_id": "1", "k": 5})
     assert status == 200 and answer["model_version"] == before
 
@@ -381,7 +383,7 @@ def test_with_redis_down_the_service_is_not_ready_and_answers_503_naming_it(trai
     with run_service(settings, env, "redis-down.log", wait_for_ready=False) as server:
         wait_alive(server.url)
         deadline = time.monotonic() + 60
-        while call(f"{server.url}/admin/stats", {}, auth)[1]["models"]["serving"] is None:
+        while not call(f"{server.url}/admin/stats", {}, auth)[1]["models"][DEMO_TENANT]["serving"]:
             assert time.monotonic() < deadline, "the champion never loaded"
             time.sleep(0.2)
         assert get(f"{server.url}/readyz")[0] == 503

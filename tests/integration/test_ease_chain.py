@@ -59,7 +59,7 @@ def test_ease_trains_judges_registers_and_serves_as_the_champion(system: System)
     registry.promote(version, reason="ease serves")
 
     runtime = RecloopRuntime()
-    assert runtime.reload() == version
+    assert runtime.reload() == {TINY_TENANT: version}
     model = registry.load(version)
     # the refit serves (weights solved on the late users' labels too), the gates judged
     # the weights solved before the cut-off
@@ -69,18 +69,18 @@ def test_ease_trains_judges_registers_and_serves_as_the_champion(system: System)
     for user in [*EARLY, *LATE]:
         row = list(model.user_ids).index(user)
         had = {str(model.item_ids[i]) for i in model.history[row].indices}
-        answer = runtime.recommend(user, 10, [], {})
+        answer = runtime.recommend(TINY_TENANT, user, 10, [], {})
         assert answer.fallback is None and answer.model_version == version
         items = [item.item_id for item in answer.items]
         assert len(items) == 10 and not had & set(items), user
-    first = runtime.recommend("never-seen", 3, [], {})
+    first = runtime.recommend(TINY_TENANT, "never-seen", 3, [], {})
     assert first.fallback == "popularity"
     # a click counts in the very next request, before any flush pushes it to Feast
     clicked = first.items[0].item_id
-    runtime.feedback(first.request_id, "never-seen", clicked, "click", None)
-    after = runtime.recommend("never-seen", 3, [], {})
+    runtime.feedback(TINY_TENANT, first.request_id, "never-seen", clicked, "click", None)
+    after = runtime.recommend(TINY_TENANT, "never-seen", 3, [], {})
     assert after.fallback is None and clicked not in [item.item_id for item in after.items]
-    similar = runtime.similar_items(ITEMS[0], 3)
+    similar = runtime.similar_items(TINY_TENANT, ITEMS[0], 3)
     assert similar.model_version == version and ITEMS[0] not in [i.item_id for i in similar.items]
 
 
@@ -119,10 +119,12 @@ def test_the_champion_chain_trains_the_algorithm_the_settings_name(system: Syste
     with pytest.raises(dg.DagsterInvalidConfigError, match="dim"):  # a two-tower parameter
         job.execute_in_process(
             instance=system.instance,
+            partition_key=TINY_TENANT,
             run_config={"ops": {"model_candidate": {"config": {"dim": 8}}}},
         )
     result = job.execute_in_process(
         instance=system.instance,
+        partition_key=TINY_TENANT,
         run_config={
             **QUIET_LOGS,
             "ops": {"model_candidate": {"config": {"l2": 7.0, "search_l2": False}}},
@@ -138,7 +140,8 @@ def test_the_champion_chain_trains_the_algorithm_the_settings_name(system: Syste
     assert champion is not None and champion.startswith("ease-")
     assert registry.metadata(champion)["config"] == {"l2": 7.0, "search_l2": False, "refit": True}
     assert registry.load(champion).l2 == 7.0
-    summary = model_summary(settings)  # what `make demo` reports of the champion
+    # what `make demo` reports of the champion
+    summary = model_summary(settings)["champions"][TINY_TENANT]
     assert summary["model_version"] == champion
     assert summary["training"]["algorithm"] == "ease"
     assert summary["training"]["feature_service"] is None

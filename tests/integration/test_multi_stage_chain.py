@@ -83,19 +83,19 @@ def test_multi_stage_trains_judges_registers_and_serves_as_the_champion(system: 
     registry.promote(version, reason="multi-stage serves")
 
     runtime = RecloopRuntime()
-    assert runtime.reload() == version
+    assert runtime.reload() == {TINY_TENANT: version}
     served = registry.load(version)
     # the served state knows every label: the late users' too, whose labels are all in the
     # test part, which the judged state never saw
     for user in [*EARLY, *LATE]:
         row = list(served.user_ids).index(user)
         had = {str(served.item_ids[i]) for i in served.history[row].indices}
-        answer = runtime.recommend(user, 10, [], {})
+        answer = runtime.recommend(TINY_TENANT, user, 10, [], {})
         assert answer.fallback is None and answer.model_version == version, user
         items = [item.item_id for item in answer.items]
         assert len(items) == 10 and not had & set(items), user
-    assert runtime.recommend("never-seen", 3, [], {}).fallback == "popularity"
-    similar = runtime.similar_items(ITEMS[0], 3)
+    assert runtime.recommend(TINY_TENANT, "never-seen", 3, [], {}).fallback == "popularity"
+    similar = runtime.similar_items(TINY_TENANT, ITEMS[0], 3)
     assert similar.model_version == version and ITEMS[0] not in [i.item_id for i in similar.items]
 
 

@@ -111,6 +111,7 @@ def promote_on_positives_only(
     defs = tiny_features_run(settings, instance)
     result = defs.resolve_job_def(TRAINING_JOB).execute_in_process(
         instance=instance,
+        partition_key=TINY_TENANT,
         raise_on_error=False,
         run_config={"ops": {"model_candidate": {"config": candidate}}},
     )
@@ -141,12 +142,12 @@ def test_the_default_gates_promote_ease_on_a_positives_only_log(
     lift = gate["lift_over_popularity"]
     assert lift["passed"] and lift["threshold"] == -0.1 and gate["coverage"]["passed"]
     runtime = RecloopRuntime()
-    assert runtime.reload() == champion
+    assert runtime.reload() == {TINY_TENANT: champion}
     for user in [*EARLY, *LATE]:
-        answer = runtime.recommend(user, 10, [], {})
+        answer = runtime.recommend(TINY_TENANT, user, 10, [], {})
         assert answer.fallback is None and answer.model_version == champion, user
         assert len(answer.items) == 10
-    assert runtime.recommend("never-seen", 3, [], {}).fallback == "popularity"
+    assert runtime.recommend(TINY_TENANT, "never-seen", 3, [], {}).fallback == "popularity"
 
     # The negative control: labels shuffled across items; the same default gates block it
     # and the champion stays.
@@ -155,6 +156,7 @@ def test_the_default_gates_promote_ease_on_a_positives_only_log(
         .resolve_job_def(TRAINING_JOB)
         .execute_in_process(
             instance=instance,
+            partition_key=TINY_TENANT,
             raise_on_error=False,
             run_config={"ops": {"model_candidate": {"config": {"label_permutation_seed": 1}}}},
         )
@@ -178,9 +180,9 @@ def test_every_user_with_history_is_served_by_the_promoted_model(champion_system
     assert bundle.model.known_users.all() and set(bundle.user_ids) == {*EARLY, *LATE}
 
     runtime = RecloopRuntime()
-    assert runtime.reload() == champion
+    assert runtime.reload() == {TINY_TENANT: champion}
     for user in [*EARLY, *LATE, BROWSER]:
-        answer = runtime.recommend(user, 10, [], {})
+        answer = runtime.recommend(TINY_TENANT, user, 10, [], {})
         assert answer.fallback is None and answer.model_version == champion, user
         assert len(answer.items) == 10
-    assert runtime.recommend("never-seen", 3, [], {}).fallback == "popularity"
+    assert runtime.recommend(TINY_TENANT, "never-seen", 3, [], {}).fallback == "popularity"
