@@ -42,8 +42,10 @@ $(DAGSTER_YAML):
 	mkdir -p $(DAGSTER_HOME)
 	cp -n deploy/local/dagster.yaml $@
 
+# TENANTS=2 splits MovieLens' users into two tenants, each trained and served on its own.
+TENANTS ?= 1
 demo: install $(DAGSTER_YAML)
-	$(BIN)/python -m drivers.demo
+	$(BIN)/python -m drivers.demo --tenants $(TENANTS)
 
 # The whole chain on the raw log already in $(RECLOOP_DATA_DIR) (yours; no download).
 pipeline: install $(DAGSTER_YAML)

@@ -17,23 +17,28 @@ from assets.monitoring import (
     RETRAIN_JOB,
     drift_report_asset,
     drift_sensor,
+    first_champion_sensor,
     nightly_retrain,
     retrain_on_new_data_sensor,
 )
 from assets.partitions import event_partitions
 from assets.resources import RecloopResource
 from assets.sensors import (
-    VALIDATE_EVENTS_JOB,
     new_raw_data_sensor,
     tenant_discovery_sensor,
+    validate_catalogs_job,
+    validate_events_job,
 )
-from assets.training import TRAINING_GROUP, champion_chain_assets, item_text_embeddings
+from assets.training import (
+    TRAINING_GROUP,
+    TRAINING_JOB,
+    champion_chain_assets,
+    item_text_embeddings,
+)
 from recloop.data.layout import DataLayout
 from recloop.settings import Settings
 
-VALIDATE_CATALOGS_JOB = "validate_catalogs"
 FEATURES_JOB = "build_features"
-TRAINING_JOB = "train_and_promote"
 
 
 def partitions_start(settings: Settings) -> date:
@@ -61,17 +66,8 @@ def build_definitions(settings: Settings) -> dg.Definitions:
         ],
         asset_checks=[stream_batch_parity],
         jobs=[
-            dg.define_asset_job(
-                VALIDATE_EVENTS_JOB,
-                description="Validate raw event partitions (one day of one tenant each; a "
-                "range runs in one process): valid rows on, failing rows to quarantine.",
-                selection=["validated_events"],
-            ),
-            dg.define_asset_job(
-                VALIDATE_CATALOGS_JOB,
-                description="Validate one tenant's user and item catalog snapshots.",
-                selection=["validated_users", "validated_items"],
-            ),
+            validate_events_job,
+            validate_catalogs_job,
             dg.define_asset_job(
                 FEATURES_JOB,
                 description="Build the features from the validated events: dbt models, Feast "
@@ -103,6 +99,7 @@ def build_definitions(settings: Settings) -> dg.Definitions:
             new_raw_data_sensor,
             drift_sensor,
             retrain_on_new_data_sensor,
+            first_champion_sensor,
             features_automation_sensor,
         ],
         schedules=[nightly_retrain, *experiments.schedules],

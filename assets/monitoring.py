@@ -27,8 +27,9 @@ import dagster as dg
 from assets.partitions import TENANTS
 from assets.plots import ctr_curve
 from assets.resources import RecloopResource
+from assets.training import TRAINING_JOB
 from recloop.data.layout import write_json_atomic
-from recloop.data.validated_log import events_after
+from recloop.data.validated_log import events_after, labels_by_tenant
 from recloop.monitoring.champion_drift import (
     ChampionState,
     CurrentDrift,
@@ -264,6 +265,53 @@ def nightly_retrain(context: dg.ScheduleEvaluationContext, recloop: RecloopResou
     if not requests:
         return dg.SkipReason("; ".join(skipped) or "no tenants yet")
     return requests
+
+
+@dg.sensor(
+    job_name=TRAINING_JOB,
+    minimum_interval_seconds=30,
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    description="Trains, gates and promotes the first champion of each tenant that has none, "
+    "once its labels are in the marts and the online store was built after its validation.",
+)
+def first_champion_sensor(context: dg.SensorEvaluationContext, recloop: RecloopResource):
+    """A `train_and_promote` run for each tenant partition without a champion whose labels
+    the features runs have built. Keyed by the tenant and its label count: a run whose gates
+    fail (e.g. a tenant whose data is mostly quarantined) is not asked for again until the
+    tenant has other labels, and the other tenants keep serving meanwhile."""
+    layout = recloop.layout()
+    champions = Registry(layout.registry).champions()
+    waiting = [
+        tenant
+        for tenant in context.instance.get_dynamic_partitions(TENANTS.name)
+        if tenant not in champions
+    ]
+    if not waiting:
+        return dg.SkipReason("every tenant has a champion")
+    if not _features_after_validation(context.instance):
+        return dg.SkipReason(
+            f"{', '.join(waiting)}: waiting for the features to be built after the last validation"
+        )
+    labels = labels_by_tenant(layout)
+    requests = [
+        dg.RunRequest(
+            run_key=f"first-champion:{tenant}:{labels[tenant]}",
+            partition_key=tenant,
+            tags={"recloop/trigger": "first-champion"},
+        )
+        for tenant in waiting
+        if labels.get(tenant)
+    ]
+    if not requests:
+        return dg.SkipReason(f"{', '.join(waiting)}: no labels in the marts yet")
+    return requests
+
+
+def _features_after_validation(instance: dg.DagsterInstance) -> bool:
+    """Whether the online store was last materialized after the last validation run."""
+    features = instance.get_latest_materialization_event(dg.AssetKey("feast_online_store"))
+    validated = instance.get_latest_materialization_event(dg.AssetKey("validated_events"))
+    return features is not None and (validated is None or features.timestamp > validated.timestamp)
 
 
 def _day(context: dg.ScheduleEvaluationContext) -> str:

@@ -34,6 +34,7 @@ from recloop.settings import CHAMPION_ALGORITHMS
 from recloop.training.chain import GatePlan, ModelRecipe
 
 TRAINING_GROUP = "training"
+TRAINING_JOB = "train_and_promote"
 
 
 @dg.asset(

@@ -7,6 +7,7 @@ them in the UI. Ends with a human summary and artifacts/demo_summary.json.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import sys
@@ -23,16 +24,15 @@ from typing import Protocol
 import dagster as dg
 import pyarrow.parquet as pq
 
-from assets.definitions import (
-    FEATURES_JOB,
-    TRAINING_JOB,
+from assets.definitions import FEATURES_JOB, TRAINING_JOB, build_definitions
+from assets.model_chain import CHECK_OF_GATE, gate_outcome, grouped_outcome
+from assets.partitions import TENANTS
+from assets.sensors import (
     VALIDATE_CATALOGS_JOB,
     VALIDATE_EVENTS_JOB,
-    build_definitions,
+    new_tenants,
+    tenant_range_tags,
 )
-from assets.model_chain import CHECK_OF_GATE, gate_outcome, grouped_outcome
-from assets.partitions import TENANTS, event_key
-from assets.sensors import new_tenants
 from drivers.dagster_runs import RunOutcome, WorkspaceJobs
 from drivers.launcher import PROJECT_ROOT, post_json, serve
 from feature_repo.definitions import build_feature_objects
@@ -48,6 +48,7 @@ from recloop.data.movielens import (
     fetch_recbole_wheel,
     read_ml100k_wheel,
     shift_to_end_before,
+    split_users,
     to_raw_log,
     write_raw_log,
 )
@@ -178,11 +179,19 @@ def announce(steps: tuple[str, ...], step: str, text: str) -> None:
     print(f"[{steps.index(step) + 1}/{len(steps)}] {text}", flush=True)
 
 
-def stable_shift(layout: DataLayout, frames: MovieLensFrames) -> timedelta:
+def demo_tenants(count: int) -> list[str]:
+    """The demo's tenants: `ml100k`, or `ml100k-1` .. `ml100k-<count>`, one per part of
+    the users."""
+    if count < 1:
+        raise DemoError(f"TENANTS must be at least 1, not {count}")
+    return [DEMO_TENANT] if count == 1 else [f"{DEMO_TENANT}-{n}" for n in range(1, count + 1)]
+
+
+def stable_shift(layout: DataLayout, frames: MovieLensFrames, tenant: str) -> timedelta:
     """Whole days that move MovieLens so its last day is yesterday, the first time; the
     same days again once the data directory holds the demo's raw log (a later run must
     rewrite the same partitions, not add a second, shifted copy)."""
-    written = layout.event_days(DEMO_TENANT)
+    written = layout.event_days(tenant)
     if not written:
         return shift_to_end_before(frames, datetime.now(UTC))
     first = datetime.fromtimestamp(int(frames.ratings["timestamp"].min()), UTC).date()
@@ -194,18 +203,34 @@ def build_features(
     instance: dg.DagsterInstance,
     shift: timedelta | None = timedelta(0),
     jobs: Jobs | None = None,
+    tenants: int = 1,
 ) -> dg.Definitions:
-    """Steps 1-4: raw log (timestamps moved by `shift`; None: `stable_shift`), validation,
-    dbt and Feast, run by `jobs` (default: in this process). Returns the definitions of
-    the code location."""
+    """Steps 1-4: raw log (timestamps moved by `shift`; None: `stable_shift`; with
+    `tenants` > 1 the users split into that many tenants), validation, dbt and Feast, run
+    by `jobs` (default: in this process). Returns the definitions of the code location."""
     layout = DataLayout(settings.data_dir)
+    names = demo_tenants(tenants)
+    others = sorted(set(layout.tenants()) - set(names))
+    if others:
+        raise DemoError(
+            f"{layout.root} already holds tenants {', '.join(others)} (another TENANTS "
+            "setting?): point RECLOOP_DATA_DIR at another directory"
+        )
     announce(DEMO_STEPS, "raw log", f"MovieLens-100K -> raw event log under {layout.root / 'raw'}")
     frames = read_ml100k_wheel(fetch_recbole_wheel(layout.cache))
-    shift = stable_shift(layout, frames) if shift is None else shift
-    report = write_raw_log(to_raw_log(frames, DEMO_TENANT, shift), layout)
-    print(f"      {report.events:,} ratings, {report.first_day} .. {report.last_day}")
-    injected = inject_malformed_batch(layout, DEMO_TENANT)
-    print(f"      + {injected} deliberately malformed events ({BAD_BATCH_NAME}) to show quarantine")
+    shift = stable_shift(layout, frames, names[0]) if shift is None else shift
+    parts = split_users(frames, tenants) if tenants > 1 else [frames]
+    for tenant, part in zip(names, parts, strict=True):
+        report = write_raw_log(to_raw_log(part, tenant, shift), layout)
+        print(
+            f"      {tenant}: {report.events:,} ratings of {len(part.users):,} users, "
+            f"{report.first_day} .. {report.last_day}"
+        )
+    injected = inject_malformed_batch(layout, names[0])
+    print(
+        f"      + {injected} deliberately malformed events ({BAD_BATCH_NAME}, {names[0]}) "
+        "to show quarantine"
+    )
     return run_feature_jobs(settings, instance, jobs)
 
 
@@ -236,10 +261,7 @@ def run_feature_jobs(
             jobs,
             VALIDATE_EVENTS_JOB,
             f"event validation of {tenant}",
-            tags={
-                "dagster/asset_partition_range_start": event_key(tenant, days[0]),
-                "dagster/asset_partition_range_end": event_key(tenant, days[-1]),
-            },
+            tags=tenant_range_tags(tenant, days),
         )
     announce(
         steps,
@@ -279,35 +301,45 @@ def train_and_promote(
 
 
 def serving_smoke(settings: Settings) -> dict:
-    """Step 6: start the service over HTTP, ask for recommendations, check the answer."""
-    announce(DEMO_STEPS, "serving", "start the BentoML service and send a smoke request")
+    """Step 6: start the service over HTTP, ask each tenant's champion for a known user's
+    recommendations, check the answers."""
+    announce(DEMO_STEPS, "serving", "start the BentoML service and send a smoke request per tenant")
     registry = Registry(DataLayout(settings.data_dir).registry)
-    tenant, champion = next(iter(registry.champions().items()))
-    user = str(registry.load(champion).user_ids[0])
+    champions = registry.champions()
+    users = {tenant: str(registry.load(v).user_ids[0]) for tenant, v in champions.items()}
     with serve(settings) as url:
-        # A dry run: the smoke request's impressions would be training data.
-        answer = post_json(
-            f"{url}/recommend", {"tenant": tenant, "user_id": user, "k": 10, "dry_run": True}
-        )
-    smoke_ok = (
-        answer.get("model_version") == champion
+        # Dry runs: the smoke requests' impressions would be training data.
+        answers = {
+            tenant: post_json(
+                f"{url}/recommend",
+                {"tenant": tenant, "user_id": users[tenant], "k": 10, "dry_run": True},
+            )
+            for tenant in champions
+        }
+    smoke_ok = all(
+        answer.get("model_version") == champions[tenant]
         and len(answer.get("items", [])) == 10
         and answer.get("fallback") is None
+        for tenant, answer in answers.items()
     )
-    return {"url": url, "smoke_ok": smoke_ok, "smoke_user": user, "smoke_response": answer}
+    return {"url": url, "smoke_ok": smoke_ok, "smoke_users": users, "smoke_responses": answers}
 
 
 def run_demo(
-    settings: Settings, instance: dg.DagsterInstance, artifacts: Path, jobs: Jobs | None = None
+    settings: Settings,
+    instance: dg.DagsterInstance,
+    artifacts: Path,
+    jobs: Jobs | None = None,
+    tenants: int = 1,
 ) -> dict:
     started = time.perf_counter()
     # Moved so that its last day is yesterday: the event partitions hold days that have
     # data, and the online features are fresh, as with a live log.
-    defs = build_features(settings, instance, shift=None, jobs=jobs)
+    defs = build_features(settings, instance, shift=None, jobs=jobs, tenants=tenants)
     train_and_promote(defs, instance, jobs=jobs)
     serving = serving_smoke(settings)
     if not serving["smoke_ok"]:
-        raise DemoError(f"the smoke request got an unexpected answer: {serving['smoke_response']}")
+        raise DemoError(f"a smoke request got an unexpected answer: {serving['smoke_responses']}")
     announce(DEMO_STEPS, "summary", "summary")
     summary = {
         **build_summary(settings, defs, started),
@@ -573,8 +605,15 @@ def child_stdout_to(path: Path) -> Iterator[None]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--artifacts", type=Path, default=Path("artifacts"))
+    parser.add_argument(
+        "--tenants",
+        type=int,
+        default=1,
+        help="split MovieLens-100K's users into this many tenants (ml100k-1, ...), each "
+        "trained, promoted and served on its own; 1 (default): one tenant, ml100k",
+    )
     args = parser.parse_args(argv)
-    return launch(run_demo, args.artifacts)
+    return launch(functools.partial(run_demo, tenants=args.tenants), args.artifacts)
 
 
 if __name__ == "__main__":

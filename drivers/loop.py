@@ -38,11 +38,11 @@ from typing import Literal
 import dagster as dg
 import numpy as np
 
-from assets.definitions import VALIDATE_EVENTS_JOB, build_definitions
+from assets.definitions import build_definitions
 from assets.monitoring import RETRAIN_JOB, drift_sensor
 from assets.plots import loop_timeline_png
 from assets.resources import RecloopResource
-from assets.sensors import new_raw_data_sensor
+from assets.sensors import VALIDATE_EVENTS_JOB, new_raw_data_sensor
 from drivers.demo import QUIET_LOGS, build_features, train_and_promote
 from drivers.launcher import PROJECT_ROOT, post_json, serve
 from recloop.data.layout import DataLayout, write_json_atomic

@@ -13,11 +13,14 @@ what serves it:
 
 A spec whose served variants are not all resolved yet (training, gates, or the first
 batch push still to come) is left out of routing, and `waiting` says why: its requests
-go to the champion until the whole test can run.
+go to the champion until the whole test can run. A model serves only the tenant it was
+trained for: a spec whose audience names no tenant is routed for its models' tenant
+only, and one whose audience names another tenant waits.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import logging
 from collections.abc import Iterable, Mapping
@@ -197,6 +200,7 @@ class ExperimentLoader:
             )
         sources: dict[tuple[str, str], VariantSource] = {}
         waiting: dict[str, tuple[str, ...]] = {}
+        scoped = []
         for spec in specs:
             reasons = []
             for name, variant in spec.variants.items():
@@ -205,11 +209,38 @@ class ExperimentLoader:
                     reasons.append(f"{name}: {reason}")
                 else:
                     sources[(spec.name, name)] = source
-            waiting[spec.name] = tuple(reasons)
+            models = [
+                s.model for (owner, _), s in sources.items() if owner == spec.name and s.model
+            ]
+            spec, problem = self._for_models_tenant(spec, models)
+            waiting[spec.name] = tuple(reasons + ([problem] if problem else []))
+            scoped.append(spec)
+        specs = scoped
         ready = [spec for spec in specs if not waiting[spec.name]]
         used = {s.model.version for s in sources.values() if s.model is not None}
         self._models = {v: m for v, m in self._models.items() if v in used}
         return ExperimentSet(Router(ready), sources, waiting, digest, None, tuple(specs))
+
+    def _for_models_tenant(
+        self, spec: ExperimentSpec, models: list[Servable]
+    ) -> tuple[ExperimentSpec, str | None]:
+        """The spec routed only for the tenant its variants' models were trained for (its
+        audience's tenants when they name that one), or why it cannot be routed."""
+        tenants = sorted({self.registry.tenant_of(model.version) for model in models})
+        if not tenants:
+            return spec, None
+        if len(tenants) > 1:
+            return spec, f"its variants' models were trained for several tenants: {tenants}"
+        named = spec.audience.tenants
+        if named is None:
+            audience = dataclasses.replace(spec.audience, tenants=frozenset(tenants))
+            return dataclasses.replace(spec, audience=audience), None
+        if named != frozenset(tenants):
+            return spec, (
+                f"its models were trained for tenant {tenants[0]}, but its audience names "
+                f"{', '.join(sorted(named))}"
+            )
+        return spec, None
 
     def _resolve(self, spec: ExperimentSpec, variant: Variant) -> tuple[VariantSource | None, str]:
         label = variant_label(spec.name, variant.name)

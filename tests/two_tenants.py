@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 import dagster as dg
@@ -57,18 +57,33 @@ class TwoTenants:
         )
 
 
+def _log_days() -> list[date]:
+    yesterday = datetime.now(UTC).date() - timedelta(days=1)
+    return [yesterday - timedelta(days=DAYS - 1 - n) for n in range(DAYS)]
+
+
+# Ending yesterday, so the online features are fresh.
+LOG_DAYS = _log_days()
+
+
+def write_tenant_log(layout: DataLayout, tenant: str) -> None:
+    """`tenant`'s raw log and catalogs: books' (seed 14) or shop's (seed 15, items shifted)."""
+    if tenant == "books":
+        frames = positives_only_frames(LOG_DAYS, seed=14)
+    else:
+        frames = _shifted(positives_only_frames(LOG_DAYS, seed=15), SHOP_ITEM_SHIFT)
+    write_raw_log(to_raw_log(frames, tenant), layout)
+
+
 @contextmanager
 def two_tenant_system(root: Path) -> Iterator[TwoTenants]:
-    """Both tenants' logs (ending yesterday, so the online features are fresh) through
-    validation, dbt and Feast."""
-    yesterday = datetime.now(UTC).date() - timedelta(days=1)
-    days = [yesterday - timedelta(days=DAYS - 1 - n) for n in range(DAYS)]
+    """Both tenants' logs through validation, dbt and Feast."""
     layout = DataLayout(root / "data")
-    books = positives_only_frames(days, seed=14)
-    shop = _shifted(positives_only_frames(days, seed=15), SHOP_ITEM_SHIFT)
-    for tenant, frames in zip(TENANTS, (books, shop), strict=True):
-        write_raw_log(to_raw_log(frames, tenant), layout)
-    settings = Settings(data_dir=layout.root, partitions_start=days[0], champion_algorithm="ease")
+    for tenant in TENANTS:
+        write_tenant_log(layout, tenant)
+    settings = Settings(
+        data_dir=layout.root, partitions_start=LOG_DAYS[0], champion_algorithm="ease"
+    )
     (root / "dagster").mkdir()
     with dg.instance_for_test(temp_dir=str(root / "dagster")) as instance:
         tiny_features_run(settings, instance, TENANTS)

@@ -209,6 +209,29 @@ def download_movielens(name: str, cache_dir: Path, url_template: str = GROUPLENS
     return target
 
 
+def split_users(frames: MovieLensFrames, parts: int) -> list[MovieLensFrames]:
+    """`parts` disjoint sets of users (every `parts`-th user by id), each with its users'
+    ratings and the whole item catalog: independent customers of one catalog, e.g. the
+    demo's tenants."""
+    if parts < 1:
+        raise ValueError(f"cannot split users into {parts} parts")
+    order = sorted(frames.users["user_id"], key=lambda user: (len(user), user))
+    part_of = {user: n % parts for n, user in enumerate(order)}
+    split = []
+    for part in range(parts):
+        mine = {user for user, n in part_of.items() if n == part}
+        split.append(
+            MovieLensFrames(
+                ratings=frames.ratings.loc[frames.ratings["user_id"].isin(mine)].reset_index(
+                    drop=True
+                ),
+                users=frames.users.loc[frames.users["user_id"].isin(mine)].reset_index(drop=True),
+                items=frames.items,
+            )
+        )
+    return split
+
+
 def to_raw_log(frames: MovieLensFrames, tenant: str, shift: timedelta = timedelta(0)) -> RawLog:
     """Ratings become `rating` events; users and items become catalog snapshots.
 

@@ -165,6 +165,14 @@ def interactions(layout: DataLayout, tenant: str | None = None) -> pd.DataFrame:
     return frame.loc[frame["tenant_id"].astype(str) == tenant].reset_index(drop=True)
 
 
+def labels_by_tenant(layout: DataLayout) -> dict[str, int]:
+    """Labels per tenant in the labels mart ({} before dbt built it)."""
+    if not layout.interactions_mart.exists():
+        return {}
+    tenants = pd.read_parquet(layout.interactions_mart, columns=["tenant_id"])["tenant_id"]
+    return {str(t): int(n) for t, n in tenants.astype(str).value_counts().items()}
+
+
 def training_tenant(layout: DataLayout, tenant: str | None) -> str:
     """The tenant a model trains for: `tenant` if it has labels, else the only tenant with
     labels. A model never mixes tenants, whose ids mean different users and items."""

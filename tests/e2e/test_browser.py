@@ -12,7 +12,7 @@ from pathlib import Path
 import dagster as dg
 from playwright.sync_api import Page, sync_playwright
 
-from assets.definitions import VALIDATE_CATALOGS_JOB
+from assets.sensors import VALIDATE_CATALOGS_JOB
 from drivers.demo import PARTITION_TAG, lineage_path
 from drivers.launcher import PROJECT_ROOT, run_service
 from tests.conftest import TINY_TENANT

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import dagster as dg
 
-from assets.definitions import VALIDATE_CATALOGS_JOB, VALIDATE_EVENTS_JOB, build_definitions
+from assets.definitions import build_definitions
 from assets.partitions import TENANTS, event_key
+from assets.sensors import VALIDATE_CATALOGS_JOB, VALIDATE_EVENTS_JOB
 from tests.conftest import TINY_DAYS, TINY_TENANT
 
 

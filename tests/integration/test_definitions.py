@@ -7,15 +7,10 @@ from pathlib import Path
 
 import dagster as dg
 
-from assets.definitions import (
-    FEATURES_JOB,
-    VALIDATE_CATALOGS_JOB,
-    VALIDATE_EVENTS_JOB,
-    build_definitions,
-)
+from assets.definitions import FEATURES_JOB, build_definitions
 from assets.partitions import TENANTS, event_key, split_event_key
 from assets.resources import RecloopResource
-from assets.sensors import tenant_discovery_sensor
+from assets.sensors import VALIDATE_CATALOGS_JOB, VALIDATE_EVENTS_JOB, tenant_discovery_sensor
 from drivers.demo import lineage
 from recloop.settings import Settings
 from tests.conftest import write_tiny_log

@@ -107,6 +107,8 @@ def test_an_experiment_variant_trains_ease_through_its_dagster_chain(system: Sys
     assert [s.name for s in live.router.specs] == ["ease_ab"], live.waiting
     source = live.sources[("ease_ab", "ease")]
     assert isinstance(source.model, EaseRetriever) and source.model.version == version
+    # Its audience names no tenant: it is routed for its model's tenant only.
+    assert live.router.specs[0].audience.tenants == {TINY_TENANT}
 
 
 def test_the_champion_chain_trains_the_algorithm_the_settings_name(system: System) -> None:

@@ -4,10 +4,10 @@ import json
 
 import dagster as dg
 
-from assets.definitions import VALIDATE_EVENTS_JOB, build_definitions
+from assets.definitions import build_definitions
 from assets.partitions import TENANTS, event_key
 from assets.resources import RecloopResource
-from assets.sensors import new_raw_data_sensor
+from assets.sensors import VALIDATE_EVENTS_JOB, new_raw_data_sensor
 from recloop.data.layout import write_parquet_atomic
 from recloop.data.samples import malformed_events
 from tests.conftest import TINY_DAYS, TINY_TENANT

@@ -9,13 +9,13 @@ import duckdb
 import pandas as pd
 import pytest
 
-from assets.definitions import (
-    FEATURES_JOB,
+from assets.definitions import FEATURES_JOB, build_definitions
+from assets.partitions import TENANTS, event_key
+from assets.sensors import (
     VALIDATE_CATALOGS_JOB,
     VALIDATE_EVENTS_JOB,
-    build_definitions,
+    tenant_range_tags,
 )
-from assets.partitions import TENANTS, event_key
 from feature_repo.definitions import build_feature_objects
 from feature_repo.store import count_online_entities, open_feature_store, read_online
 from recloop.data.ingest import VALID_FILE
@@ -102,10 +102,7 @@ def tiny_features_run(
             defs,
             VALIDATE_EVENTS_JOB,
             instance,
-            tags={
-                "dagster/asset_partition_range_start": event_key(tenant, days[0]),
-                "dagster/asset_partition_range_end": event_key(tenant, days[-1]),
-            },
+            tags=tenant_range_tags(tenant, days),
         )
         assert result.success
         progress = [record.user_message for record in instance.all_logs(result.run_id)]

@@ -13,6 +13,7 @@ from recloop.data.movielens import (
     fetch_recbole_wheel,
     read_ml100k_wheel,
     read_movielens_zip,
+    split_users,
     to_raw_log,
     write_raw_log,
 )
@@ -34,6 +35,20 @@ def test_ml100k_from_the_recbole_wheel(ml100k) -> None:
     assert (toy_story["title"], toy_story["release_year"]) == ("Toy Story", 1995)
     assert toy_story["genres"] == "Animation|Children's|Comedy"
     assert ml100k.users.set_index("user_id").loc["1", "occupation"] == "technician"
+
+
+def test_split_users_gives_disjoint_tenants_that_keep_every_rating(ml100k) -> None:
+    first, second = split_users(ml100k, 2)
+    users = [set(part.users["user_id"]) for part in (first, second)]
+    assert not users[0] & users[1] and users[0] | users[1] == set(ml100k.users["user_id"])
+    assert (len(users[0]), len(users[1])) == (472, 471)  # every other user by id
+    assert "1" in users[0] and "2" in users[1] and "10" in users[1]
+    assert len(first.ratings) + len(second.ratings) == len(ml100k.ratings)
+    for part, mine in zip((first, second), users, strict=True):
+        assert set(part.ratings["user_id"]) <= mine
+        assert part.items.equals(ml100k.items)
+    with pytest.raises(ValueError, match="0 parts"):
+        split_users(ml100k, 0)
 
 
 def test_raw_log_follows_the_event_contract(ml100k, tmp_path: Path) -> None:
