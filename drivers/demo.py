@@ -499,7 +499,7 @@ def print_summary(summary: dict, path: Path) -> None:
 def print_champion(tenant: str, champion: dict, several: bool) -> None:
     metrics, popularity = champion["metrics"], champion["baselines"]["popularity"]
     label = f"champion of {tenant}" if several else "champion"
-    print(f"  {label:<20}{champion['model_version']}")
+    print(f"  {label:<19} {champion['model_version']}")
     for name in ("ndcg@10", "recall@10", "coverage"):
         print(f"      {name:<14}{metrics[name]:>8.4f}   popularity {popularity[name]:.4f}")
     refit = champion["training"]["refit"]

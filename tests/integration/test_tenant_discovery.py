@@ -1,11 +1,13 @@
 """A tenant that appears in the raw log runs the whole chain for itself alone: the
 discovery sensor adds its partition and validates it, the features are rebuilt (what
 `features_automation` does), and `first_champion_sensor` trains, gates and promotes its
-first champion, without touching the tenant already served."""
+first champion, without touching the tenant already served. A tenant whose every event
+is rejected stays quarantined, with no training run, while the others keep theirs."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import replace
 
 import dagster as dg
 import pytest
@@ -15,10 +17,13 @@ from assets.monitoring import first_champion_sensor
 from assets.partitions import TENANTS
 from assets.resources import RecloopResource
 from assets.sensors import VALIDATE_CATALOGS_JOB, VALIDATE_EVENTS_JOB, tenant_discovery_sensor
+from recloop.data.ingest import event_partition_counts
 from recloop.data.layout import DataLayout
+from recloop.data.movielens import to_raw_log, write_raw_log
 from recloop.registry.model_registry import Registry
 from recloop.settings import Settings
 from tests.integration.test_pipeline import tiny_features_run
+from tests.integration.test_refit_serving import positives_only_frames
 from tests.two_tenants import LOG_DAYS, RELAXED, write_tenant_log
 
 
@@ -110,3 +115,28 @@ def test_a_new_tenant_directory_runs_the_whole_chain_for_that_tenant(books_serve
     assert shop is not None and registry.tenant_of(shop) == "shop"
     assert registry.champion("books") == books
     assert isinstance(_tick(first_champion_sensor, settings, instance), dg.SkipReason)
+
+
+def test_a_tenant_whose_every_event_is_rejected_stays_blocked_while_the_others_serve(
+    books_served,
+) -> None:
+    settings, instance = books_served
+    layout = DataLayout(settings.data_dir)
+    registry = Registry(layout.registry)
+    before = registry.champions()
+    log = to_raw_log(positives_only_frames(LOG_DAYS, seed=16), "broken")
+    write_raw_log(replace(log, events=log.events.assign(value=9.0)), layout)  # stars out of range
+    found = _tick(tenant_discovery_sensor, settings, instance)
+    instance.add_dynamic_partitions(TENANTS.name, ["broken"])
+    for request in found.run_requests:
+        _execute(settings, instance, request.job_name, request)
+    days = [event_partition_counts(layout, "broken", day) for day in layout.event_days("broken")]
+    assert sum(c.valid for c in days) == 0  # every row quarantined, none lost
+    assert sum(c.quarantined for c in days) == sum(c.read for c in days) == len(log.events)
+    features = build_definitions(settings).resolve_job_def(FEATURES_JOB)
+    assert features.execute_in_process(instance=instance, raise_on_error=False).success
+
+    blocked = _tick(first_champion_sensor, settings, instance)
+    assert isinstance(blocked, dg.SkipReason)
+    assert blocked.skip_message == "broken: no labels in the marts yet"
+    assert registry.champions() == before
