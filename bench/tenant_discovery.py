@@ -3,7 +3,8 @@ first answer by its own champion over HTTP, with the real daemon and service.
 
     .venv/bin/python -m bench.tenant_discovery [--users-per-tenant N] [--algorithm ease] [--reload-s 1]
 
-MovieLens-100K's users are split in two tenants (`split_users`, the demo's TENANTS=2):
+MovieLens-100K's users are split in two tenants (`split_users`, the demo's TENANTS=2)
+(`--fixture`: the test suite's two small tenants, books and shop):
 `ml100k-1` goes through the pipeline in process and is served; then `dagster-daemon`
 and the service start, `ml100k-2`'s log and catalogs are written into the raw log, and
 /recommend is asked for one of its users every 0.5 s until its champion answers.
@@ -34,6 +35,7 @@ from drivers.loop import DAGSTER_YAML, DaemonOrchestrator
 from recloop.data.layout import DataLayout
 from recloop.data.movielens import (
     MovieLensFrames,
+    RawLog,
     fetch_recbole_wheel,
     read_ml100k_wheel,
     shift_to_end_before,
@@ -43,9 +45,9 @@ from recloop.data.movielens import (
 )
 from recloop.registry.model_registry import Registry
 from recloop.settings import CHAMPION_ALGORITHMS, DEFAULT_CHAMPION_ALGORITHM, Settings
+from tests.two_tenants import tenant_frames
 
 RESULTS = Path(__file__).resolve().parent / "results"
-SERVED, NEW = "ml100k-1", "ml100k-2"
 TIMEOUT_S = 1800.0
 POLL_S = 0.5
 
@@ -117,46 +119,61 @@ def runs_since(instance: dg.DagsterInstance, since: float) -> list[dict]:
     return sorted(rows, key=lambda row: row["created_s"])
 
 
-def measure(root: Path, users_per_tenant: int | None, reload_s: float, algorithm: str) -> dict:
+def movielens_halves(users_per_tenant: int | None) -> tuple[RawLog, RawLog]:
+    """MovieLens-100K's users in two tenants, moved so the last day is yesterday."""
+    frames = read_ml100k_wheel(fetch_recbole_wheel(Path.home() / ".cache" / "recloop-bench"))
+    shift = shift_to_end_before(frames, datetime.now(UTC))
+    served, new = split_users(frames, 2)
+    if users_per_tenant:
+        served, new = first_users(served, users_per_tenant), first_users(new, users_per_tenant)
+    return to_raw_log(served, "ml100k-1", shift), to_raw_log(new, "ml100k-2", shift)
+
+
+def fixture_tenants() -> tuple[RawLog, RawLog]:
+    """The test suite's two tenants (tests/two_tenants.py): books served, shop new."""
+    return tuple(to_raw_log(tenant_frames(tenant), tenant) for tenant in ("books", "shop"))
+
+
+def measure(root: Path, logs: tuple[RawLog, RawLog], reload_s: float, algorithm: str) -> dict:
+    served, new = logs
     layout = DataLayout(root / "data")
     settings = Settings(data_dir=layout.root, champion_algorithm=algorithm)
     home = layout.root / "dagster"
     home.mkdir(parents=True)
     (home / "dagster.yaml").write_text(DAGSTER_YAML)
     instance = dg.DagsterInstance.from_config(str(home))
-    frames = read_ml100k_wheel(fetch_recbole_wheel(Path.home() / ".cache" / "recloop-bench"))
-    shift = shift_to_end_before(frames, datetime.now(UTC))
-    served, new = split_users(frames, 2)
-    if users_per_tenant:
-        served, new = first_users(served, users_per_tenant), first_users(new, users_per_tenant)
-    write_raw_log(to_raw_log(served, SERVED, shift), layout)
+    write_raw_log(served, layout)
     started = time.perf_counter()
     train_and_promote(run_feature_jobs(settings, instance), instance)
     setup_s = time.perf_counter() - started
-    user = str(new.ratings["user_id"].iloc[0])
+    user = str(new.events["user_id"].iloc[0])
     daemon = DaemonOrchestrator(settings, instance, sensors=())
     env = {"RECLOOP_RELOAD_INTERVAL_S": str(reload_s)}
     with run_service(settings, env, "bench-service.log") as server:
         daemon.start()
         try:
             copied_at = time.time()
-            write_raw_log(to_raw_log(new, NEW, shift), layout)
+            write_raw_log(new, layout)
             copy_s = time.time() - copied_at
-            body = {"tenant": NEW, "user_id": user, "k": 10, "dry_run": True}
+            body = {"tenant": new.tenant, "user_id": user, "k": 10, "dry_run": True}
             while (reply := status_of(f"{server.url}/recommend", body))[0] != 200:
                 daemon.check()
-                if failed := failed_training(instance, NEW):
-                    raise SystemExit(f"{NEW} is blocked: its first training run failed: {failed}")
+                if failed := failed_training(instance, new.tenant):
+                    raise SystemExit(
+                        f"{new.tenant} is blocked: its first training failed: {failed}"
+                    )
                 if time.time() - copied_at > TIMEOUT_S:
-                    raise SystemExit(f"{NEW} not served after {TIMEOUT_S:.0f} s: {reply}")
+                    raise SystemExit(f"{new.tenant} not served after {TIMEOUT_S:.0f} s: {reply}")
                 time.sleep(POLL_S)
             served_s = time.time() - copied_at
         finally:
             daemon.stop()
     registry = Registry(layout.registry)
     return {
-        "users_per_tenant": {SERVED: len(served.users), NEW: len(new.users)},
-        "ratings": {SERVED: len(served.ratings), NEW: len(new.ratings)},
+        "served_tenant": served.tenant,
+        "new_tenant": new.tenant,
+        "users": {log.tenant: len(log.users) for log in logs},
+        "events": {log.tenant: len(log.events) for log in logs},
         "algorithm": settings.champion_algorithm,
         "reload_interval_s": reload_s,
         "setup_of_the_served_tenant_s": round(setup_s, 1),
@@ -171,6 +188,11 @@ def measure(root: Path, users_per_tenant: int | None, reload_s: float, algorithm
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--users-per-tenant", type=int, default=None)
+    parser.add_argument(
+        "--fixture",
+        action="store_true",
+        help="the test suite's two small tenants (books served, shop new) instead of MovieLens",
+    )
     parser.add_argument("--reload-s", type=float, default=2.0)
     parser.add_argument(
         "--algorithm",
@@ -179,10 +201,12 @@ def main(argv: list[str] | None = None) -> int:
         help="the champion chain's algorithm (a small log may not pass the gates with another)",
     )
     args = parser.parse_args(argv)
+    logs = fixture_tenants() if args.fixture else movielens_halves(args.users_per_tenant)
     with tempfile.TemporaryDirectory(prefix="recloop-discovery-") as tmp:
-        report = measure(Path(tmp), args.users_per_tenant, args.reload_s, args.algorithm)
+        report = measure(Path(tmp), logs, args.reload_s, args.algorithm)
+    new = report["new_tenant"]
     print(
-        f"\n{NEW}: {report['ratings'][NEW]:,} ratings of {report['users_per_tenant'][NEW]} users; "
+        f"\n{new}: {report['events'][new]:,} events of {report['users'][new]} users; "
         f"copy -> first answer by its champion ({report['first_answer']}): "
         f"{report['copy_to_first_answer_s']:.1f} s"
     )
@@ -203,7 +227,8 @@ def main(argv: list[str] | None = None) -> int:
         text_columns=4,
     )
     RESULTS.mkdir(exist_ok=True)
-    suffix = f"_{args.users_per_tenant}users" if args.users_per_tenant else ""
+    suffix = "_fixture" if args.fixture else ""
+    suffix += f"_{args.users_per_tenant}users" if args.users_per_tenant else ""
     suffix += "" if args.algorithm == DEFAULT_CHAMPION_ALGORITHM else f"_{args.algorithm}"
     path = RESULTS / f"tenant_discovery{suffix}.json"
     path.write_text(json.dumps(report, indent=2))

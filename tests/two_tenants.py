@@ -66,13 +66,15 @@ def _log_days() -> list[date]:
 LOG_DAYS = _log_days()
 
 
-def write_tenant_log(layout: DataLayout, tenant: str) -> None:
-    """`tenant`'s raw log and catalogs: books' (seed 14) or shop's (seed 15, items shifted)."""
+def tenant_frames(tenant: str) -> MovieLensFrames:
+    """Books' log and catalogs (seed 14) or shop's (seed 15, items shifted)."""
     if tenant == "books":
-        frames = positives_only_frames(LOG_DAYS, seed=14)
-    else:
-        frames = _shifted(positives_only_frames(LOG_DAYS, seed=15), SHOP_ITEM_SHIFT)
-    write_raw_log(to_raw_log(frames, tenant), layout)
+        return positives_only_frames(LOG_DAYS, seed=14)
+    return _shifted(positives_only_frames(LOG_DAYS, seed=15), SHOP_ITEM_SHIFT)
+
+
+def write_tenant_log(layout: DataLayout, tenant: str) -> None:
+    write_raw_log(to_raw_log(tenant_frames(tenant), tenant), layout)
 
 
 @contextmanager
