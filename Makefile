@@ -9,6 +9,9 @@ MANIFEST := dbt_project/target/manifest.json
 
 export RECLOOP_DATA_DIR ?= $(CURDIR)/data
 export DAGSTER_HOME ?= $(RECLOOP_DATA_DIR)/dagster_home
+# local or scale (recloop/settings.py): which deploy/<profile>/dagster.yaml a new
+# DAGSTER_HOME gets.
+export RECLOOP_PROFILE ?= local
 export HF_HUB_OFFLINE := 1
 export BENTOML_HOME ?= $(RECLOOP_DATA_DIR)/bentoml
 export BENTOML_DO_NOT_TRACK := True
@@ -37,10 +40,11 @@ $(MANIFEST): $(STAMP) $(shell find dbt_project -name '*.sql' -o -name '*.py' -o 
 	mkdir -p $(RECLOOP_DATA_DIR)
 	cd dbt_project && ../$(BIN)/dbt parse --quiet --profiles-dir .
 
-# The local instance's settings (telemetry off, one DuckDB writer), unless it has its own.
+# The instance's settings of the profile (local: embedded storage; scale: PostgreSQL),
+# unless DAGSTER_HOME has its own.
 $(DAGSTER_YAML):
 	mkdir -p $(DAGSTER_HOME)
-	cp -n deploy/local/dagster.yaml $@
+	cp -n deploy/$(RECLOOP_PROFILE)/dagster.yaml $@
 
 # TENANTS=2 splits MovieLens' users into two tenants, each trained and served on its own.
 TENANTS ?= 1

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Protocol
 
 import dagster as dg
+import psycopg2
 import pyarrow.parquet as pq
 
 from assets.definitions import FEATURES_JOB, TRAINING_JOB, build_definitions
@@ -54,7 +55,7 @@ from recloop.data.movielens import (
 )
 from recloop.data.samples import BAD_BATCH_NAME, malformed_events
 from recloop.registry.model_registry import Registry, model_name
-from recloop.settings import Settings, SettingsError
+from recloop.settings import DAGSTER_PG_URL_ENV, Settings, SettingsError
 
 DEMO_TENANT = "ml100k"
 RAW_ASSET = "raw_events"
@@ -518,9 +519,29 @@ def print_champion(tenant: str, champion: dict, several: bool) -> None:
         print(f"      {line}")
 
 
+def dagster_database_problem(url: str | None) -> str | None:
+    """Why the scale profile's Dagster database cannot be used (None: it answers)."""
+    if not url:
+        return (
+            f"RECLOOP_PROFILE=scale keeps Dagster's runs in PostgreSQL: set {DAGSTER_PG_URL_ENV} "
+            "(postgresql://user:password@host:5432/db)"
+        )
+    try:
+        psycopg2.connect(url, connect_timeout=3).close()
+    except psycopg2.OperationalError as exc:
+        first_line = str(exc).strip().splitlines()[0]
+        return f"the Dagster database at {DAGSTER_PG_URL_ENV} does not answer: {first_line}"
+    return None
+
+
 def dependency_problem(settings: Settings) -> str | None:
-    """What the pipeline needs and does not have, checked before anything runs: with
-    RECLOOP_ONLINE_STORE=redis, a Redis server that answers."""
+    """What the pipeline needs and does not have, checked before anything runs: with the
+    scale profile, its PostgreSQL database; with RECLOOP_ONLINE_STORE=redis, a Redis
+    server that answers."""
+    if settings.profile == "scale":
+        problem = dagster_database_problem(os.environ.get(DAGSTER_PG_URL_ENV))
+        if problem is not None:
+            return problem
     if settings.online_store != "redis":
         return None
     problem = online_store_problem(open_feature_store(settings))

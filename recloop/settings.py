@@ -19,6 +19,8 @@ OnlineStoreKind = Literal["sqlite", "redis"]
 
 DATA_DIR_ENV = "RECLOOP_DATA_DIR"
 ONLINE_STORE_ENV = "RECLOOP_ONLINE_STORE"
+PROFILE_ENV = "RECLOOP_PROFILE"
+DAGSTER_PG_URL_ENV = "RECLOOP_DAGSTER_PG_URL"
 REDIS_URL_ENV = "RECLOOP_REDIS_URL"
 PARTITIONS_START_ENV = "RECLOOP_PARTITIONS_START"
 FEAST_PROJECT_ENV = "RECLOOP_FEAST_PROJECT"
@@ -56,9 +58,27 @@ class EnvVariable:
     meaning: str
 
 
+# `local`: everything embedded in the data directory; `scale`: the engines a team already
+# runs, Dagster's storage on PostgreSQL and the online store on Redis.
+PROFILES = ("local", "scale")
+Profile = Literal["local", "scale"]
+
 ENV_VARIABLES: tuple[EnvVariable, ...] = (
     EnvVariable(DATA_DIR_ENV, "./data", "the data directory"),
-    EnvVariable(ONLINE_STORE_ENV, "sqlite", "Feast's online store: sqlite or redis"),
+    EnvVariable(
+        PROFILE_ENV,
+        "local",
+        "local (embedded: SQLite, files) or scale (Dagster storage on PostgreSQL, Redis "
+        "online store); `make` copies `deploy/<profile>/dagster.yaml` to a new DAGSTER_HOME",
+    ),
+    EnvVariable(
+        DAGSTER_PG_URL_ENV,
+        None,
+        "the scale profile's Dagster database, postgresql://user:password@host:5432/db",
+    ),
+    EnvVariable(
+        ONLINE_STORE_ENV, "sqlite", "Feast's online store: sqlite or redis (scale profile: redis)"
+    ),
     EnvVariable(REDIS_URL_ENV, DEFAULT_REDIS_URL, "Feast's Redis connection string"),
     EnvVariable(
         PARTITIONS_START_ENV,
@@ -100,6 +120,7 @@ class Settings:
 
     data_dir: Path
     online_store: OnlineStoreKind = "sqlite"
+    profile: Profile = "local"
     redis_url: str = DEFAULT_REDIS_URL
     # The first day of the daily event partitions; None: the first day of the raw log.
     partitions_start: date | None = None
@@ -136,7 +157,11 @@ class Settings:
         experiments_dir = (
             Path(env.get(EXPERIMENTS_DIR_ENV) or DEFAULT_EXPERIMENTS_DIR).expanduser().resolve()
         )
-        online_store = env.get(ONLINE_STORE_ENV, "sqlite").strip().lower()
+        profile = (env.get(PROFILE_ENV) or "local").strip().lower()
+        if profile not in PROFILES:
+            raise SettingsError(f"{PROFILE_ENV}={profile!r}: expected 'local' (default) or 'scale'")
+        default_store = "redis" if profile == "scale" else "sqlite"
+        online_store = (env.get(ONLINE_STORE_ENV) or default_store).strip().lower()
         if online_store not in ("sqlite", "redis"):
             raise SettingsError(
                 f"{ONLINE_STORE_ENV}={online_store!r}: expected 'sqlite' (default) or 'redis'"
@@ -162,6 +187,7 @@ class Settings:
             data_dir=data_dir,
             experiments_dir=experiments_dir,
             online_store=online_store,  # type: ignore[arg-type]
+            profile=profile,  # type: ignore[arg-type]
             redis_url=env.get(REDIS_URL_ENV) or DEFAULT_REDIS_URL,
             partitions_start=start,
             feast_project=env.get(FEAST_PROJECT_ENV) or "recloop",
@@ -179,6 +205,7 @@ class Settings:
         return {
             DATA_DIR_ENV: str(self.data_dir),
             ONLINE_STORE_ENV: self.online_store,
+            PROFILE_ENV: self.profile,
             REDIS_URL_ENV: self.redis_url,
             # Empty: the child derives the start from the raw log, as this process does.
             PARTITIONS_START_ENV: self.partitions_start.isoformat()

@@ -51,6 +51,8 @@ def test_environment_overrides(tmp_path: Path) -> None:
     ("env", "message"),
     [
         ({"RECLOOP_ONLINE_STORE": "dynamo"}, "RECLOOP_ONLINE_STORE='dynamo'"),
+        ({"RECLOOP_PROFILE": "cloud"}, "RECLOOP_PROFILE='cloud'"),
+        ({"RECLOOP_TENANT_API_KEYS": "shop=k"}, "RECLOOP_TENANT_API_KEYS: not JSON"),
         ({"RECLOOP_PARTITIONS_START": "yesterday"}, "RECLOOP_PARTITIONS_START='yesterday'"),
         ({"RECLOOP_RELOAD_INTERVAL_S": "soon"}, "RECLOOP_RELOAD_INTERVAL_S='soon'"),
         ({"RECLOOP_RELOAD_INTERVAL_S": "0"}, "expected a positive number"),
@@ -110,6 +112,14 @@ def test_api_key_is_optional_and_kept_out_of_repr_and_child_environments() -> No
     assert settings.api_key == api_key_from_env({"RECLOOP_API_KEY": "s3cret"}) == "s3cret"
     assert "s3cret" not in repr(settings)
     assert "RECLOOP_API_KEY" not in settings.to_env()
+
+
+def test_the_scale_profile_defaults_to_redis_and_an_explicit_store_wins() -> None:
+    scale = Settings.from_env({"RECLOOP_PROFILE": "scale"})
+    assert (scale.profile, scale.online_store) == ("scale", "redis")
+    assert Settings.from_env(scale.to_env()) == scale
+    mixed = Settings.from_env({"RECLOOP_PROFILE": "scale", "RECLOOP_ONLINE_STORE": "sqlite"})
+    assert mixed.online_store == "sqlite"
 
 
 def test_actor_defaults_to_the_login_name() -> None:
