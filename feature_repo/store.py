@@ -55,6 +55,9 @@ def load_repo_config(settings: Settings) -> RepoConfig:
         text = text.replace("${" + name + "}", value)
     raw = yaml.safe_load(text)
     raw["project"] = settings.feast_project
+    if settings.feast_registry_url:
+        # The scale profile's shared registry (PostgreSQL), in place of the SQLite file.
+        raw["registry"]["path"] = settings.feast_registry_url
     return RepoConfig(repo_path=REPO_DIR, **raw)
 
 

@@ -22,6 +22,7 @@ ONLINE_STORE_ENV = "RECLOOP_ONLINE_STORE"
 PROFILE_ENV = "RECLOOP_PROFILE"
 DAGSTER_PG_URL_ENV = "RECLOOP_DAGSTER_PG_URL"
 REDIS_URL_ENV = "RECLOOP_REDIS_URL"
+FEAST_REGISTRY_URL_ENV = "RECLOOP_FEAST_REGISTRY_URL"
 PARTITIONS_START_ENV = "RECLOOP_PARTITIONS_START"
 FEAST_PROJECT_ENV = "RECLOOP_FEAST_PROJECT"
 DRIFT_WINDOW_ENV = "RECLOOP_DRIFT_WINDOW"
@@ -81,6 +82,12 @@ ENV_VARIABLES: tuple[EnvVariable, ...] = (
     ),
     EnvVariable(REDIS_URL_ENV, DEFAULT_REDIS_URL, "Feast's Redis connection string"),
     EnvVariable(
+        FEAST_REGISTRY_URL_ENV,
+        None,
+        "Feast's SQL registry, e.g. postgresql+psycopg2://user:password@host:5432/feast; "
+        "unset: a SQLite file in the data directory",
+    ),
+    EnvVariable(
         PARTITIONS_START_ENV,
         None,
         "first day of the daily event partitions; unset: the first day in the raw event log",
@@ -122,6 +129,8 @@ class Settings:
     online_store: OnlineStoreKind = "sqlite"
     profile: Profile = "local"
     redis_url: str = DEFAULT_REDIS_URL
+    # None: feature_repo's SQLite registry file under the data directory.
+    feast_registry_url: str | None = None
     # The first day of the daily event partitions; None: the first day of the raw log.
     partitions_start: date | None = None
     feast_project: str = "recloop"
@@ -189,6 +198,7 @@ class Settings:
             online_store=online_store,  # type: ignore[arg-type]
             profile=profile,  # type: ignore[arg-type]
             redis_url=env.get(REDIS_URL_ENV) or DEFAULT_REDIS_URL,
+            feast_registry_url=env.get(FEAST_REGISTRY_URL_ENV) or None,
             partitions_start=start,
             feast_project=env.get(FEAST_PROJECT_ENV) or "recloop",
             api_key=api_key_from_env(env),
@@ -207,6 +217,7 @@ class Settings:
             ONLINE_STORE_ENV: self.online_store,
             PROFILE_ENV: self.profile,
             REDIS_URL_ENV: self.redis_url,
+            FEAST_REGISTRY_URL_ENV: self.feast_registry_url or "",
             # Empty: the child derives the start from the raw log, as this process does.
             PARTITIONS_START_ENV: self.partitions_start.isoformat()
             if self.partitions_start

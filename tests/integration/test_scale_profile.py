@@ -1,12 +1,15 @@
-"""The scale profile's Dagster instance (deploy/scale/dagster.yaml, as `make` copies it
-to a new DAGSTER_HOME): runs, event logs and dynamic partitions of a real pipeline run
-in PostgreSQL on 127.0.0.1:5432 (`.ci/run` starts it), in a database of the test's own."""
+"""The scale profile's shared state in PostgreSQL on 127.0.0.1:5432 (`.ci/run` starts
+it), in databases of the test's own: the Dagster instance (deploy/scale/dagster.yaml, as
+`make` copies it to a new DAGSTER_HOME) holds the runs, event logs and dynamic
+partitions of a real pipeline run, and Feast's SQL registry the feature views it applied."""
 
 from __future__ import annotations
 
 import shutil
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
 
 import dagster as dg
@@ -16,6 +19,8 @@ import pytest
 from assets.partitions import TENANTS
 from drivers.demo import dagster_database_problem
 from drivers.launcher import PROJECT_ROOT
+from feature_repo.definitions import build_feature_objects
+from feature_repo.store import open_feature_store
 from recloop.data.layout import DataLayout
 from recloop.settings import DAGSTER_PG_URL_ENV, Settings
 from tests.conftest import TINY_TENANT
@@ -34,14 +39,28 @@ def _admin(statement: str) -> None:
         connection.close()
 
 
-@pytest.fixture
-def database(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+@contextmanager
+def _scratch_database() -> Iterator[str]:
     name = f"recloop_test_{uuid.uuid4().hex[:12]}"
     _admin(f"CREATE DATABASE {name}")
-    url = f"{SERVER}/{name}"
-    monkeypatch.setenv(DAGSTER_PG_URL_ENV, url)
-    yield url
-    _admin(f"DROP DATABASE {name} WITH (FORCE)")
+    try:
+        yield f"{SERVER}/{name}"
+    finally:
+        _admin(f"DROP DATABASE {name} WITH (FORCE)")
+
+
+@pytest.fixture
+def database(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """The Dagster database, named where deploy/scale/dagster.yaml reads it."""
+    with _scratch_database() as url:
+        monkeypatch.setenv(DAGSTER_PG_URL_ENV, url)
+        yield url
+
+
+@pytest.fixture
+def feast_database() -> Iterator[str]:
+    with _scratch_database() as url:
+        yield url
 
 
 def _count(url: str, query: str) -> int:
@@ -54,9 +73,15 @@ def _count(url: str, query: str) -> int:
         connection.close()
 
 
-def test_pipeline_runs_are_stored_in_postgresql(
-    database: str, tiny_log: DataLayout, tiny_settings: Settings, tmp_path: Path
+def test_pipeline_runs_and_feast_registry_are_stored_in_postgresql(
+    database: str,
+    feast_database: str,
+    tiny_log: DataLayout,
+    tiny_settings: Settings,
+    tmp_path: Path,
 ) -> None:
+    registry_url = feast_database.replace("postgresql://", "postgresql+psycopg2://")
+    settings = replace(tiny_settings, feast_registry_url=registry_url)
     home = tmp_path / "dagster_home"
     home.mkdir()
     shutil.copy(PROJECT_ROOT / "deploy" / "scale" / "dagster.yaml", home / "dagster.yaml")
@@ -67,7 +92,7 @@ def test_pipeline_runs_are_stored_in_postgresql(
             "PostgresEventLogStorage",
             "PostgresScheduleStorage",
         ]
-        tiny_features_run(tiny_settings, instance)  # validation, dbt, Feast: every check passed
+        tiny_features_run(settings, instance)  # validation, dbt, Feast: every check passed
         runs = instance.get_runs()
 
     # What another process (the webserver, the daemon, a run worker) reads: the database.
@@ -83,6 +108,12 @@ def test_pipeline_runs_are_stored_in_postgresql(
     assert _count(database, partitions) == 1
     with dg.DagsterInstance.from_config(str(home)) as reopened:
         assert reopened.get_dynamic_partitions(TENANTS.name) == [TINY_TENANT]
+    # Feast's registry: every view the features run applied, and no SQLite registry file.
+    views = {view.name for view in build_feature_objects(DataLayout(settings.data_dir).marts).views}
+    applied = {view.name for view in open_feature_store(settings).list_feature_views()}
+    assert views <= applied
+    assert _count(feast_database, "select count(*) from feature_views") >= len(views)
+    assert not (settings.data_dir / "feast" / "registry.db").exists()
 
 
 def test_make_demo_names_a_missing_or_silent_dagster_database(database: str) -> None:
