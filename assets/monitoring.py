@@ -128,20 +128,22 @@ def drift_sensor(context: dg.SensorEvaluationContext, recloop: RecloopResource):
     """Retrain a tenant once per champion when its drift report says the world moved,
     after `post_drift_impressions` more impressions show the new behaviour
     (recloop.monitoring.champion_drift.drift_retrain decides). The cursor keeps each
-    tenant's state apart."""
+    watched tenant's state apart; a tenant's entry goes with its last champion."""
     settings, layout = recloop.settings(), recloop.layout()
     tenants = Registry(layout.registry).champion_tenants()
     if not tenants:
         return dg.SkipReason("no champion to monitor")
-    cursors: dict[str, str] = json.loads(context.cursor) if context.cursor else {}
+    previous: dict[str, str] = json.loads(context.cursor) if context.cursor else {}
+    cursors: dict[str, str] = {}
     requests, skipped = [], []
+    store = recloop.feature_store()
     for tenant in tenants:
-        drift = current_drift(layout, recloop.feature_store(), settings.drift_window, tenant)
+        drift = current_drift(layout, store, settings.drift_window, tenant)
         if drift is None:
             skipped.append(f"{tenant}: no champion")
             continue
         decision = drift_retrain(
-            drift, cursors.get(tenant), settings.drift_window, settings.post_drift_impressions
+            drift, previous.get(tenant), settings.drift_window, settings.post_drift_impressions
         )
         cursors[tenant] = decision.cursor
         report = drift.report

@@ -176,11 +176,7 @@ def labels_by_tenant(layout: DataLayout) -> dict[str, int]:
 def training_tenant(layout: DataLayout, tenant: str | None) -> str:
     """The tenant a model trains for: `tenant` if it has labels, else the only tenant with
     labels. A model never mixes tenants, whose ids mean different users and items."""
-    tenants = sorted(
-        pd.read_parquet(layout.interactions_mart, columns=["tenant_id"])["tenant_id"]
-        .astype(str)
-        .unique()
-    )
+    tenants = sorted(labels_by_tenant(layout))
     if tenant is not None:
         if tenant not in tenants:
             raise ValueError(f"tenant {tenant!r} has no labels to train on; tenants: {tenants}")
