@@ -16,6 +16,9 @@ from pathlib import Path
 from typing import Literal
 
 OnlineStoreKind = Literal["sqlite", "redis"]
+# Where the service keeps what feedback is checked against (served lists, the feedback
+# ledger, fresh stream features): one process's memory, or Redis, shared by every worker.
+RequestStateKind = Literal["memory", "redis"]
 
 DATA_DIR_ENV = "RECLOOP_DATA_DIR"
 ONLINE_STORE_ENV = "RECLOOP_ONLINE_STORE"
@@ -34,6 +37,8 @@ API_KEY_ENV = "RECLOOP_API_KEY"
 TENANT_API_KEYS_ENV = "RECLOOP_TENANT_API_KEYS"
 ACTOR_ENV = "RECLOOP_ACTOR"
 CHAMPION_ALGORITHM_ENV = "RECLOOP_CHAMPION_ALGORITHM"
+SERVICE_WORKERS_ENV = "RECLOOP_SERVICE_WORKERS"
+REQUEST_STATE_ENV = "RECLOOP_REQUEST_STATE"
 
 DEFAULT_DATA_DIR = Path("data")
 DEFAULT_REDIS_URL = "127.0.0.1:6379"
@@ -80,7 +85,23 @@ ENV_VARIABLES: tuple[EnvVariable, ...] = (
     EnvVariable(
         ONLINE_STORE_ENV, "sqlite", "Feast's online store: sqlite or redis (scale profile: redis)"
     ),
-    EnvVariable(REDIS_URL_ENV, DEFAULT_REDIS_URL, "Feast's Redis connection string"),
+    EnvVariable(
+        REDIS_URL_ENV,
+        DEFAULT_REDIS_URL,
+        "Redis connection string (Feast's format, host:port[,password=...]): the online "
+        "store and the service's shared request state",
+    ),
+    EnvVariable(
+        SERVICE_WORKERS_ENV,
+        "1",
+        "the service's worker processes; more than one needs RECLOOP_REQUEST_STATE=redis",
+    ),
+    EnvVariable(
+        REQUEST_STATE_ENV,
+        "memory",
+        "where the service keeps served lists, the feedback ledger and fresh stream features: "
+        "memory (one process) or redis (shared by every worker; scale profile: redis)",
+    ),
     EnvVariable(
         FEAST_REGISTRY_URL_ENV,
         None,
@@ -151,6 +172,10 @@ class Settings:
     tenant_api_keys: Mapping[str, str] = field(default_factory=dict, repr=False)
     # The algorithm `model_candidate` trains; the gates decide whether it becomes champion.
     champion_algorithm: str = DEFAULT_CHAMPION_ALGORITHM
+    # The service's worker processes, and where their request state lives (shared by
+    # every worker only in Redis).
+    service_workers: int = 1
+    request_state: RequestStateKind = "memory"
 
     @classmethod
     def from_env(
@@ -174,6 +199,18 @@ class Settings:
         if online_store not in ("sqlite", "redis"):
             raise SettingsError(
                 f"{ONLINE_STORE_ENV}={online_store!r}: expected 'sqlite' (default) or 'redis'"
+            )
+        default_state = "redis" if profile == "scale" else "memory"
+        request_state = (env.get(REQUEST_STATE_ENV) or default_state).strip().lower()
+        if request_state not in ("memory", "redis"):
+            raise SettingsError(
+                f"{REQUEST_STATE_ENV}={request_state!r}: expected 'memory' (default) or 'redis'"
+            )
+        workers = _positive_int(env, SERVICE_WORKERS_ENV, cls.service_workers)
+        if workers > 1 and request_state != "redis":
+            raise SettingsError(
+                f"{SERVICE_WORKERS_ENV}={workers} needs {REQUEST_STATE_ENV}=redis: workers "
+                "must share the served lists, or feedback reaching another worker is refused"
             )
         start_text = env.get(PARTITIONS_START_ENV)
         try:
@@ -204,6 +241,8 @@ class Settings:
             api_key=api_key_from_env(env),
             tenant_api_keys=tenant_api_keys_from_env(env),
             champion_algorithm=_champion_algorithm(env),
+            service_workers=workers,
+            request_state=request_state,  # type: ignore[arg-type]
         )
 
     def to_env(self) -> dict[str, str]:
@@ -229,6 +268,8 @@ class Settings:
             RELOAD_INTERVAL_ENV: str(self.reload_interval_s),
             EXPERIMENTS_DIR_ENV: str(self.experiments_dir),
             CHAMPION_ALGORITHM_ENV: self.champion_algorithm,
+            SERVICE_WORKERS_ENV: str(self.service_workers),
+            REQUEST_STATE_ENV: self.request_state,
         }
 
 

@@ -197,5 +197,12 @@ class StatsResponse(BaseModel):
     load_failures: int
     experiments: ExperimentStats
     online_store: OnlineStoreStats
-    served_lists: int = Field(description="responses that feedback may answer")
-    restored_served_lists: int = Field(description="of those, rebuilt from the log at start")
+    worker: int = Field(
+        description="the process id of the worker that answered: with several workers, "
+        "events, swaps and served_lists are that worker's"
+    )
+    request_state: str = Field(description="memory (this process) or redis (every worker's)")
+    served_lists: int = Field(description="responses this worker remembered for feedback")
+    restored_served_lists: int = Field(
+        description="of those, rebuilt from the log at start (memory request state only)"
+    )

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import os
 import threading
 import time
 import uuid
@@ -42,9 +43,11 @@ from recloop.data.event_log import (
     logged_served_lists,
 )
 from recloop.data.layout import DataLayout, check_tenant_id
+from recloop.data.shared_state import RedisServedLists, redis_client
 from recloop.experiments import Route
 from recloop.experiments.serving import VariantList, serve_route
 from recloop.features.feature_vectors import STREAM_VIEW, FeatureColumns
+from recloop.features.shared_stream_state import SharedStreamState
 from recloop.features.stream_features import WINDOW, StreamState, recent_engagement_events
 from recloop.inference.retrievers import (
     Recommendation,
@@ -201,6 +204,20 @@ def _joined(values: list[str]) -> str:
     return "+".join(dict.fromkeys(values))
 
 
+def request_state(
+    settings: Settings,
+) -> tuple[ServedLists | RedisServedLists, StreamState | SharedStreamState]:
+    """The served lists feedback is checked against, and the fresh user features
+    (recloop.features.stream_features, pushed by the flusher thread through a store of
+    its own, so pushes never share the request path's connection): in this process, or
+    in Redis when several workers must share them (RECLOOP_REQUEST_STATE)."""
+    if settings.request_state == "memory":
+        return ServedLists(), StreamState()
+    client = redis_client(settings.redis_url)
+    namespace = f"recloop:{settings.feast_project}"
+    return RedisServedLists(client, namespace), SharedStreamState(client, namespace)
+
+
 class RecloopRuntime:
     """The service's state and background work; `start` runs its two threads."""
 
@@ -214,11 +231,8 @@ class RecloopRuntime:
         self.store_health = StoreHealth(functools.partial(online_store_problem, self.store))
         self.counters = event_counters()
         self.events = EventBuffer(self.layout, on_written=self.counters.written.inc)
-        self.served = ServedLists()
+        self.served, self.stream = request_state(self.settings)
         self.restored_served_lists = 0
-        # Fresh user features (recloop.features.stream_features), pushed by the flusher thread
-        # through a store of its own, so pushes never share the request path's connection.
-        self.stream = StreamState()
         self.stream_store = open_feature_store(self.settings)
         # tenant -> its champion; a dict replaced whole, so a request reads one snapshot.
         self.champions: dict[str, Champion] = {}
@@ -264,7 +278,7 @@ class RecloopRuntime:
                     continue
                 try:
                     champion = self._load(version, name)
-                    if current is None:
+                    if current is None and not self.served.shared:
                         self._restore_served(name)
                         self._restore_stream(name)
                 except Exception as exc:
@@ -571,7 +585,7 @@ class RecloopRuntime:
         if problem is not None:
             raise Refused(*problem)
         key = (request_id, item_id, event_type, value)
-        first = self.served.first_feedback(key)
+        first = self.served.claim_feedback(key)
         if first is not None:
             return first, True
         row = feedback_row(served, item_id, event_type, value, datetime.now(UTC))
@@ -643,6 +657,8 @@ class RecloopRuntime:
             online_store=OnlineStoreStats(
                 kind=self.settings.online_store, problem=self.store_health.problem()
             ),
+            worker=os.getpid(),
+            request_state=self.settings.request_state,
             served_lists=len(self.served),
             restored_served_lists=self.restored_served_lists,
         )

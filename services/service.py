@@ -32,6 +32,7 @@ import anyio
 import bentoml
 from starlette.responses import JSONResponse
 
+from recloop.settings import Settings
 from services.api import (
     EmptyRequest,
     FeedbackRequest,
@@ -93,7 +94,11 @@ DOCS = ApiDocs(
 )
 
 
-@bentoml.service(name="recloop", **service_config(API_ROUTES))
+# RECLOOP_SERVICE_WORKERS processes; with more than one, their request state is in Redis
+# (services/runtime.py, `request_state`).
+@bentoml.service(
+    name="recloop", **service_config(API_ROUTES, workers=Settings.from_env().service_workers)
+)
 class RecloopService:
     def __init__(self) -> None:
         self.runtime = RecloopRuntime()

@@ -73,11 +73,12 @@ class ApiDocs:
     version: str = version("recloop")
 
 
-def service_config(api_routes: Iterable[str]) -> dict:
-    """`@bentoml.service` keyword arguments: one worker, quiet, untraced API routes."""
+def service_config(api_routes: Iterable[str], workers: int = 1) -> dict:
+    """`@bentoml.service` keyword arguments: `workers` processes behind one port, quiet,
+    untraced API routes."""
     return {
         "service_class": TimerSafeService,
-        "workers": 1,
+        "workers": workers,
         "traffic": {"timeout": REQUEST_TIMEOUT_S},
         "logging": {"access": {"enabled": False}},
         "metrics": {"enabled": True},

@@ -279,7 +279,10 @@ FeedbackKey = tuple[str, str, str, float | None]  # request_id, item_id, event_t
 
 class ServedLists:
     """The most recent responses by request id (bounded), to validate feedback, and the
-    feedback each one was given, so that a repeat is acknowledged, not logged twice."""
+    feedback each one was given, so that a repeat is acknowledged, not logged twice.
+    One process's memory: several workers share `recloop.data.shared_state.RedisServedLists`."""
+
+    shared = False
 
     def __init__(self, capacity: int = 100_000):
         self.capacity = capacity
@@ -294,8 +297,9 @@ class ServedLists:
                 forgotten, _ = self._lists.popitem(last=False)
                 self._feedback.pop(forgotten, None)
 
-    def first_feedback(self, key: FeedbackKey) -> int | None:
-        """The event sequence number the same feedback was logged under, if it was."""
+    def claim_feedback(self, key: FeedbackKey) -> int | None:
+        """The event sequence number the same feedback was logged under; None when it was
+        not (the caller logs it and calls `record_feedback`)."""
         with self._lock:
             return self._feedback.get(key[0], {}).get(key)
 

@@ -183,7 +183,7 @@ class StreamState:
                 if event["event_type"] not in ENGAGEMENT_TYPES:
                     continue
                 key = (str(event["tenant_id"]), str(event["user_id"]))
-                at = _utc(event["event_timestamp"])
+                at = as_utc(event["event_timestamp"])
                 retained = self._events.setdefault(key, {})
                 retained[str(event["event_id"])] = (at, str(event["item_id"]), event["event_type"])
                 self._rows.pop(key, None)
@@ -215,15 +215,8 @@ class StreamState:
                 for key in [k for k, t in self._latest.items() if t <= idle_before]:
                     del self._events[key], self._latest[key]
                     self._rows.pop(key, None)
-        fresh = stream_feature_rows(pd.DataFrame(events, columns=EVENT_COLUMNS))
-        if requeued is None:
-            return fresh
-        older = requeued.merge(fresh[KEY_COLUMNS], on=KEY_COLUMNS, how="left", indicator=True)
-        older = older[older.pop("_merge") == "left_only"]
-        return (
-            pd.concat([older, fresh], ignore_index=True)
-            .sort_values(KEY_COLUMNS, ignore_index=True)
-            .astype({"event_timestamp": TIMESTAMP_DTYPE})
+        return with_requeued(
+            stream_feature_rows(pd.DataFrame(events, columns=EVENT_COLUMNS)), requeued
         )
 
     def features_as_of(
@@ -236,43 +229,79 @@ class StreamState:
         raw log: a click counts in the very next request, as it will in a replay of the
         log (off-policy evaluation) and in a training set's point-in-time join."""
         key = (str(tenant_id), str(user_id))
-        cutoff = _utc(at) - LOOKUP_BEFORE
+        cutoff = as_utc(at) - LOOKUP_BEFORE
         with self._lock:
             retained = list(self._events.get(key, {}).items())
             row, additions = self._rows.get(key), self._additions
         if row is None or row["event_timestamp"] > cutoff:
-            events = [
-                (event_id, tenant_id, user_id, item, event_type, stamp)
-                for event_id, (stamp, item, event_type) in retained
-                if stamp <= cutoff
-            ]
-            if not events:
+            row = row_as_of(key, retained, cutoff)
+            if row is None:
                 return None
-            (row,) = stream_feature_rows(pd.DataFrame(events, columns=EVENT_COLUMNS)).to_dict(
-                "records"
-            )
-            if len(events) == len(retained):
+            if row["event_timestamp"] == max(stamp for _, (stamp, _, _) in retained):
                 with self._lock:  # as of all the user's events: reused until another comes
                     if self._additions == additions:
                         self._rows[key] = row
-        if row["event_timestamp"] < cutoff - WINDOW:
-            return {column: None for column in FEATURE_COLUMNS}
-        return {column: row[column] for column in FEATURE_COLUMNS}
+        return features_of_row(row, cutoff)
 
     def requeue(self, rows: pd.DataFrame) -> None:
         """Give back drained rows that could not be delivered: the next drain returns them
         unless a fresher row for the same user replaces them."""
         with self._lock:
-            if self._requeued is not None:
-                rows = pd.concat([self._requeued, rows], ignore_index=True)
-            self._requeued = rows.drop_duplicates(KEY_COLUMNS, keep="last")
+            self._requeued = merge_requeued(self._requeued, rows)
 
     def users(self) -> int:
         with self._lock:
             return len(self._events)
 
 
-def _utc(value: object) -> pd.Timestamp:
+RetainedEvent = tuple[str, tuple[pd.Timestamp, str, str]]  # event id, (time, item, type)
+
+
+def row_as_of(
+    key: tuple[str, str], retained: Iterable[RetainedEvent], cutoff: pd.Timestamp
+) -> dict[str, object] | None:
+    """The user's `stream_feature_rows` row from their retained events stamped at or
+    before `cutoff`; None when there are none."""
+    events = [
+        (event_id, *key, item, event_type, stamp)
+        for event_id, (stamp, item, event_type) in retained
+        if stamp <= cutoff
+    ]
+    if not events:
+        return None
+    (row,) = stream_feature_rows(pd.DataFrame(events, columns=EVENT_COLUMNS)).to_dict("records")
+    return row
+
+
+def features_of_row(row: dict[str, object], cutoff: pd.Timestamp) -> dict[str, object]:
+    """A row's FEATURE_COLUMNS for a request at `cutoff`: nulls once the row is more than
+    WINDOW old."""
+    if row["event_timestamp"] < cutoff - WINDOW:
+        return {column: None for column in FEATURE_COLUMNS}
+    return {column: row[column] for column in FEATURE_COLUMNS}
+
+
+def merge_requeued(requeued: pd.DataFrame | None, rows: pd.DataFrame) -> pd.DataFrame:
+    """Rows given back, one per user, the newest given back last."""
+    if requeued is not None:
+        rows = pd.concat([requeued, rows], ignore_index=True)
+    return rows.drop_duplicates(KEY_COLUMNS, keep="last")
+
+
+def with_requeued(fresh: pd.DataFrame, requeued: pd.DataFrame | None) -> pd.DataFrame:
+    """Drained rows plus the rows given back that no fresh row replaces, sorted by key."""
+    if requeued is None:
+        return fresh
+    older = requeued.merge(fresh[KEY_COLUMNS], on=KEY_COLUMNS, how="left", indicator=True)
+    older = older[older.pop("_merge") == "left_only"]
+    return (
+        pd.concat([older, fresh], ignore_index=True)
+        .sort_values(KEY_COLUMNS, ignore_index=True)
+        .astype({"event_timestamp": TIMESTAMP_DTYPE})
+    )
+
+
+def as_utc(value: object) -> pd.Timestamp:
     """A timestamp in UTC; a naive one is taken to be UTC already (as the function does)."""
     stamp = pd.Timestamp(value)
     return stamp.tz_localize("UTC") if stamp.tzinfo is None else stamp.tz_convert("UTC")

@@ -108,13 +108,13 @@ def test_the_same_feedback_is_acknowledged_once_and_forgotten_with_its_list() ->
     lists = ServedLists(capacity=1)
     lists.remember(SERVED)
     key = ("r1", "i2", "click", None)
-    assert lists.first_feedback(key) is None
+    assert lists.claim_feedback(key) is None
     lists.record_feedback(key, 7)
     lists.record_feedback(key, 8)  # a racing repeat keeps the first
-    assert lists.first_feedback(key) == 7
-    assert lists.first_feedback(("r1", "i2", "rating", 4.0)) is None
+    assert lists.claim_feedback(key) == 7
+    assert lists.claim_feedback(("r1", "i2", "rating", 4.0)) is None
     lists.remember(replace(SERVED, request_id="r2"))  # capacity 1: r1 is forgotten
-    assert lists.first_feedback(key) is None
+    assert lists.claim_feedback(key) is None
 
 
 def test_rows_get_sequence_numbers_and_a_waiter_returns_once_its_row_is_on_disk(

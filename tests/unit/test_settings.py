@@ -116,10 +116,29 @@ def test_api_key_is_optional_and_kept_out_of_repr_and_child_environments() -> No
 
 def test_the_scale_profile_defaults_to_redis_and_an_explicit_store_wins() -> None:
     scale = Settings.from_env({"RECLOOP_PROFILE": "scale"})
-    assert (scale.profile, scale.online_store) == ("scale", "redis")
+    assert (scale.profile, scale.online_store, scale.request_state) == ("scale", "redis", "redis")
     assert Settings.from_env(scale.to_env()) == scale
     mixed = Settings.from_env({"RECLOOP_PROFILE": "scale", "RECLOOP_ONLINE_STORE": "sqlite"})
-    assert mixed.online_store == "sqlite"
+    assert (mixed.online_store, mixed.request_state) == ("sqlite", "redis")
+
+
+def test_several_service_workers_need_request_state_in_redis() -> None:
+    assert Settings.from_env({}).service_workers == 1
+    with pytest.raises(
+        SettingsError, match="RECLOOP_SERVICE_WORKERS=2 needs RECLOOP_REQUEST_STATE=redis"
+    ):
+        Settings.from_env({"RECLOOP_SERVICE_WORKERS": "2"})
+    workers = Settings.from_env({"RECLOOP_SERVICE_WORKERS": "2", "RECLOOP_REQUEST_STATE": "redis"})
+    assert (workers.service_workers, workers.request_state) == (2, "redis")
+    assert Settings.from_env(workers.to_env()) == workers
+    assert (
+        Settings.from_env(
+            {"RECLOOP_PROFILE": "scale", "RECLOOP_SERVICE_WORKERS": "4"}
+        ).service_workers
+        == 4
+    )
+    with pytest.raises(SettingsError, match="RECLOOP_REQUEST_STATE='disk'"):
+        Settings.from_env({"RECLOOP_REQUEST_STATE": "disk"})
 
 
 def test_actor_defaults_to_the_login_name() -> None:
