@@ -188,7 +188,7 @@ def _readout_asset(spec: ExperimentSpec) -> dg.AssetsDefinition:
         result = experiment_readout_of(spec, events)
         ope = []
         if isinstance(spec.test, ABTest):
-            targets = ope_targets(Registry(layout.registry), spec)
+            targets = ope_targets(recloop.registry(), spec)
             features_as_of = daily_features_as_of(recloop.feature_store())
             ope = ope_next_to_truth(layout, features_as_of, events, targets)
         report = {**result.to_dict(), "ope": json_safe(ope)}
@@ -330,7 +330,7 @@ def _specs_sensor(specs: list[ExperimentSpec], jobs: list[AssetJob]) -> dg.Senso
         "while the spec has not ended and some variant lacks a deployed model.",
     )
     def experiment_specs_sensor(context: dg.SensorEvaluationContext, recloop: RecloopResource):
-        registry = Registry(recloop.layout().registry)
+        registry = recloop.registry()
         now = datetime.now(UTC)
         requests, waiting = [], []
         for job_name, spec in by_name.items():

@@ -410,7 +410,7 @@ def _train_and_register(
     training_set: str,
     config: _CandidateSettings | None,
 ):
-    layout, registry = recloop.layout(), Registry(recloop.layout().registry)
+    layout, registry = recloop.layout(), recloop.registry()
     inputs = load_inputs(Path(training_set))
     recipe, plan = chain.recipe, chain.plan
     if config is not None:
@@ -511,7 +511,7 @@ def _evaluation_asset(chain: ModelChain) -> dg.AssetsDefinition:
     def evaluation(
         context: dg.AssetExecutionContext, recloop: RecloopResource, model: str, training_set: str
     ):
-        registry = Registry(recloop.layout().registry)
+        registry = recloop.registry()
         inputs = load_inputs(Path(training_set))
         judged = registry.load(model, with_evaluated=True)
         judgement = judge(judged, inputs, chain.plan, _ope_gate(recloop))
@@ -542,7 +542,7 @@ def _release_asset(chain: ModelChain) -> dg.AssetsDefinition:
     def release(
         context: dg.AssetExecutionContext, recloop: RecloopResource, **judged_model: Any
     ) -> dg.MaterializeResult:
-        registry = Registry(recloop.layout().registry)
+        registry = recloop.registry()
         version, gate = _released_model(chain, registry, judged_model.get("judged"))
         try:
             if chain.release is Release.PROMOTE:
@@ -612,7 +612,7 @@ def _promote(
 def _push_batch_lists(recloop: RecloopResource, chain: ModelChain, version: str) -> dict:
     """Every known user's top-k list, pushed to Feast's batch_lists view and kept on disk."""
     target, layout, store = chain.target, recloop.layout(), recloop.feature_store()
-    loaded = Registry(layout.registry).load(version)
+    loaded = recloop.registry().load(version)
     model, tenant = servable(loaded), model_tenant(loaded.metadata, version)
     users = sorted(model.user_index)
     now = datetime.now(UTC)

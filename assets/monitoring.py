@@ -39,7 +39,6 @@ from recloop.monitoring.champion_drift import (
     summary,
 )
 from recloop.monitoring.drift_report import MonitoringConfig, ctr_series
-from recloop.registry.model_registry import Registry
 
 MONITORING_GROUP = "monitoring"
 RETRAIN_JOB = "refresh_and_retrain"
@@ -74,7 +73,9 @@ def _feature_table(features: list) -> str:
 )
 def drift_report_asset(context: dg.AssetExecutionContext, recloop: RecloopResource):
     settings, layout, tenant = recloop.settings(), recloop.layout(), context.partition_key
-    drift = current_drift(layout, recloop.feature_store(), settings.drift_window, tenant)
+    drift = current_drift(
+        layout, recloop.registry(), recloop.feature_store(), settings.drift_window, tenant
+    )
     if drift is None:
         raise dg.Failure(
             f"tenant {tenant} has no champion to monitor: run the train_and_promote job first"
@@ -129,8 +130,8 @@ def drift_sensor(context: dg.SensorEvaluationContext, recloop: RecloopResource):
     after `post_drift_impressions` more impressions show the new behaviour
     (recloop.monitoring.champion_drift.drift_retrain decides). The cursor keeps each
     watched tenant's state apart; a tenant's entry goes with its last champion."""
-    settings, layout = recloop.settings(), recloop.layout()
-    tenants = Registry(layout.registry).champion_tenants()
+    settings, layout, registry = recloop.settings(), recloop.layout(), recloop.registry()
+    tenants = registry.champion_tenants()
     if not tenants:
         return dg.SkipReason("no champion to monitor")
     previous: dict[str, str] = json.loads(context.cursor) if context.cursor else {}
@@ -138,7 +139,7 @@ def drift_sensor(context: dg.SensorEvaluationContext, recloop: RecloopResource):
     requests, skipped = [], []
     store = recloop.feature_store()
     for tenant in tenants:
-        drift = current_drift(layout, store, settings.drift_window, tenant)
+        drift = current_drift(layout, registry, store, settings.drift_window, tenant)
         if drift is None:
             skipped.append(f"{tenant}: no champion")
             continue
@@ -196,8 +197,7 @@ def _drift_retrain_request(
 def retrain_on_new_data_sensor(context: dg.SensorEvaluationContext, recloop: RecloopResource):
     """One retrain per `retrain_after_events` validated events newer than a tenant
     champion's data."""
-    layout = recloop.layout()
-    registry = Registry(layout.registry)
+    layout, registry = recloop.layout(), recloop.registry()
     step = recloop.settings().retrain_after_events
     requests, skipped = [], []
     for tenant in registry.champion_tenants():
@@ -238,8 +238,7 @@ def retrain_on_new_data_sensor(context: dg.SensorEvaluationContext, recloop: Rec
 )
 def nightly_retrain(context: dg.ScheduleEvaluationContext, recloop: RecloopResource):
     """A run per tenant that has no champion yet or events newer than its champion's data."""
-    layout = recloop.layout()
-    registry = Registry(layout.registry)
+    layout, registry = recloop.layout(), recloop.registry()
     day = _day(context)
     requests, skipped = [], []
     for tenant in context.instance.get_dynamic_partitions(TENANTS.name):
@@ -282,7 +281,7 @@ def first_champion_sensor(context: dg.SensorEvaluationContext, recloop: RecloopR
     fail (e.g. a tenant whose data is mostly quarantined) is not asked for again until the
     tenant has other labels, and the other tenants keep serving meanwhile."""
     layout = recloop.layout()
-    champions = Registry(layout.registry).champions()
+    champions = recloop.registry().champions()
     waiting = [
         tenant
         for tenant in context.instance.get_dynamic_partitions(TENANTS.name)

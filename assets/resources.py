@@ -7,6 +7,7 @@ from feast import FeatureStore
 
 from feature_repo.store import open_feature_store
 from recloop.data.layout import DataLayout
+from recloop.registry.model_registry import Registry
 from recloop.settings import Settings
 
 
@@ -30,3 +31,6 @@ class RecloopResource(dg.ConfigurableResource):
 
     def feature_store(self) -> FeatureStore:
         return open_feature_store(self.settings())
+
+    def registry(self) -> Registry:
+        return Registry.of(self.settings())

@@ -23,7 +23,6 @@ import numpy as np
 
 from bench.serve_load import LoadResult, run_load
 from drivers.launcher import serve, start_bentoml
-from recloop.data.layout import DataLayout
 from recloop.registry.model_registry import Registry
 from recloop.settings import Settings
 
@@ -35,7 +34,7 @@ THROUGHPUT_GOAL = 0.60
 
 def recommend_payloads(settings: Settings, n: int = 2_000, seed: int = 0) -> list[dict]:
     """Requests for known users (the model path, not the fallback), in a seeded order."""
-    registry = Registry(DataLayout(settings.data_dir).registry)
+    registry = Registry.of(settings)
     champion = registry.champion()
     if champion is None:
         raise SystemExit(f"no champion under {registry.root}: run `make demo` first")

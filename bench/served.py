@@ -173,8 +173,8 @@ def served(
         except DemoError:
             return {
                 "served": False,
-                "blocked_by": blocking_gates(Registry(layout.registry)),
-                "holdout": holdout_metrics(Registry(layout.registry)),
+                "blocked_by": blocking_gates(Registry.of(settings)),
+                "holdout": holdout_metrics(Registry.of(settings)),
             }
     trained_s = time.perf_counter() - started
     test = protocol.split.test
@@ -191,7 +191,7 @@ def served(
     relevant = [test.per_user()[user] for user in users]
     return {
         "served": True,
-        "holdout": holdout_metrics(Registry(layout.registry)),
+        "holdout": holdout_metrics(Registry.of(settings)),
         **score(top_k, relevant),
         "fallback_share": fallbacks / len(users),
         "pipeline_s": trained_s,

@@ -168,7 +168,7 @@ def measure(root: Path, logs: tuple[RawLog, RawLog], reload_s: float, algorithm:
             served_s = time.time() - copied_at
         finally:
             daemon.stop()
-    registry = Registry(layout.registry)
+    registry = Registry.of(settings)
     return {
         "served_tenant": served.tenant,
         "new_tenant": new.tenant,

@@ -305,7 +305,7 @@ def serving_smoke(settings: Settings) -> dict:
     """Step 6: start the service over HTTP, ask each tenant's champion for a known user's
     recommendations, check the answers."""
     announce(DEMO_STEPS, "serving", "start the BentoML service and send a smoke request per tenant")
-    registry = Registry(DataLayout(settings.data_dir).registry)
+    registry = Registry.of(settings)
     champions = registry.champions()
     users = {tenant: str(registry.load(v).user_ids[0]) for tenant, v in champions.items()}
     with serve(settings) as url:
@@ -419,7 +419,7 @@ def build_summary(settings: Settings, defs: dg.Definitions, started: float) -> d
 def model_summary(settings: Settings) -> dict:
     """Every tenant's champion: its version, test metrics, the popularity baseline and the
     gate verdict."""
-    registry = Registry(DataLayout(settings.data_dir).registry)
+    registry = Registry.of(settings)
     return {
         "champions": {
             tenant: champion_summary(registry, version)

@@ -53,7 +53,7 @@ from drivers.loop import (
     merge_into_summary,
     prepare,
 )
-from recloop.data.layout import DataLayout, write_json_atomic
+from recloop.data.layout import write_json_atomic
 from recloop.experiments import ExperimentSpec, load_spec, readout_asset_key
 from recloop.registry.model_registry import Registry
 from recloop.settings import DEFAULT_CHAMPION_ALGORITHM, Settings
@@ -293,7 +293,7 @@ def run_experiments(
             lead_times[ab.stem] = _run_test(ab.stem, traffic, config, orchestrator.check)
             trained = {
                 d.variant: d.version
-                for d in Registry(DataLayout(settings.data_dir).registry).deployments()
+                for d in Registry.of(settings).deployments()
                 if d.experiment == ab.stem
             }
             if lead_times[ab.stem] is not None:
@@ -380,7 +380,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     settings, instance, population, consumed = prepare(loop_config)
     settings = replace(settings, experiments_dir=settings.data_dir / "experiments")
-    if Registry(DataLayout(settings.data_dir).registry).deployments():
+    if Registry.of(settings).deployments():
         print("experiments: this data directory already ran the demo; use a new --data-dir")
         return 2
     summary = run_experiments(config, settings, instance, population, consumed)

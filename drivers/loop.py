@@ -271,7 +271,7 @@ def prepare(
     (home / "dagster.yaml").write_text(DAGSTER_YAML)
     instance = dg.DagsterInstance.from_config(str(home))
     abandon_unfinished_runs(instance)
-    if Registry(layout.registry).champion() is None:
+    if Registry.of(settings).champion() is None:
         train_and_promote(build_features(settings, instance, shift), instance)
     rated = frames.ratings.groupby("user_id")["item_id"].agg(set).to_dict()
     population = fit_population(config.scenario, frames.ratings, frames.items, seed=config.seed)
@@ -506,7 +506,7 @@ def share_of_ideal(sessions: list[Session]) -> float:
 def run_loop(config: LoopConfig) -> dict:
     """Everything in the module docstring; returns the `loop` summary."""
     settings, instance, population, rated = prepare(config)
-    registry = Registry(DataLayout(settings.data_dir).registry)
+    registry = Registry.of(settings)
     first_champion = registry.champion()
     orchestrator = (
         InlineOrchestrator(settings, instance, config.tick_s)

@@ -11,7 +11,6 @@ import argparse
 import json
 import sys
 
-from recloop.data.layout import DataLayout
 from recloop.models.kinds import CorruptArtifactError
 from recloop.registry.model_registry import PromotionError, Registry
 from recloop.settings import Settings
@@ -62,7 +61,7 @@ def _table(rows: list[dict[str, object]]) -> str:
 def run(args: argparse.Namespace, settings: Settings) -> int:
     """Run one `recloop models` action; registry refusals print and return 2."""
     try:
-        return _run(args, Registry(DataLayout(settings.data_dir).registry))
+        return _run(args, Registry.of(settings))
     except (PromotionError, CorruptArtifactError) as exc:
         print(f"recloop models: error: {exc}", file=sys.stderr)
         return 2

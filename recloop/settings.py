@@ -26,6 +26,7 @@ PROFILE_ENV = "RECLOOP_PROFILE"
 DAGSTER_PG_URL_ENV = "RECLOOP_DAGSTER_PG_URL"
 REDIS_URL_ENV = "RECLOOP_REDIS_URL"
 FEAST_REGISTRY_URL_ENV = "RECLOOP_FEAST_REGISTRY_URL"
+REGISTRY_URL_ENV = "RECLOOP_REGISTRY_URL"
 PARTITIONS_START_ENV = "RECLOOP_PARTITIONS_START"
 FEAST_PROJECT_ENV = "RECLOOP_FEAST_PROJECT"
 DRIFT_WINDOW_ENV = "RECLOOP_DRIFT_WINDOW"
@@ -109,6 +110,12 @@ ENV_VARIABLES: tuple[EnvVariable, ...] = (
         "unset: a SQLite file in the data directory",
     ),
     EnvVariable(
+        REGISTRY_URL_ENV,
+        None,
+        "the model registry's promotion and deployment logs in PostgreSQL, "
+        "postgresql://user:password@host:5432/db; unset: files beside the models",
+    ),
+    EnvVariable(
         PARTITIONS_START_ENV,
         None,
         "first day of the daily event partitions; unset: the first day in the raw event log",
@@ -152,6 +159,8 @@ class Settings:
     redis_url: str = DEFAULT_REDIS_URL
     # None: feature_repo's SQLite registry file under the data directory.
     feast_registry_url: str | None = None
+    # None: the registry's decision logs are files beside its models (one machine).
+    registry_url: str | None = None
     # The first day of the daily event partitions; None: the first day of the raw log.
     partitions_start: date | None = None
     feast_project: str = "recloop"
@@ -236,6 +245,7 @@ class Settings:
             profile=profile,  # type: ignore[arg-type]
             redis_url=env.get(REDIS_URL_ENV) or DEFAULT_REDIS_URL,
             feast_registry_url=env.get(FEAST_REGISTRY_URL_ENV) or None,
+            registry_url=env.get(REGISTRY_URL_ENV) or None,
             partitions_start=start,
             feast_project=env.get(FEAST_PROJECT_ENV) or "recloop",
             api_key=api_key_from_env(env),
@@ -257,6 +267,7 @@ class Settings:
             PROFILE_ENV: self.profile,
             REDIS_URL_ENV: self.redis_url,
             FEAST_REGISTRY_URL_ENV: self.feast_registry_url or "",
+            REGISTRY_URL_ENV: self.registry_url or "",
             # Empty: the child derives the start from the raw log, as this process does.
             PARTITIONS_START_ENV: self.partitions_start.isoformat()
             if self.partitions_start

@@ -21,7 +21,6 @@ only, and one whose audience names another tenant waits.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import logging
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -162,10 +161,6 @@ class ExperimentSet:
         return cls(Router(()), {}, {}, "", error)
 
 
-def _file_digest(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest() if path.exists() else ""
-
-
 class ExperimentLoader:
     """Builds `ExperimentSet`s; keeps loaded models by version across rebuilds."""
 
@@ -176,7 +171,7 @@ class ExperimentLoader:
 
     def digest(self) -> str:
         specs = directory_digest(self.directory) if self.directory.is_dir() else "no directory"
-        return f"{specs}:{_file_digest(self.registry.deployments_file)}"
+        return f"{specs}:{self.registry.deployments_digest()}"
 
     def refresh(self, current: ExperimentSet) -> ExperimentSet:
         """`current` when nothing changed; a new set otherwise. A spec directory with a

@@ -226,7 +226,7 @@ class RecloopRuntime:
         torch.set_num_threads(1)
         self.settings = Settings.from_env()
         self.layout = DataLayout(self.settings.data_dir)
-        self.registry = Registry(self.layout.registry)
+        self.registry = Registry.of(self.settings)
         self.store = open_feature_store(self.settings)
         self.store_health = StoreHealth(functools.partial(online_store_problem, self.store))
         self.counters = event_counters()

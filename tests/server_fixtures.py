@@ -4,8 +4,11 @@ conftest.py only, so the unit tier starts without loading Dagster or a Redis cli
 from __future__ import annotations
 
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import dagster as dg
+import psycopg2
 import pytest
 import redis
 
@@ -32,3 +35,28 @@ def redis_project() -> str:
     client = redis.Redis(host="127.0.0.1", port=6379)
     for key in client.scan_iter(match=b"*" + project.encode(), count=1000):
         client.delete(key)
+
+
+SERVER = "postgresql://postgres@127.0.0.1:5432"
+
+
+def _admin(statement: str) -> None:
+    connection = psycopg2.connect(f"{SERVER}/postgres")
+    connection.autocommit = True  # CREATE / DROP DATABASE cannot run in a transaction
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute(statement)
+    finally:
+        connection.close()
+
+
+@contextmanager
+def scratch_database() -> Iterator[str]:
+    """A PostgreSQL database of the caller's own on the real server (CI starts it),
+    dropped afterwards; its URL."""
+    name = f"recloop_test_{uuid.uuid4().hex[:12]}"
+    _admin(f"CREATE DATABASE {name}")
+    try:
+        yield f"{SERVER}/{name}"
+    finally:
+        _admin(f"DROP DATABASE {name} WITH (FORCE)")

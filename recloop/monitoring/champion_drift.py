@@ -134,11 +134,15 @@ class CurrentDrift:
 
 
 def current_drift(
-    layout: DataLayout, store: FeatureStore, window: int, tenant: str | None = None
+    layout: DataLayout,
+    registry: Registry,
+    store: FeatureStore,
+    window: int,
+    tenant: str | None = None,
 ) -> CurrentDrift | None:
     """`tenant`'s champion's drift report on the validated log, its served events and the
     training/serving skew table (None without a champion)."""
-    champion = ChampionState.of(Registry(layout.registry), tenant)
+    champion = ChampionState.of(registry, tenant)
     if champion.version is None:
         return None
     config = MonitoringConfig(window=window)

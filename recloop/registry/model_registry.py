@@ -8,7 +8,8 @@ feature service, code version). The version is the hash of the manifest, so the 
 model is stored once and a directory is never rewritten; a new one appears by an atomic
 rename, so readers never see half a model. Which one serves is decided by an
 append-only promotion log (`promotions.jsonl`, one fsync'd JSON line per promote or
-rollback); the champion is the top of the stack that log replays to. Loading a model
+rollback; a PostgreSQL table when the registry is shared by several machines:
+recloop.registry.decision_log); the champion is the top of the stack that log replays to. Loading a model
 re-checks every file's sha256 (recloop.models.model_artifact).
 
 Each tenant has a champion of its own: a model serves the tenant it was trained for
@@ -23,22 +24,24 @@ CLI and the service read the same registry without importing BentoML.
 
 from __future__ import annotations
 
+import hashlib
 import importlib
 import json
-import os
 import shutil
 from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from recloop.data.layout import DataLayout
 from recloop.models.kinds import (
     EASE_PREFIX,
     MULTI_STAGE_PREFIX,
     POPULARITY_PREFIX,
     TWO_TOWER_PREFIX,
 )
-from recloop.settings import actor_from_env
+from recloop.registry.decision_log import DecisionLog, FileDecisionLog, PostgresDecisionLog
+from recloop.settings import Settings, actor_from_env
 
 if TYPE_CHECKING:
     from recloop.inference.retrievers import ServableModel
@@ -176,13 +179,25 @@ class VariantDeployment:
 
 
 class Registry:
-    def __init__(self, root: Path):
+    """The models under `root`; the promotion and deployment logs in `decisions` (files
+    beside the models unless given: recloop.registry.decision_log)."""
+
+    def __init__(self, root: Path, decisions: DecisionLog | None = None):
         self.root = root
         # Nothing is created until something is written: reading a registry that does
         # not exist (a mistyped data directory) must leave no trace.
         self.models_dir = root / "models"
-        self.log_file = root / "promotions.jsonl"
-        self.deployments_file = root / "experiments.jsonl"
+        self.decisions = decisions or FileDecisionLog(root)
+
+    @classmethod
+    def of(cls, settings: Settings) -> Registry:
+        """The registry `settings` name: the data directory's models, and the decision
+        logs in PostgreSQL when RECLOOP_REGISTRY_URL is set."""
+        url = settings.registry_url
+        return cls(
+            DataLayout(settings.data_dir).registry,
+            PostgresDecisionLog(url) if url else None,
+        )
 
     def register(self, model: ServableModel, labels: dict[str, str], metadata: dict) -> str:
         """Save `model` as a candidate (idempotent: the same content is stored once)."""
@@ -254,13 +269,7 @@ class Registry:
 
     def history(self, tenant: str | None = None) -> list[PromotionRecord]:
         """Every promote and rollback, oldest first (only `tenant`'s when given)."""
-        if not self.log_file.exists():
-            return []
-        records = [
-            PromotionRecord(**json.loads(line))
-            for line in self.log_file.read_text().splitlines()
-            if line.strip()
-        ]
+        records = [PromotionRecord(**record) for record in self.decisions.records("promotions")]
         records = [r if r.tenant else replace(r, tenant=self.tenant_of(r.version)) for r in records]
         return records if tenant is None else [r for r in records if r.tenant == tenant]
 
@@ -307,7 +316,7 @@ class Registry:
         return {tenant: version for tenant, version in found.items() if version}
 
     def _append(self, record: PromotionRecord) -> PromotionRecord:
-        _append_line(self.log_file, asdict(record))
+        self.decisions.append("promotions", asdict(record))
         return record
 
     def deploy_variant(
@@ -339,18 +348,17 @@ class Registry:
             _now(),
             gate,
         )
-        _append_line(self.deployments_file, asdict(record))
+        self.decisions.append("experiments", asdict(record))
         return record
 
     def deployments(self) -> list[VariantDeployment]:
         """Every variant deployment, oldest first."""
-        if not self.deployments_file.exists():
-            return []
-        return [
-            VariantDeployment(**json.loads(line))
-            for line in self.deployments_file.read_text().splitlines()
-            if line.strip()
-        ]
+        return [VariantDeployment(**record) for record in self.decisions.records("experiments")]
+
+    def deployments_digest(self) -> str:
+        """Changes whenever a variant deployment is added (the service's cue to reload)."""
+        records = json.dumps(self.decisions.records("experiments"), sort_keys=True)
+        return hashlib.sha256(records.encode()).hexdigest()
 
     def deployment_gate(self, version: str) -> dict:
         """The gate verdict of `version`'s newest variant deployment; {} if never deployed."""
@@ -383,53 +391,50 @@ class Registry:
                 "use --force to promote anyway (audit-logged)"
             )
         tenant = self.tenant_of(version)
-        current = self.champion(tenant)
-        if current == version:
-            raise PromotionError(f"{version} is already the champion of {tenant}")
-        return self._append(
-            PromotionRecord(
-                "promote",
-                version,
-                current,
-                actor or actor_from_env(),
-                reason,
-                _now(),
-                forced=force,
-                tenant=tenant,
+        with self.decisions.decide():
+            current = self.champion(tenant)
+            if current == version:
+                raise PromotionError(f"{version} is already the champion of {tenant}")
+            return self._append(
+                PromotionRecord(
+                    "promote",
+                    version,
+                    current,
+                    actor or actor_from_env(),
+                    reason,
+                    _now(),
+                    forced=force,
+                    tenant=tenant,
+                )
             )
-        )
 
     def rollback(
         self, reason: str, actor: str | None = None, tenant: str | None = None
     ) -> PromotionRecord:
         """Return `tenant`'s champion (the only tenant's, unnamed) to the one before."""
-        resolved = self._resolve(tenant)
-        stack = self._stack(resolved)
-        if len(stack) < 2:
-            raise PromotionError(
-                "nothing to roll back to: "
-                + ("no champion yet" if not stack else f"{stack[0]} is the only champion so far")
+        with self.decisions.decide():
+            resolved = self._resolve(tenant)
+            stack = self._stack(resolved)
+            if len(stack) < 2:
+                raise PromotionError(
+                    "nothing to roll back to: "
+                    + (
+                        "no champion yet"
+                        if not stack
+                        else f"{stack[0]} is the only champion so far"
+                    )
+                )
+            return self._append(
+                PromotionRecord(
+                    "rollback",
+                    stack[-2],
+                    stack[-1],
+                    actor or actor_from_env(),
+                    reason,
+                    _now(),
+                    tenant=resolved or "",
+                )
             )
-        return self._append(
-            PromotionRecord(
-                "rollback",
-                stack[-2],
-                stack[-1],
-                actor or actor_from_env(),
-                reason,
-                _now(),
-                tenant=resolved or "",
-            )
-        )
-
-
-def _append_line(path: Path, record: dict) -> None:
-    """One JSON line, fsync'd: the audit logs survive a crash right after the call."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("a") as handle:
-        handle.write(json.dumps(record, sort_keys=True) + "\n")
-        handle.flush()
-        os.fsync(handle.fileno())
 
 
 def _now() -> str:

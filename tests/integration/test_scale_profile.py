@@ -6,9 +6,7 @@ partitions of a real pipeline run, and Feast's SQL registry the feature views it
 from __future__ import annotations
 
 import shutil
-import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
 
@@ -25,41 +23,20 @@ from recloop.data.layout import DataLayout
 from recloop.settings import DAGSTER_PG_URL_ENV, Settings
 from tests.conftest import TINY_TENANT
 from tests.integration.test_pipeline import tiny_features_run
-
-SERVER = "postgresql://postgres@127.0.0.1:5432"
-
-
-def _admin(statement: str) -> None:
-    connection = psycopg2.connect(f"{SERVER}/postgres")
-    connection.autocommit = True  # CREATE / DROP DATABASE cannot run in a transaction
-    try:
-        with connection.cursor() as cursor:
-            cursor.execute(statement)
-    finally:
-        connection.close()
-
-
-@contextmanager
-def _scratch_database() -> Iterator[str]:
-    name = f"recloop_test_{uuid.uuid4().hex[:12]}"
-    _admin(f"CREATE DATABASE {name}")
-    try:
-        yield f"{SERVER}/{name}"
-    finally:
-        _admin(f"DROP DATABASE {name} WITH (FORCE)")
+from tests.server_fixtures import scratch_database
 
 
 @pytest.fixture
 def database(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
     """The Dagster database, named where deploy/scale/dagster.yaml reads it."""
-    with _scratch_database() as url:
+    with scratch_database() as url:
         monkeypatch.setenv(DAGSTER_PG_URL_ENV, url)
         yield url
 
 
 @pytest.fixture
 def feast_database() -> Iterator[str]:
-    with _scratch_database() as url:
+    with scratch_database() as url:
         yield url
 
 

@@ -43,7 +43,7 @@ def test_promote_rollback_and_the_append_only_log(registry) -> None:
     record = registry.rollback(reason="bad clicks", actor="carol")
     assert (record.version, record.previous) == (first, second)
     assert registry.champion() == first
-    lines = registry.log_file.read_text().splitlines()
+    lines = registry.decisions.path("promotions").read_text().splitlines()
     assert [json.loads(line)["action"] for line in lines] == ["promote", "promote", "rollback"]
     assert [json.loads(line)["actor"] for line in lines] == ["alice", "bob", "carol"]
     with pytest.raises(PromotionError, match="only champion"):
@@ -76,9 +76,9 @@ def test_each_tenant_has_its_own_champion_stack(registry) -> None:
 def test_records_written_before_tenants_were_recorded_take_the_models(registry) -> None:
     version = register(registry, 1, PASSED)
     registry.promote(version, reason="initial")
-    (line,) = registry.log_file.read_text().splitlines()
+    (line,) = registry.decisions.path("promotions").read_text().splitlines()
     old = {name: value for name, value in json.loads(line).items() if name != "tenant"}
-    registry.log_file.write_text(json.dumps(old) + "\n")
+    registry.decisions.path("promotions").write_text(json.dumps(old) + "\n")
     assert registry.champions() == {"shop": version}
     assert registry.history()[0].tenant == "shop"
 
