@@ -83,8 +83,11 @@ dev: install $(DAGSTER_YAML)
 serve: install
 	$(BIN)/bentoml serve services.service:RecloopService --host $(SERVE_HOST) --port $(SERVE_PORT)
 
+# The Bento the Kubernetes manifests name (deploy/k8s/kustomization.yaml): recloop:<version
+# in pyproject.toml>; `bentoml containerize recloop:<version>` makes its image.
+VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml)
 bento: install
-	$(BIN)/bentoml build
+	$(BIN)/bentoml build --version $(VERSION)
 
 bench: install
 	$(BIN)/python -m bench.pipeline

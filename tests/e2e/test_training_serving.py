@@ -29,6 +29,7 @@ from recloop.registry.model_registry import Registry
 from recloop.settings import Settings
 from tests.model_fixtures import tiny_bundle
 from tests.trained_system import API_KEY, TrainedSystem, call, get, wait_alive
+from tests.unit.test_k8s_manifests import kustomized_image_tag
 
 
 @pytest.fixture(scope="module")
@@ -434,9 +435,17 @@ def test_bentoml_build_packages_the_service_without_data(tmp_path) -> None:
     root = Path(__file__).resolve().parents[2]
     env = {**os.environ, "BENTOML_HOME": str(tmp_path), "BENTOML_DO_NOT_TRACK": "True"}
     bentoml = Path(sys.executable).with_name("bentoml")
-    subprocess.run(
-        [str(bentoml), "build", "-o", "tag"], cwd=root, env=env, check=True, capture_output=True
+    # As `make bento` builds it: the version the Kubernetes manifests name.
+    built = subprocess.run(
+        [str(bentoml), "build", "--version", kustomized_image_tag(), "-o", "tag"],
+        cwd=root,
+        env=env,
+        check=True,
+        capture_output=True,
+        text=True,
     )
+    tag = built.stdout.strip().splitlines()[-1].removeprefix("__tag__:")
+    assert tag == f"recloop:{kustomized_image_tag()}"
     (source,) = tmp_path.glob("bentos/recloop/*/src")
     assert (source / "services" / "service.py").is_file()
     assert (source / "recloop" / "inference" / "retrievers.py").is_file()
