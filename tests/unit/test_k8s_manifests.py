@@ -147,3 +147,39 @@ def test_the_image_is_the_bento_make_bento_builds() -> None:
     bentofile = yaml.safe_load((ROOT / "bentofile.yaml").read_text())
     assert bentofile["name"] == "recloop"
     assert "--version $(VERSION)" in (ROOT / "Makefile").read_text()
+
+
+def test_the_dagster_helm_values_share_the_settings_volume_and_database() -> None:
+    values = yaml.safe_load((K8S / "dagster-values.yaml").read_text())
+    documents = rendered()
+    (location,) = values["dagster-user-deployments"]["deployments"]
+    workspace = yaml.safe_load((ROOT / "workspace.yaml").read_text())
+    (module,) = [entry["python_module"]["module_name"] for entry in workspace["load_from"]]
+    assert location["dagsterApiGrpcArgs"] == ["-m", module]
+    assert location["image"]["tag"] == version("recloop")
+    launcher = values["runLauncher"]["config"]["k8sRunLauncher"]
+    assert values["runLauncher"]["type"] == "K8sRunLauncher"
+    settings = one(documents, "ConfigMap", "recloop-settings")
+    deployment = one(documents, "Deployment", "recloop-service")
+    (service_volume,) = deployment["spec"]["template"]["spec"]["volumes"]
+    for pod in (location, launcher):
+        # The chart's schema wants {name: ...} objects here, not strings.
+        assert pod["envConfigMaps"] == [{"name": settings["metadata"]["name"]}]
+        assert pod["envSecrets"] == [{"name": "recloop-secrets"}]
+        (volume,) = pod["volumes"]
+        assert volume["persistentVolumeClaim"] == service_volume["persistentVolumeClaim"]
+        (mount,) = pod["volumeMounts"]
+        assert (mount["name"], mount["mountPath"]) == (
+            volume["name"],
+            settings["data"]["RECLOOP_DATA_DIR"],
+        )
+    postgres = values["postgresql"]
+    external = one(documents, "Service", postgres["postgresqlHost"])
+    assert postgres["enabled"] is False
+    assert postgres["service"]["port"] == external["spec"]["ports"][0]["port"]
+    # The warehouse pool's limit, as in the scale profile's own instance.
+    scale = yaml.safe_load((ROOT / "deploy" / "scale" / "dagster.yaml").read_text())
+    assert values["concurrency"] == {
+        "enabled": True,
+        "pools": {"defaultLimit": scale["concurrency"]["pools"]["default_limit"]},
+    }
