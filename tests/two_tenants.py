@@ -78,15 +78,24 @@ def write_tenant_log(layout: DataLayout, tenant: str) -> None:
 
 
 @contextmanager
-def two_tenant_system(root: Path) -> Iterator[TwoTenants]:
-    """Both tenants' logs through validation, dbt and Feast."""
+def two_tenant_system(
+    root: Path, dagster_home: Path | None = None, **stores: object
+) -> Iterator[TwoTenants]:
+    """Both tenants' logs through validation, dbt and Feast. `stores`: Settings fields
+    that move the stores elsewhere (the scale profile's); `dagster_home`: the instance its
+    dagster.yaml configures, instead of a test instance of the embedded kind."""
     layout = DataLayout(root / "data")
     for tenant in TENANTS:
         write_tenant_log(layout, tenant)
     settings = Settings(
-        data_dir=layout.root, partitions_start=LOG_DAYS[0], champion_algorithm="ease"
+        data_dir=layout.root, partitions_start=LOG_DAYS[0], champion_algorithm="ease", **stores
     )
     (root / "dagster").mkdir()
-    with dg.instance_for_test(temp_dir=str(root / "dagster")) as instance:
-        tiny_features_run(settings, instance, TENANTS)
-        yield TwoTenants(settings, instance)
+    instance = (
+        dg.DagsterInstance.from_config(str(dagster_home))
+        if dagster_home
+        else dg.instance_for_test(temp_dir=str(root / "dagster"))
+    )
+    with instance as opened:
+        tiny_features_run(settings, opened, TENANTS)
+        yield TwoTenants(settings, opened)
