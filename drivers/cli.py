@@ -15,7 +15,7 @@ import shutil
 import sys
 from collections.abc import Sequence
 from dataclasses import replace
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from pathlib import Path
 
 from recloop.data.layout import DataLayout
@@ -29,6 +29,7 @@ from recloop.data.movielens import (
     to_raw_log,
     write_raw_log,
 )
+from recloop.data.synthetic import SyntheticLog, SyntheticLogError, write_synthetic_log
 from recloop.experiments import (
     ExperimentSpec,
     SpecError,
@@ -60,6 +61,26 @@ def _fetch(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def _generate(args: argparse.Namespace, settings: Settings) -> int:
+    layout = DataLayout(settings.data_dir)
+    log = SyntheticLog(
+        events=args.events,
+        tenant=args.tenant,
+        days=args.days,
+        first_day=args.first_day,
+        seed=args.seed,
+    )
+    days = range(args.only_day, args.only_day + 1) if args.only_day is not None else None
+    report = write_synthetic_log(log, layout, days)
+    kinds = ", ".join(f"{count:,} {kind}" for kind, count in report.by_type.items())
+    print(
+        f"wrote {report.events:,} synthetic events ({kinds}) over {report.days} day(s), "
+        f"{report.users:,} users and {report.items:,} items for tenant {report.tenant!r} "
+        f"under {layout.root / 'raw'}"
+    )
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="recloop",
@@ -73,6 +94,24 @@ def build_parser() -> argparse.ArgumentParser:
         help="ml-100k comes from the recbole wheel on PyPI; the others from GroupLens",
     )
     fetch.add_argument("--tenant", default=None, help="tenant id (default: the data set name)")
+    generate = commands.add_parser(
+        "generate",
+        help="write a seeded synthetic log (power-law users and items, slates with "
+        "position-biased clicks and logged propensities, a growing catalog)",
+    )
+    generate.add_argument("--events", type=int, default=1_000_000, help="about this many")
+    generate.add_argument("--days", type=int, default=30)
+    generate.add_argument(
+        "--first-day", type=date.fromisoformat, default=date(2026, 1, 1), help="YYYY-MM-DD"
+    )
+    generate.add_argument("--tenant", default="synthetic")
+    generate.add_argument("--seed", type=int, default=0)
+    generate.add_argument(
+        "--only-day",
+        type=int,
+        default=None,
+        help="write only this day (0-based) of the same log: a new day arriving",
+    )
     add_model_commands(commands)
     add_experiment_commands(commands)
     run = commands.add_parser(
@@ -268,8 +307,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _experiments(args, settings)
         if args.command == "run":
             return _run_pipeline(args, settings)
+        if args.command == "generate":
+            return _generate(args, settings)
         return _fetch(args, settings)
-    except (SettingsError, MovieLensError) as exc:
+    except (SettingsError, MovieLensError, SyntheticLogError) as exc:
         print(f"recloop: error: {exc}", file=sys.stderr)
         return 2
 
