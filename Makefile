@@ -25,7 +25,7 @@ DAGSTER_YAML := $(DAGSTER_HOME)/dagster.yaml
 # The project's tools (dbt, dagster, feast) first, whether or not the venv is activated.
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: install demo pipeline loop experiments test test-unit test-integration test-e2e dev serve bento bench bench-quality bench-served bench-serve lint clean
+.PHONY: install demo pipeline loop experiments test test-unit test-integration test-e2e dev serve bento bench bench-quality bench-scale bench-served bench-serve lint clean
 
 install: $(STAMP) $(MANIFEST)
 
@@ -94,6 +94,11 @@ bench: install
 
 bench-quality: install
 	$(BIN)/python -m bench.quality
+
+# Synthetic logs of 100k, 1M and 10M events to a promoted model, cold and one new day
+# (bench/scale.py; needs Redis; the 10M size takes long). Outside CI.
+bench-scale: install
+	$(BIN)/python -m bench.scale
 
 # What the served HTTP API recommends on held-out splits, against the baselines (bench/served.py).
 bench-served: install

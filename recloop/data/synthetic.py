@@ -18,7 +18,8 @@ What it models, so that the pipeline and the recommenders have the work real log
   rated (0.5-5 stars, higher for a topic match) with `rating_rate`.
 - **Catalog growth.** `initial_catalog` of the items exist on the first day; the rest
   arrive evenly over the days and can only be shown from their first day. An item
-  catalog snapshot is written each `snapshot_days`, holding the items arrived by then.
+  catalog snapshot is written each `snapshot_days`, announcing every item that arrives
+  before the next one: an item is in the catalog before it is shown.
 
 Days are generated one at a time, from a seed per day, and written as one Parquet batch
 per (tenant, day): memory stays at one day's events whatever the total, and the same
@@ -75,7 +76,7 @@ class SyntheticLog:
     tenant: str = "synthetic"
     days: int = 30
     first_day: date = date(2026, 1, 1)
-    users: int = 0  # 0: events // 40
+    users: int = 0  # 0: events // 200 (about 20 sessions a user)
     items: int = 0  # 0: events // 1000, within [500, 10_000]
     topics: int = 12
     slate: int = 10
@@ -83,7 +84,7 @@ class SyntheticLog:
     popularity_exponent: float = 0.9
     position_bias: float = 1.0
     click_rate: float = 0.08
-    topic_affinity: float = 6.0
+    topic_affinity: float = 10.0
     purchase_rate: float = 0.1
     rating_rate: float = 0.3
     initial_catalog: float = 0.7
@@ -106,7 +107,7 @@ class SyntheticLog:
 
     @property
     def user_count(self) -> int:
-        return self.users or max(10, self.events // 40)
+        return self.users or max(10, self.events // 200)
 
     @property
     def item_count(self) -> int:
@@ -275,7 +276,7 @@ def user_catalog(log: SyntheticLog, world: SyntheticWorld) -> pa.Table:
 
 
 def item_catalog(log: SyntheticLog, world: SyntheticWorld, by_day: int) -> pa.Table:
-    """The items arrived by day index `by_day`; an item's genre is its topic's."""
+    """The items arriving up to day index `by_day`; an item's genre is its topic's."""
     rng = np.random.default_rng([log.seed, 3])
     years = rng.integers(1950, 2026, log.item_count)
     arrived = np.flatnonzero(world.item_arrival <= by_day)
@@ -339,7 +340,7 @@ def write_synthetic_log(
     for day_index in snapshots:
         dated = (log.first_day + timedelta(days=day_index)).isoformat()
         write_table_atomic(
-            item_catalog(log, world, day_index),
+            item_catalog(log, world, day_index + log.snapshot_days - 1),
             layout.raw_catalog("items", log.tenant) / f"{dated}.parquet",
         )
     return SyntheticReport(

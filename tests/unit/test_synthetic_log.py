@@ -4,7 +4,7 @@ stands in for (heavy tails, position bias, tastes, exact propensities, a growing
 from __future__ import annotations
 
 from dataclasses import replace
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 
 import numpy as np
 import pandas as pd
@@ -127,6 +127,15 @@ def test_items_are_shown_only_from_their_arrival_and_snapshots_grow(tmp_path, ev
     assert (
         report.item_snapshots == len(sizes) == 3 and sizes == sorted(sizes) and sizes[0] < sizes[-1]
     )
+    # Every item shown is in a catalog snapshot dated on or before the day it is shown.
+    announced: dict[str, date] = {}
+    for path in parquet_files(layout.raw_catalog("items", LOG.tenant)):
+        for item in pq.read_table(path)["item_id"].to_pylist():
+            announced.setdefault(item, date.fromisoformat(path.stem))
+    for day in layout.event_days(LOG.tenant):
+        for path in parquet_files(layout.raw_events_partition(LOG.tenant, day)):
+            shown_items = set(pq.read_table(path, columns=["item_id"])["item_id"].to_pylist())
+            assert all(announced[item] <= day for item in shown_items), day
 
 
 def test_impossible_shapes_are_refused_with_the_reason() -> None:
