@@ -44,7 +44,13 @@ import psutil
 from assets.definitions import FEATURES_JOB, build_definitions
 from assets.sensors import VALIDATE_EVENTS_JOB, tenant_range_tags
 from drivers.dagster_runs import RunOutcome
-from drivers.demo import QUIET_LOGS, InProcessJobs, run_feature_jobs, train_and_promote
+from drivers.demo import (
+    QUIET_LOGS,
+    DemoError,
+    InProcessJobs,
+    run_feature_jobs,
+    train_and_promote,
+)
 from recloop.data.layout import DataLayout
 from recloop.data.shared_state import redis_client
 from recloop.data.synthetic import SyntheticLog, write_synthetic_log
@@ -105,6 +111,8 @@ class Stage:
     rows: int | None
     peak_rss_mb: float
     steps: dict[str, float] = field(default_factory=dict)  # step -> seconds
+    # A training stage's result: the promoted version, or why nothing was promoted.
+    outcome: str = ""
 
     @property
     def rows_per_s(self) -> float | None:
@@ -197,10 +205,7 @@ def bench_size(
                 stage.steps = step_seconds(instance, jobs.outcomes)
             materialized = online_rows(instance)
             with cold.stage("train + gates + promote") as stage:
-                jobs.outcomes.clear()
-                train_and_promote(defs, instance, jobs=jobs)
-                stage.steps = step_seconds(instance, jobs.outcomes)
-            cold_champion = Registry.of(settings).champion(log.tenant)
+                train_stage(stage, defs, instance, jobs, settings, log.tenant)
 
             incremental = Timer(size, "incremental", sampler)
             new_day = log.first_day + timedelta(days=log.days)
@@ -215,10 +220,7 @@ def bench_size(
                     raise SystemExit(f"features of the new day failed: {features.failures[-3:]}")
                 stage.steps = step_seconds(instance, jobs.outcomes)
             with incremental.stage("train + gates + promote") as stage:
-                jobs.outcomes.clear()
-                train_and_promote(defs, instance, jobs=jobs)
-                stage.steps = step_seconds(instance, jobs.outcomes)
-            new_champion = Registry.of(settings).champion(log.tenant)
+                train_stage(stage, defs, instance, jobs, settings, log.tenant)
     finally:
         client = redis_client(REDIS_URL)
         for key in client.scan_iter(match=f"*{project}*", count=10_000):
@@ -234,11 +236,41 @@ def bench_size(
             0.0,
         )
     )
-    print(
-        f"  champion after cold: {cold_champion}; after the new day: {new_champion}",
-        flush=True,
-    )
     return stages
+
+
+def train_stage(
+    stage: Stage,
+    defs: dg.Definitions,
+    instance: dg.DagsterInstance,
+    jobs: RecordingJobs,
+    settings: Settings,
+    tenant: str,
+) -> None:
+    """The champion chain; the stage's outcome is the version it promoted, or the gates
+    (or the error) that stopped it."""
+    before = Registry.of(settings).champion(tenant)
+    jobs.outcomes.clear()
+    try:
+        train_and_promote(defs, instance, jobs=jobs)
+    except DemoError as error:
+        stage.outcome = f"not promoted: {failed_gates(instance, jobs.outcomes[-1].run_id) or error}"
+    else:
+        after = Registry.of(settings).champion(tenant)
+        stage.outcome = f"promoted {after}" if after != before else "not promoted"
+    stage.steps = step_seconds(instance, jobs.outcomes)
+    print(f"      {stage.outcome}", flush=True)
+
+
+def failed_gates(instance: dg.DagsterInstance, run_id: str) -> str:
+    """What the run's failed gate checks say (their `detail`)."""
+    details = []
+    for entry in instance.all_logs(run_id, of_type=dg.DagsterEventType.ASSET_CHECK_EVALUATION):
+        evaluation = entry.dagster_event.event_specific_data
+        detail = evaluation.metadata.get("detail")
+        if not evaluation.passed and detail and "skipped" not in str(detail.value):
+            details.append(str(detail.value))
+    return "; ".join(details)
 
 
 def validate_new_day(jobs: RecordingJobs, tenant: str, day: date) -> None:
@@ -261,7 +293,10 @@ def summarize(stages: list[Stage]) -> dict[str, object]:
         ]
         new = [s for s in mine if s.phase == "incremental" and s.name != "generate"]
         (materialize,) = [s for s in mine if s.name == "materialize (in features)"]
+        trained = {s.phase: s.outcome for s in mine if s.name == "train + gates + promote"}
         out[str(size)] = {
+            "cold_outcome": trained.get("cold", ""),
+            "incremental_outcome": trained.get("incremental", ""),
             "cold_to_promoted_s": round(sum(s.seconds for s in cold), 1),
             "cold_peak_rss_mb": max(s.peak_rss_mb for s in cold),
             "incremental_day_to_promoted_s": round(sum(s.seconds for s in new), 1),
@@ -277,7 +312,8 @@ def print_table(stages: list[Stage]) -> None:
     for s in stages:
         rate = f"{s.rows_per_s:,.0f}" if s.rows_per_s else "-"
         print(
-            f"{s.size:>11,}  {s.phase:<11} {s.name:<26} {s.seconds:>8.1f} {rate:>10} {s.peak_rss_mb:>12,.0f}"
+            f"{s.size:>11,}  {s.phase:<11} {s.name:<26} {s.seconds:>8.1f} {rate:>10} "
+            f"{s.peak_rss_mb:>12,.0f}  {s.outcome}"
         )
 
 

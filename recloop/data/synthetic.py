@@ -81,10 +81,10 @@ class SyntheticLog:
     topics: int = 12
     slate: int = 10
     activity_exponent: float = 1.0
-    popularity_exponent: float = 0.9
+    popularity_exponent: float = 0.7
     position_bias: float = 1.0
     click_rate: float = 0.08
-    topic_affinity: float = 10.0
+    topic_affinity: float = 15.0
     purchase_rate: float = 0.1
     rating_rate: float = 0.3
     initial_catalog: float = 0.7
