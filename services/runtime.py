@@ -20,7 +20,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 import pandas as pd
 import torch
@@ -43,12 +43,17 @@ from recloop.data.event_log import (
     logged_served_lists,
 )
 from recloop.data.layout import DataLayout, check_tenant_id
-from recloop.data.shared_state import RedisServedLists, redis_client
+from recloop.data.shared_state import RedisServedLists, RequestStateUnavailable, redis_client
 from recloop.experiments import Route
 from recloop.experiments.serving import VariantList, serve_route
 from recloop.features.feature_vectors import STREAM_VIEW, FeatureColumns
 from recloop.features.shared_stream_state import SharedStreamState
-from recloop.features.stream_features import WINDOW, StreamState, recent_engagement_events
+from recloop.features.stream_features import (
+    ROW_COLUMNS,
+    WINDOW,
+    StreamState,
+    recent_engagement_events,
+)
 from recloop.inference.retrievers import (
     Recommendation,
     Servable,
@@ -72,6 +77,7 @@ from services.api import (
 from services.experiments import BatchLists, ExperimentLoader, ExperimentSet
 
 logger = logging.getLogger(__name__)
+T = TypeVar("T")
 
 DEFAULT_VARIANT = "champion"
 EVENT_FLUSH_SECONDS = 1.0
@@ -143,11 +149,16 @@ OUTAGE_LOG_INTERVAL_S = 60.0
 
 
 class StoreHealth:
-    """The online store's health as the last probe (or failed read) found it."""
+    """A store's health as the last probe (or failed read) found it: the online store's,
+    or the request state's in Redis."""
 
     def __init__(
-        self, probe: Callable[[], str | None], clock: Callable[[], float] = time.monotonic
+        self,
+        probe: Callable[[], str | None],
+        clock: Callable[[], float] = time.monotonic,
+        name: str = "the online store",
     ) -> None:
+        self.name = name
         self.probe = probe
         self.clock = clock
         self._problem: str | None = None
@@ -173,7 +184,7 @@ class StoreHealth:
         self._probed_at = now
         if problem is None:
             if self._problem is not None:
-                logger.warning("the online store answers again")
+                logger.warning("%s answers again", self.name)
         elif self._problem is None or now - self._logged_at >= OUTAGE_LOG_INTERVAL_S:
             logger.error("%s (the service answers 503 until it is back)", problem)
             self._logged_at = now
@@ -204,6 +215,21 @@ def _joined(values: list[str]) -> str:
     return "+".join(dict.fromkeys(values))
 
 
+def refused_while_request_state_is_down(method: Callable[..., T]) -> Callable[..., T]:
+    """A request-path method that answers 503, naming the problem, while Redis (holding
+    the request state) does not answer."""
+
+    @functools.wraps(method)
+    def answer(runtime: RecloopRuntime, *args: Any, **kwargs: Any) -> T:
+        try:
+            return method(runtime, *args, **kwargs)
+        except RequestStateUnavailable as error:
+            runtime.request_state_health.failed(str(error))
+            raise Refused(503, str(error)) from error
+
+    return answer
+
+
 def request_state(
     settings: Settings,
 ) -> tuple[ServedLists | RedisServedLists, StreamState | SharedStreamState]:
@@ -232,6 +258,7 @@ class RecloopRuntime:
         self.counters = event_counters()
         self.events = EventBuffer(self.layout, on_written=self.counters.written.inc)
         self.served, self.stream = request_state(self.settings)
+        self.request_state_health = StoreHealth(self.served.problem, name="the request state")
         self.restored_served_lists = 0
         self.stream_store = open_feature_store(self.settings)
         # tenant -> its champion; a dict replaced whole, so a request reads one snapshot.
@@ -350,7 +377,7 @@ class RecloopRuntime:
         while not self._stop.is_set():
             # Drained before the flush and pushed after it, so a pushed value only counts
             # events that are on disk (feedback adds to the buffer before the stream).
-            stream_rows = self.stream.drain()
+            stream_rows = self._drain_stream()
             try:
                 self.events.flush_when_due(EVENT_FLUSH_SECONDS)
             except Exception:
@@ -382,16 +409,31 @@ class RecloopRuntime:
         self.counters.accepted.inc(len(rows))
         return seq
 
+    def _drain_stream(self) -> pd.DataFrame:
+        """The stream rows to push; none while the request state is unavailable (the
+        users' rows wait there for the next drain, and the events are written all the
+        same)."""
+        try:
+            return self.stream.drain()
+        except RequestStateUnavailable as error:
+            self.request_state_health.failed(str(error))
+            return pd.DataFrame(columns=ROW_COLUMNS)
+
     def close(self) -> None:
         """Stop the threads, write what is buffered and push its stream rows."""
         self._stop.set()
-        stream_rows = self.stream.drain()
+        stream_rows = self._drain_stream()
         self.events.flush()
         self._push_stream(stream_rows)
 
     def is_ready(self) -> bool:
-        """A champion is loaded and the online store answers (BentoML's /readyz)."""
-        return bool(self.champions) and self.store_health.problem() is None
+        """A champion is loaded, and the online store and the request state answer
+        (BentoML's /readyz)."""
+        return (
+            bool(self.champions)
+            and self.store_health.problem() is None
+            and self.request_state_health.problem() is None
+        )
 
     def tenant(self, named: str | None, key_tenant: str | None = None) -> str:
         """The tenant a request is for: the one it names (`tenant` field or X-Tenant
@@ -472,6 +514,7 @@ class RecloopRuntime:
             features[f"{STREAM_VIEW}__{column}"] = [value]
         return features
 
+    @refused_while_request_state_is_down
     def recommend(
         self,
         tenant: str,
@@ -563,6 +606,7 @@ class RecloopRuntime:
         )
         return Recommendation(response.item_ids, response.scores, None), served
 
+    @refused_while_request_state_is_down
     def feedback(
         self,
         tenant: str,

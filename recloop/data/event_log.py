@@ -290,6 +290,10 @@ class ServedLists:
         self._feedback: dict[str, dict[FeedbackKey, int]] = {}
         self._lock = threading.Lock()
 
+    def problem(self) -> str | None:
+        """Why the lists cannot be read or written: never, in memory."""
+        return None
+
     def remember(self, served: ServedList) -> None:
         with self._lock:
             self._lists[served.request_id] = served

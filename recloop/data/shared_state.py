@@ -17,10 +17,14 @@ from __future__ import annotations
 import hashlib
 import json
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict
 from datetime import timedelta
 
 import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from recloop.data.event_log import FeedbackKey, ServedList
 
@@ -31,6 +35,21 @@ _TUPLE_FIELDS = ("item_ids", "item_versions", "item_variants", "propensities")
 
 class RedisConnectionError(ValueError):
     """A Redis connection string recloop cannot read."""
+
+
+class RequestStateUnavailable(RuntimeError):
+    """Redis, which holds the request state, did not answer: the service answers 503."""
+
+
+@contextmanager
+def redis_errors(doing: str) -> Iterator[None]:
+    """Redis's own errors as `RequestStateUnavailable`, saying what was being done."""
+    try:
+        yield
+    except redis.RedisError as error:
+        raise RequestStateUnavailable(
+            f"the request state in Redis is unavailable ({doing}): {error}"
+        ) from error
 
 
 def redis_client(connection: str) -> redis.Redis:
@@ -53,7 +72,14 @@ def redis_client(connection: str) -> redis.Redis:
             raise RedisConnectionError(
                 f"{connection!r}: unknown option {option!r}; expected password=, db= or ssl="
             )
-    return redis.Redis(**settings, socket_timeout=5.0, socket_connect_timeout=5.0)
+    # Fail fast: a request waits on Redis, and an outage must answer 503 within the
+    # request timeout, not after redis-py's default retries with backoff (about 8 s).
+    return redis.Redis(
+        **settings,
+        socket_timeout=2.0,
+        socket_connect_timeout=1.0,
+        retry=Retry(NoBackoff(), retries=1),
+    )
 
 
 class RedisServedLists:
@@ -83,14 +109,25 @@ class RedisServedLists:
         digest = hashlib.sha256(json.dumps(rest).encode()).hexdigest()[:24]
         return f"{self.namespace}:feedback:{request_id}:{digest}"
 
+    def problem(self) -> str | None:
+        """Why the request state cannot be read or written (None: Redis answers)."""
+        try:
+            with redis_errors("ping"):
+                self.client.ping()
+        except RequestStateUnavailable as error:
+            return str(error)
+        return None
+
     def remember(self, served: ServedList) -> None:
-        self.client.set(
-            self._served_key(served.request_id), json.dumps(asdict(served)), ex=self.ttl
-        )
+        with redis_errors("remembering a response"):
+            self.client.set(
+                self._served_key(served.request_id), json.dumps(asdict(served)), ex=self.ttl
+            )
         self._remembered += 1
 
     def get(self, request_id: str) -> ServedList | None:
-        stored = self.client.get(self._served_key(request_id))
+        with redis_errors("reading a response"):
+            stored = self.client.get(self._served_key(request_id))
         if stored is None:
             return None
         fields = json.loads(stored)
@@ -104,14 +141,16 @@ class RedisServedLists:
         calls `record_feedback`); else the sequence number to wait for: the first one's
         at this worker, 0 when another worker logged it."""
         name = self._feedback_key(key)
-        if self.client.set(name, f"{self.worker}:0", nx=True, ex=self.ttl):
-            return None
-        stored = self.client.get(name)
+        with redis_errors("claiming feedback"):
+            if self.client.set(name, f"{self.worker}:0", nx=True, ex=self.ttl):
+                return None
+            stored = self.client.get(name)
         worker, _, seq = (stored or b"").decode().partition(":")
         return int(seq) if worker == self.worker and seq.isdigit() else 0
 
     def record_feedback(self, key: FeedbackKey, seq: int) -> None:
-        self.client.set(self._feedback_key(key), f"{self.worker}:{seq}", xx=True, ex=self.ttl)
+        with redis_errors("recording feedback"):
+            self.client.set(self._feedback_key(key), f"{self.worker}:{seq}", xx=True, ex=self.ttl)
 
     def __len__(self) -> int:
         """The lists this worker remembered (Redis holds every worker's)."""

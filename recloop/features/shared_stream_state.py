@@ -21,6 +21,7 @@ import pandas as pd
 import redis
 
 from recloop.data.schemas import ENGAGEMENT_TYPES
+from recloop.data.shared_state import RequestStateUnavailable, redis_errors
 from recloop.features.stream_features import (
     EVENT_COLUMNS,
     LOOKUP_BEFORE,
@@ -76,7 +77,8 @@ class SharedStreamState:
             pipeline.expire(self._key(user), self.ttl)
             touched.add(user)
         if touched:
-            pipeline.execute()
+            with redis_errors("counting an engagement"):
+                pipeline.execute()
             with self._lock:
                 self._touched |= touched
 
@@ -88,8 +90,10 @@ class SharedStreamState:
         pipeline = self.client.pipeline(transaction=False)
         for user in users:
             pipeline.hgetall(self._key(user))
+        with redis_errors("reading engagements"):
+            results = pipeline.execute()
         found = []
-        for stored in pipeline.execute():
+        for stored in results:
             events = []
             for event_id, value in stored.items():
                 stamp, item, event_type = json.loads(value)
@@ -104,9 +108,25 @@ class SharedStreamState:
         with self._lock:
             touched, self._touched = sorted(self._touched), set()
             requeued, self._requeued = self._requeued, None
+        try:
+            rows = self._drop_old_and_read(touched)
+        except RequestStateUnavailable:
+            with self._lock:  # the next drain tries these users again
+                self._touched.update(touched)
+                if requeued is not None:
+                    newer = self._requeued
+                    self._requeued = requeued if newer is None else merge_requeued(requeued, newer)
+            raise
+        return with_requeued(
+            stream_feature_rows(pd.DataFrame(rows, columns=EVENT_COLUMNS)), requeued
+        )
+
+    def _drop_old_and_read(self, users: list[tuple[str, str]]) -> list[tuple]:
+        """Every retained event of `users` as EVENT_COLUMNS tuples; deletes those that
+        have left their user's window."""
         rows = []
         expired = self.client.pipeline(transaction=False)
-        for user, retained in zip(touched, self._retained(touched), strict=True):
+        for user, retained in zip(users, self._retained(users), strict=True):
             if not retained:
                 continue
             latest = max(stamp for _, (stamp, _, _) in retained)
@@ -114,10 +134,9 @@ class SharedStreamState:
             old = [event_id for event_id, (at, _, _) in retained if at <= latest - WINDOW]
             if old:
                 expired.hdel(self._key(user), *old)
-        expired.execute()
-        return with_requeued(
-            stream_feature_rows(pd.DataFrame(rows, columns=EVENT_COLUMNS)), requeued
-        )
+        with redis_errors("dropping old engagements"):
+            expired.execute()
+        return rows
 
     def features_as_of(
         self, tenant_id: str, user_id: str, at: datetime

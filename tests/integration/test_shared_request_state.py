@@ -12,13 +12,19 @@ import pytest
 import redis
 
 from recloop.data.event_log import ServedList, ServedLists
-from recloop.data.shared_state import RedisConnectionError, RedisServedLists, redis_client
+from recloop.data.shared_state import (
+    RedisConnectionError,
+    RedisServedLists,
+    RequestStateUnavailable,
+    redis_client,
+)
 from recloop.features.shared_stream_state import SharedStreamState
 from recloop.features.stream_features import (
     KEY_COLUMNS,
     stream_feature_rows,
     stream_features_as_of,
 )
+from services.runtime import Refused, StoreHealth, refused_while_request_state_is_down
 from tests.unit.test_stream_features import engaged, event, random_stream
 
 SERVED = ServedList(
@@ -150,3 +156,41 @@ def test_the_connection_string_is_read_as_feast_reads_it() -> None:
     ):
         with pytest.raises(RedisConnectionError, match=problem):
             redis_client(wrong)
+
+
+DOWN = "127.0.0.1:1"  # nothing listens there
+
+
+def test_an_unreachable_redis_is_named_and_no_engagement_is_lost(
+    redis_url: str, namespace: str
+) -> None:
+    lists = RedisServedLists(redis_client(DOWN), namespace)
+    assert "request state in Redis is unavailable (ping)" in lists.problem()
+    with pytest.raises(RequestStateUnavailable, match="remembering a response"):
+        lists.remember(SERVED)
+    assert RedisServedLists(redis_client(redis_url), namespace).problem() is None
+    # A drain while Redis is down keeps the users it could not read for the next one.
+    state = SharedStreamState(redis_client(redis_url), namespace)
+    state.add([event("a", 0, "x", user="u")])
+    working, state.client = state.client, redis_client(DOWN)
+    with pytest.raises(RequestStateUnavailable, match="reading engagements"):
+        state.drain()
+    state.client = working
+    (row,) = state.drain().to_dict("records")
+    assert (row["user_id"], row["last_items"]) == ("u", ["x"])
+
+
+def test_the_service_answers_503_naming_redis_while_it_is_down() -> None:
+    class Runtime:
+        request_state_health = StoreHealth(lambda: None, name="the request state")
+
+        @refused_while_request_state_is_down
+        def recommend(self) -> None:
+            RedisServedLists(redis_client(DOWN), "x").remember(SERVED)
+
+    runtime = Runtime()
+    with pytest.raises(Refused) as refused:
+        runtime.recommend()
+    assert refused.value.status == 503
+    assert "request state in Redis is unavailable" in refused.value.message
+    assert "unavailable" in runtime.request_state_health.problem()  # until a probe answers
