@@ -152,6 +152,20 @@ class SyntheticWorld:
         )
 
 
+def first_distinct(draws: np.ndarray, count: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per row of `draws`, its first `count` distinct values in draw order, for the rows
+    that have that many; and a mask of those rows."""
+    order = np.argsort(draws, axis=1, kind="stable")
+    ranked = np.take_along_axis(draws, order, axis=1)
+    repeat_ranked = np.zeros(draws.shape, dtype=bool)
+    repeat_ranked[:, 1:] = ranked[:, 1:] == ranked[:, :-1]  # a stable sort puts the first first
+    repeat = np.empty_like(repeat_ranked)
+    np.put_along_axis(repeat, order, repeat_ranked, axis=1)
+    kept = ~repeat & (np.cumsum(~repeat, axis=1) <= count)
+    complete = kept.sum(axis=1) == count
+    return draws[complete][kept[complete]].reshape(-1, count), complete
+
+
 def plackett_luce_slates(
     rng: np.random.Generator, weights: np.ndarray, sessions: int, slate: int
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -159,18 +173,25 @@ def plackett_luce_slates(
     probability proportional to its weight among those not yet drawn; and each draw's
     probability given the draws above it (the logged propensity).
 
-    Gumbel-top-k: the `slate` largest of log-weight plus Gumbel noise are a Plackett-Luce
-    draw, in order.
+    Drawing with replacement and skipping repeats draws each next item from the weights
+    of those not yet drawn: the first `slate` distinct draws are a Plackett-Luce slate,
+    in order. A row whose draws repeat too often to fill its slate draws on (its draws
+    so far kept: starting it over would favour slates of rarely repeated items).
     """
-    log_weights = np.log(weights)
+    cumulative = np.cumsum(weights)
+
+    def draw(rows: int, width: int) -> np.ndarray:
+        uniform = rng.random((rows, width)) * cumulative[-1]
+        return np.minimum(np.searchsorted(cumulative, uniform, side="right"), len(weights) - 1)
+
     chosen = np.empty((sessions, slate), dtype=np.int64)
-    rows = max(1, 2**23 // len(weights))  # bounded memory: 8M keys (64 MB) at a time
-    for start in range(0, sessions, rows):
-        block = min(rows, sessions - start)
-        keys = log_weights + rng.gumbel(size=(block, len(weights)))
-        top = np.argpartition(-keys, slate - 1, axis=1)[:, :slate]
-        order = np.argsort(-np.take_along_axis(keys, top, axis=1), axis=1)
-        chosen[start : start + block] = np.take_along_axis(top, order, axis=1)
+    pending = np.arange(sessions)
+    draws = draw(sessions, 3 * slate)
+    while len(pending):
+        filled, complete = first_distinct(draws, slate)
+        chosen[pending[complete]] = filled
+        pending, draws = pending[~complete], draws[~complete]
+        draws = np.hstack([draws, draw(len(pending), draws.shape[1])])
     drawn = weights[chosen]
     before = np.cumsum(drawn, axis=1) - drawn
     return chosen, drawn / (weights.sum() - before)
