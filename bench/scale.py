@@ -331,6 +331,9 @@ def plot(stages: list[Stage], summary: dict, path: Path) -> None:
     ):
         seconds.plot(sizes, [summary[str(n)][key] for n in sizes], marker="o", label=label)
     seconds.axhline(GOALS["cold_10m_s"], linestyle="--", color="grey", label="goal at 10M: 30 min")
+    seconds.axhline(
+        GOALS["incremental_day_s"], linestyle=":", color="grey", label="goal for a new day: 2 min"
+    )
     seconds.set(xscale="log", yscale="log", xlabel="events", ylabel="seconds")
     seconds.legend(fontsize=8)
     memory.plot(sizes, [summary[str(n)]["cold_peak_rss_mb"] / 1024 for n in sizes], marker="o")
