@@ -274,8 +274,20 @@ class RecloopRuntime:
         self._stop = threading.Event()
 
     def start(self) -> None:
-        """Start the registry watcher and the event writer (daemon threads)."""
-        # Load in the background, so /livez answers while weights and index load.
+        """Load every tenant's champion, then start the registry watcher and the event
+        writer (daemon threads).
+
+        Loading before the worker takes requests: BentoML builds the service before its
+        worker accepts connections, and with several workers behind one port the others
+        take them meanwhile; loading in the background, a started or respawned worker
+        answered 503 "still loading" to its share of the traffic. A champion that fails
+        to load is recorded (/readyz and /admin/stats say why) and the worker starts
+        anyway, serving its other tenants.
+        """
+        try:
+            self.reload()
+        except ChampionLoadError as error:
+            logger.error("serving without these champions: %s", error)
         threading.Thread(target=self._watch_registry, daemon=True).start()
         threading.Thread(target=self._flush_periodically, daemon=True).start()
 

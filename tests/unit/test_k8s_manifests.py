@@ -105,6 +105,8 @@ def test_the_service_deployment_matches_the_service() -> None:
     assert container["ports"] == [{"name": "http", "containerPort": int(serve_port)}]
     assert container["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "http"}
     assert container["livenessProbe"]["httpGet"] == {"path": "/livez", "port": "http"}
+    # A worker answers nothing until its champions are loaded: time for that first.
+    assert container["startupProbe"]["httpGet"] == {"path": "/livez", "port": "http"}
     assert container["image"] == f"recloop:{version('recloop')}"
     sources = {next(iter(source.values()))["name"] for source in container["envFrom"]}
     assert sources == {"recloop-settings", "recloop-secrets"}
