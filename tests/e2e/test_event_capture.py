@@ -37,14 +37,18 @@ CRASH_ERRORS = (urllib.error.URLError, ConnectionError, TimeoutError, http.clien
 
 class Traffic(BackgroundLoad):
     """Client threads: recommend, then a durable click on one shown item, until stopped
-    or the server is gone; records every click the service acknowledged as durable."""
+    or the server is gone; records every click the service acknowledged as durable.
+    `through_crash`: once `killed` is set, a dropped connection is counted (`dropped`)
+    and the thread goes on, for a server that keeps serving when one worker dies."""
 
-    def __init__(self, url: str, durable: bool = True) -> None:
+    def __init__(self, url: str, durable: bool = True, through_crash: bool = False) -> None:
         super().__init__(THREADS)
         self.url = url
         self.durable = durable
+        self.through_crash = through_crash
         self.killed = threading.Event()
         self.acked: list[tuple[str, str]] = []
+        self.dropped = 0
 
     def _run(self, seed: int) -> None:
         rng = random.Random(seed)
@@ -54,7 +58,10 @@ class Traffic(BackgroundLoad):
             except CRASH_ERRORS as exc:
                 if not self.killed.is_set():
                     self.failures.append(f"{type(exc).__name__}: {exc}")
-                return
+                    return
+                if not self.through_crash:
+                    return
+                self.dropped += 1
 
     def _one(self, rng: random.Random) -> None:
         user = str(rng.randint(1, 943))

@@ -6,7 +6,6 @@ acknowledged click and the other keeps answering."""
 from __future__ import annotations
 
 import contextlib
-import random
 import time
 from collections import Counter
 from dataclasses import replace
@@ -18,7 +17,7 @@ from drivers.launcher import run_service
 from recloop.data.layout import DataLayout
 from recloop.data.shared_state import redis_client
 from recloop.settings import Settings
-from tests.e2e.test_event_capture import CRASH_ERRORS, K, Traffic, raw_files, read_all
+from tests.e2e.test_event_capture import K, Traffic, raw_files, read_all
 from tests.serving_copy import copy_for_serving
 from tests.trained_system import TrainedSystem, call
 
@@ -105,30 +104,6 @@ def test_another_service_and_a_restarted_one_accept_feedback_on_any_list(
     assert sum(on_disk.values()) == len(users) and set(on_disk.values()) == {1}
 
 
-class LoadThroughACrash(Traffic):
-    """`Traffic` that goes on when a worker dies under it: once `killed` is set, a
-    dropped connection or an answer from a worker still loading is counted, not fatal."""
-
-    def __init__(self, url: str) -> None:
-        super().__init__(url)
-        self.dropped = 0
-
-    def _run(self, seed: int) -> None:
-        rng = random.Random(seed)
-        while not self.stop.is_set():
-            failures = len(self.failures)
-            try:
-                self._one(rng)
-            except CRASH_ERRORS as exc:
-                if not self.killed.is_set():
-                    self.failures.append(f"{type(exc).__name__}: {exc}")
-                    return
-                self.dropped += 1
-            if self.killed.is_set() and len(self.failures) > failures:
-                self.dropped += len(self.failures) - failures
-                del self.failures[failures:]
-
-
 def worker_processes(server) -> list[psutil.Process]:
     """The worker processes under the `bentoml serve` arbiter."""
     found = []
@@ -141,7 +116,7 @@ def worker_processes(server) -> list[psutil.Process]:
 
 
 def test_killing_a_worker_under_load_loses_no_acknowledged_click(two_workers: Settings) -> None:
-    with run_service(two_workers) as server, LoadThroughACrash(server.url) as load:
+    with run_service(two_workers) as server, Traffic(server.url, through_crash=True) as load:
         workers = worker_processes(server)
         assert len(workers) == 2, [p.cmdline() for p in workers]
         load.wait_for(acked=60)
